@@ -1,0 +1,39 @@
+import type { TensorLike } from "./tensor.js";
+
+/**
+ * Options core passes when it opens a model. Backends ignore what they cannot use.
+ */
+export interface SessionOptions {
+  /**
+   * External-data files of the ONNX model, by the file name the graph refers to. Present when
+   * the pack stores weights beside `model.onnx`.
+   */
+  externalData?: ReadonlyArray<{ path: string; data: Uint8Array }>;
+}
+
+/**
+ * An open model. `run` receives fully prepared feeds (core did all validation) and returns
+ * the requested outputs, or all outputs when `outputNames` is omitted.
+ */
+export interface InferenceSession {
+  readonly inputNames: readonly string[];
+  readonly outputNames: readonly string[];
+  run(feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>>;
+  /** Frees native memory. Safe to call twice. */
+  release(): Promise<void>;
+}
+
+/**
+ * The contract between core and a runtime package: turn model bytes into a session.
+ * A runtime package implements this in a few dozen lines over its ONNX Runtime build.
+ *
+ * @example
+ * ```ts
+ * const rec = await createRecommender({ backend: nodeBackend(), pack: await loadPack(dirSource("pack/")) });
+ * ```
+ */
+export interface InferenceBackend {
+  /** A short name for logs and errors, e.g. `onnxruntime-node(cpu)`. */
+  readonly name: string;
+  createSession(model: Uint8Array, options?: SessionOptions): Promise<InferenceSession>;
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env node
+// Builds one workspace package: esbuild bundles src/ to ESM in dist/, tsc emits declarations.
+// Run from the package directory (turbo does): `node ../../scripts/build-package.mjs [--external name ...]`.
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+
+const args = process.argv.slice(2);
+const external = [];
+for (let i = 0; i < args.length; i++) if (args[i] === "--external") external.push(args[++i]);
+
+const pkg = JSON.parse(readFileSync("package.json", "utf8"));
+// Workspace and third-party dependencies stay imports; each package bundles only its own src/.
+for (const dep of Object.keys(pkg.dependencies ?? {})) external.push(dep, `${dep}/*`);
+
+rmSync("dist", { recursive: true, force: true });
+await build({
+  entryPoints: ["src/index.ts"],
+  outfile: "dist/index.js",
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  target: "es2022",
+  sourcemap: true,
+  external,
+  logLevel: "warning",
+});
+const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
+execFileSync(process.execPath, [tsc, "-p", "tsconfig.json", "--emitDeclarationOnly", "--outDir", "dist"], { stdio: "inherit" });

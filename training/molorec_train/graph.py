@@ -1,0 +1,181 @@
+"""An exportable decoder: the HF model's weights behind a forward over flat tensors.
+
+The module re-states the Llama/Qwen2 decoder with plain tensor ops so that the ONNX graph has
+exactly the contract of a model pack (DESIGN.md §3): KV cache in and out, and every LoRA-wrapped
+Linear taking its A/B from graph inputs with a symbolic rank, scaled per batch row. It reads the
+weights of a loaded transformers model and never copies its code paths (caches, mask helpers),
+which change between transformers releases; tests hold it equal to transformers + PEFT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
+LORA_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+MASK_FILL = -1e9
+
+
+class ExportError(ValueError):
+    """The checkpoint or adapters cannot be exported; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class DecoderShape:
+    architecture: str
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    max_positions: int
+
+
+def decoder_shape(model: nn.Module) -> DecoderShape:
+    cfg = model.config
+    arch = cfg.model_type
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ExportError(f"model_type {arch!r} is not supported; supported: {sorted(SUPPORTED_ARCHITECTURES)}")
+    if getattr(cfg, "hidden_act", "silu") != "silu":
+        raise ExportError(f"hidden_act {cfg.hidden_act!r} is not supported (only silu)")
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    if rope_type == "dynamic":
+        raise ExportError("dynamic RoPE scaling depends on sequence length at run time and is not supported")
+    if getattr(cfg, "use_sliding_window", False):
+        raise ExportError("sliding-window attention is not supported; set use_sliding_window=False")
+    num_heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // num_heads
+    return DecoderShape(
+        architecture=arch,
+        num_layers=cfg.num_hidden_layers,
+        num_heads=num_heads,
+        num_kv_heads=getattr(cfg, "num_key_value_heads", None) or num_heads,
+        head_dim=head_dim,
+        hidden_size=cfg.hidden_size,
+        vocab_size=cfg.vocab_size,
+        max_positions=cfg.max_position_embeddings,
+    )
+
+
+def lora_input_names(module: str) -> tuple[str, str]:
+    return f"lora.{module}.A", f"lora.{module}.B"
+
+
+def kv_input_names(num_layers: int) -> list[str]:
+    return [f"past_key_values.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def kv_output_names(num_layers: int) -> list[str]:
+    return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    variance = x.pow(2).mean(-1, keepdim=True)
+    return weight * (x * torch.rsqrt(variance + eps))
+
+
+class ExportableDecoder(nn.Module):
+    """forward(input_ids, attention_mask, position_ids, *past_kv, *lora_ab, lora_scale).
+
+    - past_kv: for each layer, key then value, ``[batch, kv_heads, past, head_dim]``.
+    - lora_ab: for each target module in ``targets`` order, A ``[rank, in]`` then B ``[out, rank]``.
+    - lora_scale: ``[batch, rank]``; row b's low-rank term is ``B · diag(scale[b]) · A · x``.
+
+    Returns logits ``[batch, seq, vocab]`` then present key/value per layer.
+    """
+
+    def __init__(self, model: nn.Module, targets: list[str]):
+        super().__init__()
+        self.shape = decoder_shape(model)
+        self.hf = model.eval()
+        cfg = model.config
+        self.eps = float(cfg.rms_norm_eps)
+        rotary = model.model.rotary_emb
+        self.register_buffer("inv_freq", rotary.inv_freq.detach().clone().float(), persistent=False)
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        known = {name for name, _ in model.named_modules()}
+        for t in targets:
+            if t not in known or t.rsplit(".", 1)[-1] not in LORA_LINEAR_NAMES:
+                raise ExportError(f"LoRA target {t!r} is not a supported Linear of this model ({', '.join(LORA_LINEAR_NAMES)})")
+        self.targets = list(targets)
+        self._target_index = {t: i for i, t in enumerate(self.targets)}
+
+    def _linear(self, module_path: str, layer: nn.Linear, x: torch.Tensor, lora: list[torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.linear(x, layer.weight, layer.bias)
+        idx = self._target_index.get(module_path)
+        if idx is None:
+            return y
+        a, b = lora[2 * idx], lora[2 * idx + 1]
+        down = torch.matmul(x, a.transpose(0, 1)) * scale.unsqueeze(1)
+        return y + torch.matmul(down, b.transpose(0, 1))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor):
+        s = self.shape
+        n_kv = 2 * s.num_layers
+        past = rest[:n_kv]
+        lora = list(rest[n_kv:-1])
+        scale = rest[-1]
+        m = self.hf.model
+
+        h = m.embed_tokens(input_ids)
+        batch, seq = input_ids.shape[0], input_ids.shape[1]
+
+        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scale).unsqueeze(1)
+        sin = (emb.sin() * self.rope_scale).unsqueeze(1)
+
+        # Causality is by cache index (as in transformers), padding by attention_mask.
+        total = attention_mask.shape[1]
+        key_idx = torch.cumsum(torch.ones_like(attention_mask[0]), 0) - 1
+        query_idx = torch.cumsum(torch.ones_like(input_ids[0]), 0) - 1 + (total - seq)
+        causal = key_idx.unsqueeze(0) <= query_idx.unsqueeze(1)
+        allowed = causal.unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
+        allowed = allowed.unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total] for grouped heads
+
+        rep = s.num_heads // s.num_kv_heads
+        presents: list[torch.Tensor] = []
+        for i, layer in enumerate(m.layers):
+            prefix = f"model.layers.{i}"
+            attn = layer.self_attn
+            x = _rms_norm(h, layer.input_layernorm.weight, self.eps)
+            q = self._linear(f"{prefix}.self_attn.q_proj", attn.q_proj, x, lora, scale)
+            k = self._linear(f"{prefix}.self_attn.k_proj", attn.k_proj, x, lora, scale)
+            v = self._linear(f"{prefix}.self_attn.v_proj", attn.v_proj, x, lora, scale)
+            q = q.view(batch, seq, s.num_heads, s.head_dim).transpose(1, 2)
+            k = k.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
+            v = v.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            k = torch.cat((past[2 * i], k), dim=2)
+            v = torch.cat((past[2 * i + 1], v), dim=2)
+            presents += [k, v]
+
+            # Grouped-query attention without materialising repeated K/V.
+            qg = q.reshape(batch, s.num_kv_heads, rep, seq, s.head_dim)
+            scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
+            scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
+            probs = torch.softmax(scores, dim=-1)
+            ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, seq, hd]
+            ctx = ctx.reshape(batch, s.num_heads, seq, s.head_dim).transpose(1, 2).reshape(batch, seq, s.num_heads * s.head_dim)
+            h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
+
+            mlp = layer.mlp
+            x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)
+            gate = self._linear(f"{prefix}.mlp.gate_proj", mlp.gate_proj, x, lora, scale)
+            up = self._linear(f"{prefix}.mlp.up_proj", mlp.up_proj, x, lora, scale)
+            h = h + self._linear(f"{prefix}.mlp.down_proj", mlp.down_proj, torch.nn.functional.silu(gate) * up, lora, scale)
+
+        h = _rms_norm(h, m.norm.weight, self.eps)
+        logits = torch.nn.functional.linear(h, self.hf.lm_head.weight, getattr(self.hf.lm_head, "bias", None))
+        return (logits, *presents)
