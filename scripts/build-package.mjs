@@ -1,14 +1,19 @@
 #!/usr/bin/env node
 // Builds one workspace package: esbuild bundles src/ to ESM in dist/, tsc emits declarations.
-// Run from the package directory (turbo does): `node ../../scripts/build-package.mjs [--external name ...]`.
+// Run from the package directory (turbo does):
+// `node ../../scripts/build-package.mjs [--external name ...] [--entry src/other.ts ...]`.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const args = process.argv.slice(2);
-const external = [];
-for (let i = 0; i < args.length; i++) if (args[i] === "--external") external.push(args[++i]);
+const external = ["node:*"];
+const entryPoints = ["src/index.ts"];
+for (let i = 0; i < args.length; i++) {
+  if (args[i] === "--external") external.push(args[++i]);
+  else if (args[i] === "--entry") entryPoints.push(args[++i]);
+}
 
 const pkg = JSON.parse(readFileSync("package.json", "utf8"));
 // Workspace and third-party dependencies stay imports; each package bundles only its own src/.
@@ -16,9 +21,10 @@ for (const dep of Object.keys(pkg.dependencies ?? {})) external.push(dep, `${dep
 
 rmSync("dist", { recursive: true, force: true });
 await build({
-  entryPoints: ["src/index.ts"],
-  outfile: "dist/index.js",
+  entryPoints,
+  outdir: "dist",
   bundle: true,
+  splitting: true,
   format: "esm",
   platform: "neutral",
   target: "es2022",

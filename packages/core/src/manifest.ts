@@ -252,7 +252,7 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     maxHistoryTokens: r.int(p.maxHistoryTokens, "prompt.maxHistoryTokens"),
     bosTokenId: p.bosTokenId == null ? null : r.int(p.bosTokenId, "prompt.bosTokenId", 0),
     endTokenId: r.int(p.endTokenId, "prompt.endTokenId", 0),
-    scoreNormalization: norm,
+    scoreNormalization: norm as "mean" | "sum",
   };
   for (const [k, id] of [["bosTokenId", prompt.bosTokenId], ["endTokenId", prompt.endTokenId]] as const) {
     if (id !== null && id >= model.vocabSize) r.fail(`prompt.${k}`, `must be < model.vocabSize (${model.vocabSize})`);

@@ -1,0 +1,41 @@
+export type { InferenceBackend, InferenceSession, SessionOptions } from "./backend.js";
+export { MolorecError, isMolorecError, httpStatusForCode, type MolorecErrorCode, type MolorecErrorOptions } from "./errors.js";
+export { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
+export { LoraMixer, type AdapterWeights } from "./lora-mixture.js";
+export {
+  PACK_FORMAT_VERSION,
+  kvNames,
+  parseManifest,
+  type AdapterEntry,
+  type DomainEntry,
+  type LoraTarget,
+  type ModelConfig,
+  type PackLimits,
+  type PackManifest,
+  type PromptSpec,
+} from "./manifest.js";
+export { entropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
+export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
+export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
+export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
+export {
+  createRecommender,
+  type LambdaScores,
+  type RankedCandidate,
+  type RecommendResponse,
+  type Recommender,
+  type RecommenderOptions,
+  type ResolvedMixture,
+} from "./recommender.js";
+export {
+  DEFAULT_REQUEST_LIMITS,
+  parseMixture,
+  parseRecommendRequest,
+  type MixturePolicy,
+  type RecommendRequest,
+  type RequestLimits,
+} from "./request.js";
+export { parseSafetensors, type NamedTensor } from "./safetensors.js";
+export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
+export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
+export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";

@@ -1,0 +1,35 @@
+/** log-softmax of `logits[offset .. offset+n)` evaluated at one index, in float64. */
+export function logSoftmaxAt(logits: Float32Array, offset: number, n: number, index: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = logits[offset + i]!;
+    if (v > max) max = v;
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
+  return logits[offset + index]! - max - Math.log(sum);
+}
+
+/** Softmax of scores (temperature 1), stable. */
+export function softmax(scores: ArrayLike<number>): number[] {
+  let max = -Infinity;
+  for (let i = 0; i < scores.length; i++) max = Math.max(max, scores[i]!);
+  const exps = Array.from(scores, (s) => Math.exp(s - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / sum);
+}
+
+/** Shannon entropy in nats of a probability vector. */
+export function entropy(probs: ArrayLike<number>): number {
+  let h = 0;
+  for (let i = 0; i < probs.length; i++) {
+    const p = probs[i]!;
+    if (p > 0) h -= p * Math.log(p);
+  }
+  return h;
+}
+
+/** Indices sorted by descending score; ties keep the input order. */
+export function rankByScore(scores: ArrayLike<number>): number[] {
+  return Array.from(scores, (_, i) => i).sort((a, b) => scores[b]! - scores[a]! || a - b);
+}

@@ -1,0 +1,226 @@
+import type { InferenceBackend, InferenceSession } from "./backend.js";
+import { MolorecError } from "./errors.js";
+import { LoraMixer, type AdapterWeights } from "./lora-mixture.js";
+import { entropy, rankByScore, softmax } from "./math.js";
+import type { ModelPack } from "./pack.js";
+import { buildCandidate, buildPrompt } from "./prompt.js";
+import { DEFAULT_REQUEST_LIMITS, parseRecommendRequest, type MixturePolicy, type RequestLimits } from "./request.js";
+import { scoreCandidates, type ScoringStrategy } from "./scoring.js";
+import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
+
+/** One ranked candidate of a {@link RecommendResponse}. */
+export interface RankedCandidate {
+  /** Position of the candidate in the request. */
+  index: number;
+  title: string;
+  /** Length-normalised log-likelihood of the title (higher is better). */
+  score: number;
+  /** Softmax of the scores over all candidates. */
+  probability: number;
+}
+
+/** The answer to a {@link RecommendRequest}. */
+export interface RecommendResponse {
+  domain: string | null;
+  mixture: {
+    policy: string;
+    /** λ of the domain adapter used (general got 1 − λ); null for `base`. */
+    lambda: number | null;
+    /** Where λ came from. */
+    source: "policy" | "calibrated" | "default" | "request" | "adaptive" | "none";
+  };
+  ranked: RankedCandidate[];
+  /** Entropy (nats) of the softmax over all candidates' scores; low means confident. */
+  entropy: number;
+  promptTokens: number;
+  /** Oldest history items left out to fit the pack's history token budget. */
+  droppedHistoryItems: number;
+}
+
+/** Options of {@link createRecommender}. */
+export interface RecommenderOptions {
+  backend: InferenceBackend;
+  pack: ModelPack;
+  /** Stricter limits than the pack's (never looser). */
+  limits?: Partial<RequestLimits>;
+  /** λ values tried by the `adaptive` policy, as rows of one batch. Default 0, 0.25, …, 1. */
+  adaptiveLambdas?: number[];
+  strategy?: ScoringStrategy;
+  maxBatchRows?: number;
+}
+
+/** A resolved mixture: the adapter weights of one batch row and its λ. */
+export interface ResolvedMixture {
+  weights: AdapterWeights;
+  lambda: number | null;
+  source: RecommendResponse["mixture"]["source"];
+}
+
+/** Scores of one request's candidates under several λ, for evaluation and calibration. */
+export interface LambdaScores {
+  lambdas: number[];
+  /** `scores[i][c]`: candidate c under `lambdas[i]`. */
+  scores: number[][];
+}
+
+/**
+ * A recommender over one pack and one backend. Create once, reuse for every request: the
+ * session, tokenizer caches and LoRA concatenations are kept.
+ *
+ * @example
+ * ```ts
+ * import { createRecommender, loadPack } from "@molorec/core";
+ * import { nodeBackend, dirSource } from "@molorec/runtime-node";
+ * const rec = await createRecommender({ backend: nodeBackend(), pack: await loadPack(dirSource("pack/")) });
+ * const res = await rec.recommend({ history: ["Heat (1995)"], candidates: ["Ronin (1998)", "Babe (1995)"] });
+ * ```
+ */
+export interface Recommender {
+  readonly pack: ModelPack;
+  readonly backendName: string;
+  readonly limits: RequestLimits;
+  /** Validates an untrusted request and ranks its candidates. */
+  recommend(request: unknown): Promise<RecommendResponse>;
+  /** Resolves a policy to adapter weights for a domain (throws coded errors). */
+  resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture;
+  /** Scores candidates under several λ (rows of one batch). */
+  scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores>;
+  /** Finds the λ minimising the mean candidate entropy over unlabeled requests of a domain. */
+  calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: LambdaSearchOptions): Promise<LambdaSearchResult>;
+  close(): Promise<void>;
+}
+
+const DEFAULT_ADAPTIVE = [0, 0.25, 0.5, 0.75, 1];
+
+/** Opens the pack's model on the backend and returns a {@link Recommender}. */
+export async function createRecommender(options: RecommenderOptions): Promise<Recommender> {
+  const { backend, pack } = options;
+  const m = pack.manifest;
+  let session: InferenceSession;
+  try {
+    session = await backend.createSession(pack.model, { externalData: pack.externalData });
+  } catch (cause) {
+    if (cause instanceof MolorecError) throw cause;
+    throw new MolorecError("BACKEND_UNAVAILABLE", `${backend.name} could not open ${pack.location}/${m.files.model}: ${(cause as Error)?.message ?? cause}`, { cause });
+  }
+  const mixer = new LoraMixer(pack);
+  const limits: RequestLimits = {
+    maxCandidates: Math.min(options.limits?.maxCandidates ?? Infinity, m.limits.maxCandidates),
+    maxHistoryItems: Math.min(options.limits?.maxHistoryItems ?? Infinity, m.limits.maxHistoryItems),
+    maxTitleChars: options.limits?.maxTitleChars ?? DEFAULT_REQUEST_LIMITS.maxTitleChars,
+  };
+  const adaptive = options.adaptiveLambdas ?? DEFAULT_ADAPTIVE;
+  const scoring = { strategy: options.strategy ?? "prefix", maxBatchRows: options.maxBatchRows ?? 64 } as const;
+
+  function domainOf(name: string | null | undefined): string | null {
+    if (name == null) return m.defaultDomain;
+    if (!(name in m.domains)) {
+      throw new MolorecError("UNKNOWN_DOMAIN", `domain "${name}" is not in pack ${m.name}; it has: ${Object.keys(m.domains).join(", ") || "no domains"}.`, {
+        details: { domain: name, known: Object.keys(m.domains) },
+      });
+    }
+    return name;
+  }
+
+  function weightsFor(domain: string | null, lambda: number): AdapterWeights {
+    const general = m.generalAdapter;
+    const specific = domain === null ? null : m.domains[domain]!.adapter;
+    if (lambda < 1 && general === null) throw new MolorecError("INVALID_MIXTURE", `pack ${m.name} has no general adapter; only λ = 1 ("domain") is possible.`);
+    if (lambda > 0 && specific === null) throw new MolorecError("INVALID_MIXTURE", `no domain given and pack ${m.name} has no default domain; pass "domain".`);
+    const w: Array<readonly [string, number]> = [];
+    if (lambda < 1) w.push([general!, 1 - lambda]);
+    if (lambda > 0) w.push([specific!, lambda]);
+    return w;
+  }
+
+  function resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture {
+    if (typeof policy === "object") return { weights: weightsFor(domain, policy.lambda), lambda: policy.lambda, source: "request" };
+    switch (policy) {
+      case "base":
+        return { weights: [], lambda: null, source: "none" };
+      case "general":
+        return { weights: weightsFor(domain, 0), lambda: 0, source: "policy" };
+      case "domain":
+        return { weights: weightsFor(domain, 1), lambda: 1, source: "policy" };
+      case "wa":
+        return { weights: weightsFor(domain, 0.5), lambda: 0.5, source: "policy" };
+      case "calibrated": {
+        if (domain === null) return resolveMixture(null, "general");
+        const d = m.domains[domain]!;
+        const lambda = d.calibratedLambda ?? d.defaultLambda;
+        return { weights: weightsFor(domain, lambda), lambda, source: d.calibratedLambda === undefined ? "default" : "calibrated" };
+      }
+      default:
+        throw new MolorecError("INVALID_MIXTURE", `policy "${policy}" cannot be resolved to one mixture`);
+    }
+  }
+
+  async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
+    const domain = domainOf(input.domain);
+    const prompt = buildPrompt(pack.encoder, m.prompt, input.history);
+    const candidateIds = input.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
+    const mixtures = input.lambdas.map((l) => weightsFor(domain, l));
+    const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures }, scoring);
+    return { lambdas: input.lambdas, scores: res.scores };
+  }
+
+  return {
+    pack,
+    backendName: backend.name,
+    limits,
+    resolveMixture,
+    scoreLambdas,
+
+    async recommend(body: unknown): Promise<RecommendResponse> {
+      const req = parseRecommendRequest(body, limits);
+      const domain = domainOf(req.domain);
+      const prompt = buildPrompt(pack.encoder, m.prompt, req.history);
+      const candidateIds = req.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
+      const policyName = typeof req.mixture === "object" ? "lambda" : req.mixture;
+
+      let scores: number[];
+      let mixture: RecommendResponse["mixture"];
+      if (req.mixture === "adaptive") {
+        const mixtures = adaptive.map((l) => weightsFor(domain, l));
+        const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures }, scoring);
+        const entropies = res.scores.map((s) => entropy(softmax(s)));
+        let best = 0;
+        entropies.forEach((h, i) => (h < entropies[best]! ? (best = i) : 0));
+        scores = res.scores[best]!;
+        mixture = { policy: policyName, lambda: adaptive[best]!, source: "adaptive" };
+      } else {
+        const resolved = resolveMixture(domain, req.mixture);
+        const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures: [resolved.weights] }, scoring);
+        scores = res.scores[0]!;
+        mixture = { policy: policyName, lambda: resolved.lambda, source: resolved.source };
+      }
+      const probs = softmax(scores);
+      const order = rankByScore(scores).slice(0, req.topK ?? scores.length);
+      return {
+        domain,
+        mixture,
+        ranked: order.map((i) => ({ index: i, title: req.candidates[i]!, score: scores[i]!, probability: probs[i]! })),
+        entropy: entropy(probs),
+        promptTokens: prompt.ids.length,
+        droppedHistoryItems: prompt.droppedHistoryItems,
+      };
+    },
+
+    async calibrate(domain, requests, searchOptions) {
+      domainOf(domain);
+      if (requests.length === 0) throw new MolorecError("INVALID_REQUEST", "calibration needs at least one unlabeled request");
+      return searchLambda(async (lambdas) => {
+        const sums = new Array<number>(lambdas.length).fill(0);
+        for (const r of requests) {
+          const { scores } = await scoreLambdas({ ...r, domain, lambdas });
+          scores.forEach((s, i) => (sums[i]! += entropy(softmax(s))));
+        }
+        return sums.map((s) => s / requests.length);
+      }, searchOptions);
+    },
+
+    async close() {
+      await session.release();
+    },
+  };
+}

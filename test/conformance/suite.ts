@@ -1,0 +1,160 @@
+/**
+ * The cross-runtime conformance suite. Every runtime (Node, workerd, Chromium WASM/WebGPU)
+ * runs these same tests against the fixture pack and its golden scores, which were computed
+ * by transformers + PEFT (training/molorec_train/fixture.py).
+ */
+import { describe, expect, it } from "vitest";
+import {
+  buildCandidate,
+  buildPrompt,
+  createRecommender,
+  entropy,
+  isMolorecError,
+  LoraMixer,
+  scoreCandidates,
+  softmax,
+  type InferenceBackend,
+  type ModelPack,
+  type Recommender,
+} from "@molorec/core";
+import golden from "../fixtures/tiny-pack.golden.json" with { type: "json" };
+
+/** What a runtime supplies to the suite. */
+export interface RuntimeUnderTest {
+  name: string;
+  backend: () => InferenceBackend;
+  /** Loads test/fixtures/tiny-pack. */
+  loadFixturePack: () => Promise<ModelPack>;
+}
+
+interface GoldenCase {
+  request: { history: string[]; candidates: string[]; domain: string; mixture: unknown };
+  lambda: number | null;
+  promptIds: number[];
+  candidateIds: number[][];
+  scores: number[];
+  ranking: number[];
+}
+const cases = golden.cases as GoldenCase[];
+
+/** Golden tolerance: relative error ≤ 1e-4 (absolute below |score| = 1). */
+export function expectClose(got: readonly number[], want: readonly number[], tol = 1e-4): void {
+  expect(got.length).toBe(want.length);
+  got.forEach((g, i) => {
+    const w = want[i]!;
+    if (Math.abs(g - w) > tol * Math.max(1, Math.abs(w))) {
+      throw new Error(`score ${i}: got ${g}, want ${w} (|diff| ${Math.abs(g - w).toExponential(2)})`);
+    }
+  });
+}
+
+export function conformanceSuite(rt: RuntimeUnderTest): void {
+  describe(`conformance: ${rt.name}`, () => {
+    let pack: ModelPack;
+    let rec: Recommender;
+    const ready = (async () => {
+      pack = await rt.loadFixturePack();
+      rec = await createRecommender({ backend: rt.backend(), pack });
+    })();
+
+    it("tokenizes prompts and candidates exactly as the Python reference", async () => {
+      await ready;
+      for (const c of cases) {
+        expect(buildPrompt(pack.encoder, pack.manifest.prompt, c.request.history).ids).toEqual(c.promptIds);
+        expect(c.request.candidates.map((t) => buildCandidate(pack.encoder, pack.manifest.prompt, t))).toEqual(c.candidateIds);
+      }
+    });
+
+    it("reproduces the golden candidate scores of transformers + PEFT (≤ 1e-4)", async () => {
+      await ready;
+      for (const c of cases) {
+        const res = await rec.recommend(c.request);
+        const byIndex = new Array<number>(c.scores.length);
+        for (const r of res.ranked) byIndex[r.index] = r.score;
+        expectClose(byIndex, c.scores);
+        expect(res.ranked.map((r) => r.index)).toEqual(c.ranking);
+        expect(res.entropy).toBeCloseTo(entropy(softmax(c.scores)), 4);
+      }
+    });
+
+    it("scores with the shared-prefix KV cache exactly as one full pass per candidate", async () => {
+      await ready;
+      const mixer = new LoraMixer(pack);
+      const c = cases[0]!;
+      const job = {
+        promptIds: c.promptIds,
+        candidateIds: c.candidateIds,
+        mixtures: [[["general", 0.4], ["domain:movies", 0.6]] as const, []],
+      };
+      const session = await rt.backend().createSession(pack.model);
+      const prefix = await scoreCandidates(session, pack, mixer, job);
+      const naive = await scoreCandidates(session, pack, mixer, job, { strategy: "naive" });
+      expect(prefix.runs).toBe(2); // the prompt once, then one batch of all suffixes
+      expect(naive.runs).toBe(2 * c.candidateIds.length);
+      prefix.scores.forEach((row, m) => expectClose(row, naive.scores[m]!, 1e-5));
+      const chunked = await scoreCandidates(session, pack, mixer, job, { maxBatchRows: 3 });
+      chunked.scores.forEach((row, m) => expectClose(row, prefix.scores[m]!, 1e-5));
+      await session.release();
+    });
+
+    it("gives each batch row its own mixture, equal to separately merged runs", async () => {
+      await ready;
+      const byRequest = new Map<string, GoldenCase[]>();
+      for (const c of cases) if (c.lambda !== null) byRequest.set(c.request.history.join("|"), [...(byRequest.get(c.request.history.join("|")) ?? []), c]);
+      for (const group of byRequest.values()) {
+        const lambdas = group.map((g) => g.lambda!);
+        const { scores } = await rec.scoreLambdas({ ...group[0]!.request, lambdas });
+        scores.forEach((row, i) => expectClose(row, group[i]!.scores));
+      }
+    });
+
+    it("adaptive mixture picks the λ whose candidate distribution has the least entropy", async () => {
+      await ready;
+      const req = cases[0]!.request;
+      const lambdas = [0, 0.25, 0.5, 0.75, 1];
+      const { scores } = await rec.scoreLambdas({ ...req, lambdas });
+      const hs = scores.map((s) => entropy(softmax(s)));
+      const best = hs.indexOf(Math.min(...hs));
+      const res = await rec.recommend({ ...req, mixture: "adaptive" });
+      expect(res.mixture.lambda).toBe(lambdas[best]);
+      expect(res.entropy).toBeCloseTo(hs[best]!, 6);
+    });
+
+    it("answers repeated requests identically (no state carried between requests)", async () => {
+      await ready;
+      const req = { ...cases.find((c) => c.request.history.length > 10)!.request, mixture: "wa" };
+      const a = await rec.recommend(req);
+      await rec.recommend({ ...cases[1]!.request, mixture: "domain" });
+      const b = await rec.recommend(req);
+      expect(b).toEqual(a);
+      expect(a.droppedHistoryItems).toBeGreaterThan(0); // the long history hit the token budget
+    });
+
+    const bad: Array<[string, unknown, string]> = [
+      ["not an object", [1, 2], "INVALID_REQUEST"],
+      ["missing history", { candidates: ["a"] }, "INVALID_REQUEST"],
+      ["empty history", { history: [], candidates: ["a"] }, "EMPTY_HISTORY"],
+      ["no candidates", { history: ["a"], candidates: [] }, "NO_CANDIDATES"],
+      ["too many candidates", { history: ["a"], candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) }, "TOO_MANY_CANDIDATES"],
+      ["history not strings", { history: [1], candidates: ["a"] }, "INVALID_REQUEST"],
+      ["blank title", { history: ["a"], candidates: ["  "] }, "INVALID_REQUEST"],
+      ["unknown domain", { history: ["a"], candidates: ["b"], domain: "cars" }, "UNKNOWN_DOMAIN"],
+      ["bad mixture", { history: ["a"], candidates: ["b"], mixture: "best" }, "INVALID_MIXTURE"],
+      ["λ out of range", { history: ["a"], candidates: ["b"], mixture: { lambda: 1.5 } }, "INVALID_MIXTURE"],
+      ["unknown field", { history: ["a"], candidates: ["b"], histroy: [] }, "INVALID_REQUEST"],
+      ["bad topK", { history: ["a"], candidates: ["b"], topK: 0 }, "INVALID_REQUEST"],
+    ];
+    it.each(bad)("rejects a bad request (%s) with a coded error", async (_name, body, code) => {
+      await ready;
+      const err = await rec.recommend(body).then(
+        () => null,
+        (e: unknown) => e,
+      );
+      expect(isMolorecError(err)).toBe(true);
+      expect((err as { code: string }).code).toBe(code);
+      // and the recommender still serves
+      const ok = await rec.recommend(cases[1]!.request);
+      expect(ok.ranked.length).toBe(cases[1]!.request.candidates.length);
+    });
+  });
+}

@@ -1,0 +1,112 @@
+"""`molorec-train`: one CLI for model building. Subcommands are thin; logic lives in modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .graph import ExportError
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_pack
+
+    adapters = {}
+    for spec in args.adapter:
+        name, sep, path = spec.partition("=")
+        if not sep:
+            raise ExportError(f"--adapter {spec!r}: expected NAME=FOLDER, e.g. general=out/general or domain:movies=out/movies")
+        adapters[name] = Path(path)
+    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or ())
+    return 0
+
+
+def _cmd_make_fixture(args: argparse.Namespace) -> int:
+    from .fixture import build_fixture
+
+    build_fixture(args.out, args.golden)
+    return 0
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _cmd_prepare_data(args: argparse.Namespace) -> int:
+    from .data import DataError, Options, prepare_all
+
+    opts = Options(seed=args.seed, negatives=args.negatives, cold_fraction=args.cold_fraction, max_history=args.max_history, max_test=args.max_test, max_valid=args.max_valid)
+    try:
+        prepare_all(args.data, args.out, _csv(args.domains), _csv(args.targets), opts, log=lambda line: print(line, flush=True))
+    except DataError as e:
+        print(f"molorec-train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_baselines(args: argparse.Namespace) -> int:
+    from .baselines import main_baselines
+    from .data import DataError
+
+    try:
+        return main_baselines(args)
+    except DataError as e:
+        print(f"molorec-train: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("export", help="export a transformers checkpoint + PEFT LoRAs to a model pack")
+    e.add_argument("--model", required=True, type=Path, help="local transformers checkpoint folder (Llama or Qwen2)")
+    e.add_argument("--adapter", action="append", default=[], metavar="NAME=FOLDER", help="PEFT LoRA folder; NAME is 'general' or 'domain:<name>' (repeatable)")
+    e.add_argument("--out", required=True, type=Path, help="pack folder to write")
+    e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (default: the model folder)")
+    e.add_argument("--name", help="pack name (default: the model folder's name)")
+    e.add_argument("--targets", nargs="*", help="extra Linear names to expose as LoRA inputs (e.g. q_proj v_proj) for later plug-ins")
+    e.set_defaults(func=_cmd_export)
+
+    f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
+    f.add_argument("--out", type=Path, default=Path("test/fixtures/tiny-pack"))
+    f.add_argument("--golden", type=Path, default=Path("test/fixtures/tiny-pack.golden.json"))
+    f.set_defaults(func=_cmd_make_fixture)
+
+    d = sub.add_parser("prepare-data", help="split domain folders into train/valid/test cases (warm + cold-start)")
+    d.add_argument("--data", required=True, type=Path, help="folder of domain folders (items.tsv + sequences.jsonl|examples.jsonl)")
+    d.add_argument("--out", required=True, type=Path, help="output folder (one subfolder per domain)")
+    d.add_argument("--domains", help="comma-separated domain folders (default: all in --data)")
+    d.add_argument("--targets", help="comma-separated target domains (default: movies-ml100k,scientific-amazon2018 when present)")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--negatives", type=int, default=19, help="negatives per case (paper: 29)")
+    d.add_argument("--cold-fraction", type=float, default=0.2, help="fraction of a target domain's items held out for cold-start")
+    d.add_argument("--max-test", type=int, help="cap each test set (sampled with the seed)")
+    d.add_argument("--max-valid", type=int, help="cap the valid set (default: --max-test)")
+    d.add_argument("--max-history", type=int, default=10, help="history window in items")
+    d.set_defaults(func=_cmd_prepare_data)
+
+    b = sub.add_parser("baselines", help="random / popularity / SASRec on prepared test cases")
+    b.add_argument("--prepared", required=True, type=Path, help="output folder of prepare-data")
+    b.add_argument("--domain", required=True)
+    b.add_argument("--split", choices=["warm", "cold", "both"], default="warm", help="test set (both: train SASRec once, evaluate both)")
+    b.add_argument("--epochs", type=int, help="SASRec epochs (default: the built-in config)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--only", help="comma-separated subset of random,popularity,sasrec")
+    b.add_argument("--json", type=Path, help="also write the results as JSON")
+    b.set_defaults(func=_cmd_baselines)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ExportError, FileNotFoundError) as e:
+        print(f"molorec-train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The tiny fixture pack (random weights) and its golden candidate scores.
+
+The TypeScript tests read both from test/fixtures, so they need no Python. Golden scores come
+from the independent reference (reference.py: transformers + PEFT, one full pass per candidate).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import tempfile
+from pathlib import Path
+
+from . import tiny
+from .export import export_pack
+from .prompt import PromptSpec, candidate_ids, prompt_ids
+from .reference import candidate_log_likelihoods, merged_model
+
+ADJ = "Silent Golden Broken Hidden Electric Midnight Crimson Lonely Wild Frozen Distant Secret Little Last Brave".split()
+NOUN = "River Garden Empire Signal Harbor Kingdom Mirror Machine Forest Letter Orchestra Island Planet Circus Shadow".split()
+
+# Requests of the golden file: each runs under every mixture below.
+REQUESTS = [
+    {
+        "history": ["The Silent River (1994)", "Electric Garden (2001)", "Midnight Harbor (1987)"],
+        "candidates": ["Broken Mirror (1999)", "The Lonely Planet (2010)", "Crimson Empire (1975)", "Wild Orchestra (2004)", "Frozen Letter (1968)"],
+    },
+    {
+        "history": ["Secret Kingdom (1990)"],
+        "candidates": ["Distant Island (1982)", "Little Circus (2015)", "Brave Machine (1999)"],
+    },
+    {
+        # long titles and a long history: exercises title caps and the history budget
+        "history": [f"{a} {n} of the {a2} {n2} Chronicles, Part {i} (Director's Cut, Extended Edition)" for i, (a, n, a2, n2) in enumerate(zip(ADJ, NOUN, reversed(ADJ), reversed(NOUN)))],
+        "candidates": ["Golden Shadow (2020)", "Hidden Forest " * 12, "Last Signal (1971)", "Electric Empire (2008)"],
+    },
+]
+MIXTURES = {"base": None, "general": 0.0, "domain": 1.0, "wa": 0.5, "lambda-0.3": 0.3}
+
+
+def fixture_titles(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.choice(['', 'The '])}{rng.choice(ADJ)} {rng.choice(NOUN)} ({rng.randint(1950, 2023)})" for _ in range(n)]
+
+
+def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print) -> None:
+    from tokenizers import Tokenizer
+
+    out_dir, golden_path = Path(out_dir), Path(golden_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        model_dir = work / "model"
+        corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
+        tiny.train_bpe_tokenizer(corpus, 512, model_dir)
+        tiny.make_model(model_dir, architecture="llama", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, seed=5, std=0.15)
+        general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
+        domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
+        adapters = {"general": general, "domain:movies": domain}
+        spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
+        manifest = export_pack(model_dir, out_dir, adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log)
+
+        tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+        encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
+        cases = []
+        models = {name: merged_model(model_dir, adapters, {} if lam is None else {"general": 1 - lam, "domain:movies": lam}) for name, lam in MIXTURES.items()}
+        for req in REQUESTS:
+            p_ids = prompt_ids(encode, spec, req["history"])
+            c_ids = [candidate_ids(encode, spec, c) for c in req["candidates"]]
+            for mix_name, lam in MIXTURES.items():
+                per_token = candidate_log_likelihoods(models[mix_name], p_ids, c_ids)
+                scores = [sum(t) / len(t) for t in per_token]
+                cases.append({
+                    "request": {**req, "domain": "movies", "mixture": mix_name if not mix_name.startswith("lambda-") else {"lambda": lam}},
+                    "lambda": lam,
+                    "promptIds": p_ids,
+                    "candidateIds": c_ids,
+                    "tokenLogProbs": per_token,
+                    "scores": scores,
+                    "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
+                })
+    golden = {
+        "about": "Golden candidate scores for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
+        "pack": manifest["name"],
+        "cases": cases,
+    }
+    golden_path.parent.mkdir(parents=True, exist_ok=True)
+    golden_path.write_text(json.dumps(golden, indent=1) + "\n")
+    log(f"wrote {golden_path} ({len(cases)} cases)")
