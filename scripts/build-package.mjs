@@ -4,7 +4,7 @@
 // `node ../../scripts/build-package.mjs [--external name ...] [--entry src/other.ts ...]`.
 import { build } from "esbuild";
 import { execFileSync } from "node:child_process";
-import { readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 
 const args = process.argv.slice(2);
@@ -33,4 +33,4 @@ await build({
   logLevel: "warning",
 });
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
-execFileSync(process.execPath, [tsc, "-p", "tsconfig.json", "--emitDeclarationOnly", "--outDir", "dist"], { stdio: "inherit" });
+execFileSync(process.execPath, [tsc, "-p", existsSync("tsconfig.build.json") ? "tsconfig.build.json" : "tsconfig.json", "--emitDeclarationOnly", "--outDir", "dist"], { stdio: "inherit" });

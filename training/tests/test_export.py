@@ -123,3 +123,15 @@ def test_manifest_describes_graph(built, pack):
     assert len(pack.manifest["lora"]["targets"]) == 2 * 6
     rank_dims = {i.shape[0] for i in pack.session.get_inputs() if i.name.endswith(".A")}
     assert rank_dims == {"lora_rank"}
+
+
+def test_export_rejects_bad_input_with_clear_errors(built, tmp_path):
+    from molorec_train.export import export_pack
+    from molorec_train.graph import ExportError
+
+    with pytest.raises(ExportError, match="must be 'general' or 'domain:<name>'"):
+        export_pack(built.model_dir, tmp_path / "p1", {"movies": built.adapters["general"]}, log=lambda *_: None)
+    with pytest.raises(ExportError, match="no config.json"):
+        export_pack(tmp_path, tmp_path / "p2", {}, tokenizer_dir=built.model_dir, log=lambda *_: None)
+    with pytest.raises(ExportError, match="adapter_config.json is missing"):
+        export_pack(built.model_dir, tmp_path / "p3", {"general": tmp_path}, log=lambda *_: None)

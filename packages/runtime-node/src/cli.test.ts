@@ -1,0 +1,57 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { main } from "./cli.js";
+
+const root = fileURLToPath(new URL("../../../", import.meta.url));
+const pack = join(root, "test/fixtures/tiny-pack");
+const golden = (await import("../../../test/fixtures/tiny-pack.golden.json", { with: { type: "json" } })).default as {
+  cases: Array<{ request: { history: string[]; candidates: string[]; mixture: unknown }; scores: number[]; ranking: number[] }>;
+};
+
+function capture() {
+  const out: string[] = [];
+  const spy = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void out.push(a.join(" ")));
+  vi.spyOn(console, "error").mockImplementation(() => {});
+  return { out, spy };
+}
+
+afterEach(() => vi.restoreAllMocks());
+
+describe("molorec recommend", () => {
+  it("prints the golden ranking for the fixture pack", async () => {
+    const c = golden.cases.find((x) => x.request.mixture === "wa")!;
+    const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));
+    const req = join(dir, "req.json");
+    writeFileSync(req, JSON.stringify(c.request));
+    const { out } = capture();
+    expect(await main(["recommend", "--pack", pack, "--request", req, "--json", "--ep", "cpu"])).toBe(0);
+    const res = JSON.parse(out.join("\n"));
+    expect(res.ranked.map((r: { index: number }) => r.index)).toEqual(c.ranking);
+    for (const r of res.ranked) expect(r.score).toBeCloseTo(c.scores[r.index]!, 4);
+    expect(res.mixture).toEqual({ policy: "wa", lambda: 0.5, source: "policy" });
+  });
+
+  it("lets flags override the request's mixture and cut to the top k", async () => {
+    const c = golden.cases.find((x) => x.request.mixture === "domain")!;
+    const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));
+    const req = join(dir, "req.json");
+    writeFileSync(req, JSON.stringify({ ...c.request, mixture: "general" }));
+    const { out } = capture();
+    await main(["recommend", "--pack", pack, "--request", req, "--mixture", "1", "--top", "2", "--json", "--ep", "cpu"]);
+    const res = JSON.parse(out.join("\n"));
+    expect(res.ranked.map((r: { index: number }) => r.index)).toEqual(c.ranking.slice(0, 2));
+    expect(res.mixture.lambda).toBe(1);
+  });
+
+  it.each([
+    [["recommend", "--pack", "/nonexistent", "--request", "x.json"], "INVALID_REQUEST"],
+    [["recommend", "--pack", join(root, "test/fixtures"), "--request", join(root, "examples/request.json")], "PACK_FILE_MISSING"],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--ep", "tpu"], "INVALID_REQUEST"],
+  ])("fails with a coded error: %j", async (argv, code) => {
+    capture();
+    await expect(main(argv)).rejects.toMatchObject({ code });
+  });
+});

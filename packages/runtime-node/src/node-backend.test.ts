@@ -1,0 +1,61 @@
+import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, cpSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { describe, expect, it } from "vitest";
+import { createRecommender } from "@molorec/core";
+import { dirSource, loadPackFromDir } from "./dir-source.js";
+import { cudaProviderInstalled, nodeBackend } from "./node-backend.js";
+
+const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
+
+describe("nodeBackend", () => {
+  it("falls back to CPU under auto when CUDA is not installed, and says why", async () => {
+    const lines: string[] = [];
+    const backend = nodeBackend({ log: (l) => lines.push(l) });
+    const rec = await createRecommender({ backend, pack: await loadPackFromDir(fixture) });
+    if (!cudaProviderInstalled()) {
+      expect(backend.provider()).toBe("cpu");
+      expect(lines.join("\n")).toMatch(/running on CPU \(no libonnxruntime_providers_cuda\.so/);
+    }
+    expect(rec.backendName).toMatch(/^onnxruntime-node\((cpu|cuda)\)$/);
+    await rec.close();
+  });
+
+  it.skipIf(cudaProviderInstalled())("reports BACKEND_UNAVAILABLE when CUDA is demanded but missing", async () => {
+    const backend = nodeBackend({ executionProvider: "cuda", log: () => {} });
+    await expect(backend.createSession(readFileSync(join(fixture, "model.onnx")))).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
+  });
+
+  it("reports a corrupt model as BACKEND_UNAVAILABLE with the runtime's reason", async () => {
+    const pack = await loadPackFromDir(fixture);
+    const broken = { ...pack, model: new Uint8Array([1, 2, 3, 4]) };
+    await expect(createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: broken })).rejects.toMatchObject({
+      code: "BACKEND_UNAVAILABLE",
+    });
+  });
+});
+
+describe("pack loading from a directory", () => {
+  function copy(): string {
+    const dir = join(mkdtempSync(join(tmpdir(), "molorec-pack-")), "pack");
+    mkdirSync(dir);
+    cpSync(fixture, dir, { recursive: true });
+    return dir;
+  }
+
+  it("refuses paths that leave the pack", async () => {
+    await expect(dirSource(fixture).readBytes("../tiny-pack.golden.json")).rejects.toThrow(/outside the pack/);
+  });
+
+  it.each([
+    ["a missing model file", (d: string) => writeFileSync(join(d, "molorec.json"), readFileSync(join(d, "molorec.json"), "utf8").replace('"model.onnx"', '"gone.onnx"')), "PACK_FILE_MISSING"],
+    ["a manifest that is not JSON", (d: string) => writeFileSync(join(d, "molorec.json"), "{nope"), "MALFORMED_PACK"],
+    ["a truncated adapter", (d: string) => writeFileSync(join(d, "adapters/general/adapter_model.safetensors"), new Uint8Array(3)), "MALFORMED_PACK"],
+    ["a broken tokenizer", (d: string) => writeFileSync(join(d, "tokenizer.json"), "{}"), "MALFORMED_PACK"],
+  ])("reports %s with a code", async (_n, breakIt, code) => {
+    const dir = copy();
+    breakIt(dir);
+    await expect(loadPackFromDir(dir)).rejects.toMatchObject({ code });
+  });
+});

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Every test of the project: TypeScript (type checks, unit tests, conformance suites) and
+# Python (the exporter against transformers + PEFT, data prep, baselines).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> TypeScript: typecheck + tests"
+pnpm exec turbo run typecheck test --output-logs=errors-only
+
+echo
+echo "==> Python: pytest training/"
+.venv/bin/python -m pytest training -p no:cacheprovider
