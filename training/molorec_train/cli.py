@@ -96,7 +96,45 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", help="comma-separated subset of random,popularity,sasrec")
     b.add_argument("--json", type=Path, help="also write the results as JSON")
     b.set_defaults(func=_cmd_baselines)
+
+    r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")
+    r.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the domain folders (shared layout)")
+    r.add_argument("--work", type=Path, default=Path("artifacts/recipe"), help="work folder (steps already done there are skipped)")
+    r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
+    r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
+    r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
+    r.add_argument("--force", action="store_true", help="redo every step")
+    r.set_defaults(func=_cmd_recipe)
+
+    a = sub.add_parser("add-domain", help="plug a new domain into a pack: prepare its data, train its LoRA, add it")
+    a.add_argument("--data", type=Path, required=True, help="folder holding the domain folder (shared layout)")
+    a.add_argument("--domain", required=True, help="domain folder name inside --data")
+    a.add_argument("--pack", type=Path, required=True, help="pack to extend (in place)")
+    a.add_argument("--base", type=Path, required=True, help="the base model folder the pack was exported from")
+    a.add_argument("--work", type=Path, default=Path("artifacts/add-domain"))
+    a.add_argument("--steps", type=int, default=800, help="LoRA training steps")
+    a.add_argument("--seed", type=int, default=0)
+    a.set_defaults(func=_cmd_add_domain)
     return p
+
+
+def _cmd_recipe(args: argparse.Namespace) -> int:
+    from .recipe import RecipeConfig, quick_config, run_recipe
+    from .report import write_report
+
+    cfg = quick_config() if args.quick else RecipeConfig()
+    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force)
+    if args.report:
+        write_report(results, cfg, args.report, quick=args.quick)
+        print(f"wrote {args.report}")
+    return 0
+
+
+def _cmd_add_domain(args: argparse.Namespace) -> int:
+    from .recipe import add_domain
+
+    add_domain(args.data, args.domain, args.pack, args.base, args.work, steps=args.steps, seed=args.seed)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,6 +18,12 @@ export interface SessionOptions {
 export interface InferenceSession {
   readonly inputNames: readonly string[];
   readonly outputNames: readonly string[];
+  /**
+   * `false` when the session must never be fed a tensor with a 0-length axis (WebGPU crashes or
+   * hangs on them). Core then runs a prompt on a 1-token dummy past that `attention_mask`
+   * masks out, instead of an empty past. Omitted means `true`.
+   */
+  readonly acceptsEmptyTensors?: boolean;
   run(feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>>;
   /** Frees native memory. Safe to call twice. */
   release(): Promise<void>;

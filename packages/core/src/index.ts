@@ -39,3 +39,4 @@ export { parseSafetensors, type NamedTensor } from "./safetensors.js";
 export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
 export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
+export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";

@@ -79,11 +79,15 @@ export interface Recommender {
   readonly pack: ModelPack;
   readonly backendName: string;
   readonly limits: RequestLimits;
+  /** λ values the `adaptive` policy tries. */
+  readonly adaptiveLambdas: readonly number[];
   /** Validates an untrusted request and ranks its candidates. */
   recommend(request: unknown): Promise<RecommendResponse>;
   /** Resolves a policy to adapter weights for a domain (throws coded errors). */
   resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture;
-  /** Scores candidates under several λ (rows of one batch). */
+  /** Scores candidates under several adapter mixtures (rows of one batch). */
+  scoreMixtures(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<number[][]>;
+  /** Scores candidates under several λ of a domain (rows of one batch). */
   scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores>;
   /** Finds the λ minimising the mean candidate entropy over unlabeled requests of a domain. */
   calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: LambdaSearchOptions): Promise<LambdaSearchResult>;
@@ -155,20 +159,26 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     }
   }
 
-  async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
-    const domain = domainOf(input.domain);
+  async function scoreMixtures(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<number[][]> {
     const prompt = buildPrompt(pack.encoder, m.prompt, input.history);
     const candidateIds = input.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
-    const mixtures = input.lambdas.map((l) => weightsFor(domain, l));
-    const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures }, scoring);
-    return { lambdas: input.lambdas, scores: res.scores };
+    const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures: input.mixtures }, scoring);
+    return res.scores;
+  }
+
+  async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
+    const domain = domainOf(input.domain);
+    const scores = await scoreMixtures({ ...input, mixtures: input.lambdas.map((l) => weightsFor(domain, l)) });
+    return { lambdas: input.lambdas, scores };
   }
 
   return {
     pack,
     backendName: backend.name,
     limits,
+    adaptiveLambdas: adaptive,
     resolveMixture,
+    scoreMixtures,
     scoreLambdas,
 
     async recommend(body: unknown): Promise<RecommendResponse> {

@@ -44,10 +44,18 @@ async function run(session: InferenceSession, feeds: Record<string, TensorLike>)
   }
 }
 
-function emptyPast(pack: ModelPack, batch: number): Record<string, TensorLike> {
+/**
+ * Length of the past a prompt starts from: 0 (an empty past), or 1 for sessions that cannot take
+ * zero-sized tensors: a dummy slot that attention_mask = 0 hides, so scores are unchanged.
+ */
+function pastPad(session: InferenceSession): number {
+  return session.acceptsEmptyTensors === false ? 1 : 0;
+}
+
+function emptyPast(pack: ModelPack, batch: number, pad: number): Record<string, TensorLike> {
   const { numLayers, numKvHeads, headDim } = pack.manifest.model;
   const feeds: Record<string, TensorLike> = {};
-  const empty = tensor("float32", new Float32Array(0), [batch, numKvHeads, 0, headDim]);
+  const empty = tensor("float32", new Float32Array(batch * numKvHeads * pad * headDim), [batch, numKvHeads, pad, headDim]);
   for (let i = 0; i < numLayers; i++) {
     feeds[kvNames.pastKey(i)] = empty;
     feeds[kvNames.pastValue(i)] = empty;
@@ -91,6 +99,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
   const P = job.promptIds.length;
   const M = job.mixtures.length;
+  const D = pastPad(session);
   let runs = 0;
 
   // 1. The prompt, once per mixture (rows differ only in their LoRA scale).
@@ -102,11 +111,13 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
       positions[m * P + t] = t;
     }
   }
+  const promptMask = new Array<number>(M * (D + P)).fill(1);
+  for (let m = 0; m < M; m++) promptMask.fill(0, m * (D + P), m * (D + P) + D);
   const prompt = await run(session, {
     input_ids: int64(promptIds, [M, P]),
-    attention_mask: int64(new Array(M * P).fill(1), [M, P]),
+    attention_mask: int64(promptMask, [M, D + P]),
     position_ids: int64(positions, [M, P]),
-    ...emptyPast(pack, M),
+    ...emptyPast(pack, M, D),
     ...mixer.feeds(job.mixtures),
   });
   runs++;
@@ -121,7 +132,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   const tokenLogProbs: number[][][] = Array.from({ length: M }, () => new Array<number[]>(N));
   const pairs: Array<[number, number]> = [];
   for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
-  const rowKv = numKvHeads * P * headDim;
+  const rowKv = numKvHeads * (D + P) * headDim;
 
   for (let start = 0; start < pairs.length; start += maxBatchRows) {
     const chunk = pairs.slice(start, start + maxBatchRows);
@@ -131,18 +142,19 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
     let logits: Float32Array | null = null;
     if (L > 0) {
       const ids = new Array<number>(B * L).fill(pack.manifest.prompt.endTokenId);
-      const mask = new Array<number>(B * (P + L)).fill(0);
+      const W = D + P + L;
+      const mask = new Array<number>(B * W).fill(0);
       const pos = new Array<number>(B * L);
       chunk.forEach(([, c], b) => {
         const cand = job.candidateIds[c]!;
         for (let k = 0; k < L; k++) {
           if (k < cand.length - 1) {
             ids[b * L + k] = cand[k]!;
-            mask[b * (P + L) + P + k] = 1;
+            mask[b * W + D + P + k] = 1;
           }
           pos[b * L + k] = P + k;
         }
-        for (let t = 0; t < P; t++) mask[b * (P + L) + t] = 1;
+        for (let t = 0; t < P; t++) mask[b * W + D + t] = 1;
       });
       const past: Record<string, TensorLike> = {};
       for (let i = 0; i < 2 * numLayers; i++) {
@@ -150,11 +162,11 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         const dst = new Float32Array(B * rowKv);
         chunk.forEach(([m], b) => dst.set(src.subarray(m * rowKv, (m + 1) * rowKv), b * rowKv));
         const name = i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1);
-        past[name] = tensor("float32", dst, [B, numKvHeads, P, headDim]);
+        past[name] = tensor("float32", dst, [B, numKvHeads, D + P, headDim]);
       }
       const out = await run(session, {
         input_ids: int64(ids, [B, L]),
-        attention_mask: int64(mask, [B, P + L]),
+        attention_mask: int64(mask, [B, W]),
         position_ids: int64(pos, [B, L]),
         ...past,
         ...mixer.feeds(chunk.map(([m]) => job.mixtures[m]!)),
@@ -175,6 +187,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
 async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob): Promise<ScoreResult> {
   const V = pack.manifest.model.vocabSize;
   const P = job.promptIds.length;
+  const D = pastPad(session);
   let runs = 0;
   const tokenLogProbs: number[][][] = [];
   for (const mixture of job.mixtures) {
@@ -185,9 +198,9 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
       const S = seq.length;
       const out = await run(session, {
         input_ids: int64(seq, [1, S]),
-        attention_mask: int64(new Array(S).fill(1), [1, S]),
+        attention_mask: int64(new Array(D + S).fill(1).fill(0, 0, D), [1, D + S]),
         position_ids: int64(seq.map((_, i) => i), [1, S]),
-        ...emptyPast(pack, 1),
+        ...emptyPast(pack, 1, D),
         ...lora,
       });
       runs++;

@@ -1,13 +1,28 @@
-import { readFile } from "node:fs/promises";
+import { readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createRecommender, isMolorecError, MolorecError, parseMixture, type RecommendResponse } from "@molorec/core";
+import {
+  createRecommender,
+  evaluatePolicies,
+  isMolorecError,
+  MolorecError,
+  parseMixture,
+  type EvalCase,
+  type MixturePolicy,
+  type RecommendResponse,
+} from "@molorec/core";
 import { loadPackFromDir } from "./dir-source.js";
+import { progressBar, readJsonl } from "./jsonl.js";
 import { nodeBackend, type NodeExecutionProvider } from "./node-backend.js";
 
 const USAGE = `molorec — LLM-based recommendation with mixed LoRA adapters (onnxruntime-node)
 
 Usage:
   molorec recommend --pack DIR [--request FILE|-] [options]   rank candidates for one request
+  molorec eval --pack DIR --domain NAME (--cases FILE | --data DIR --split warm|cold)
+                                                               NDCG@1, NDCG@3, HR@3 per mixture
+  molorec calibrate --pack DIR --domain NAME --data DIR [--n 64] [--write]
+                                                               entropy-minimising λ on unlabeled prompts
   molorec info --pack DIR                                      summarise a model pack
 
 recommend options:
@@ -18,6 +33,15 @@ recommend options:
   --top K          print only the best K
   --json           print the response as JSON
   --ep EP          execution provider: auto (default), cpu, cuda
+
+eval options:
+  --mixture LIST   comma-separated policies (default general,domain,wa,calibrated,adaptive)
+  --limit N        evaluate the first N cases only
+  --out FILE       also write the results as JSON
+
+calibrate: reads DIR/valid.jsonl (only history and candidates: labels are never used), searches
+λ ∈ [0,1] minimising the mean entropy of the candidate distribution; --write stores it in the
+pack's molorec.json as the domain's calibratedLambda.
 
 The pack may also be given by the MOLOREC_PACK environment variable.`;
 
@@ -61,7 +85,14 @@ export async function main(argv: string[]): Promise<number> {
       domain: { type: "string" },
       mixture: { type: "string" },
       top: { type: "string" },
+      cases: { type: "string" },
+      data: { type: "string" },
+      split: { type: "string" },
+      limit: { type: "string" },
+      n: { type: "string", default: "64" },
+      write: { type: "boolean", default: false },
       json: { type: "boolean", default: false },
+      out: { type: "string" },
       ep: { type: "string", default: "auto" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -81,6 +112,8 @@ export async function main(argv: string[]): Promise<number> {
     console.log(JSON.stringify({ name: m.name, formatVersion: m.formatVersion, model: m.model, adapters: Object.fromEntries(Object.entries(m.adapters).map(([k, a]) => [k, { rank: a.rank, targets: a.targetModules }])), domains: m.domains, defaultDomain: m.defaultDomain, limits: m.limits }, null, 2));
     return 0;
   }
+  if (command === "eval") return evalCommand(packDir, values);
+  if (command === "calibrate") return calibrateCommand(packDir, values);
   if (command !== "recommend") {
     console.error(`molorec: unknown command "${command}"\n\n${USAGE}`);
     return 2;
@@ -98,6 +131,83 @@ export async function main(argv: string[]): Promise<number> {
     const res = await rec.recommend(body);
     if (values.json) console.log(JSON.stringify(res, null, 2));
     else printTable(res, rec.backendName);
+  } finally {
+    await rec.close();
+  }
+  return 0;
+}
+
+type Values = Record<string, string | boolean | undefined>;
+
+function positiveInt(v: string | boolean | undefined, flag: string): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new MolorecError("INVALID_REQUEST", `${flag} must be a positive integer, not ${v}`);
+  return n;
+}
+
+async function openRecommender(packDir: string, values: Values) {
+  const pack = await loadPackFromDir(packDir);
+  return createRecommender({ backend: nodeBackend({ executionProvider: values.ep as NodeExecutionProvider }), pack });
+}
+
+function casesPath(values: Values, split: string): string {
+  if (typeof values.cases === "string") return values.cases;
+  if (typeof values.data !== "string") throw new MolorecError("INVALID_REQUEST", "pass --cases FILE, or --data DIR (a prepared domain folder)");
+  return join(values.data, split === "valid" ? "valid.jsonl" : `test_${split}.jsonl`);
+}
+
+async function evalCommand(packDir: string, values: Values): Promise<number> {
+  const split = (values.split as string | undefined) ?? "warm";
+  if (!["warm", "cold", "valid"].includes(split)) throw new MolorecError("INVALID_REQUEST", `--split must be warm, cold or valid, not ${split}`);
+  const policies = String(values.mixture ?? "general,domain,wa,calibrated,adaptive")
+    .split(",")
+    .map((p) => parseMixture(p.trim(), "--mixture")) as MixturePolicy[];
+  const path = casesPath(values, split);
+  let cases = await readJsonl<EvalCase>(path);
+  const limit = positiveInt(values.limit, "--limit");
+  if (limit !== undefined) cases = cases.slice(0, limit);
+  const rec = await openRecommender(packDir, values);
+  try {
+    const domain = (values.domain as string | undefined) ?? rec.pack.manifest.defaultDomain;
+    const started = Date.now();
+    const results = await evaluatePolicies(rec, cases, { domain, policies, onProgress: progressBar(`eval ${domain} ${split}`) });
+    const seconds = (Date.now() - started) / 1000;
+    console.log(`\n${rec.pack.manifest.name} · domain ${domain} · ${split} · ${cases.length} cases · ${seconds.toFixed(1)} s (${rec.backendName})\n`);
+    console.log("policy              λ     NDCG@1  NDCG@3    HR@3  entropy");
+    for (const r of results) {
+      console.log(`${r.policy.padEnd(16)} ${r.lambda === null ? "   —" : r.lambda.toFixed(2).padStart(5)}  ${r.ndcg1.toFixed(4)}  ${r.ndcg3.toFixed(4)}  ${r.hr3.toFixed(4)}  ${r.entropy.toFixed(3)}`);
+    }
+    if (typeof values.out === "string") {
+      await writeFile(values.out, JSON.stringify({ pack: rec.pack.manifest.name, domain, split, cases: cases.length, seconds, backend: rec.backendName, results }, null, 2) + "\n");
+    }
+  } finally {
+    await rec.close();
+  }
+  return 0;
+}
+
+async function calibrateCommand(packDir: string, values: Values): Promise<number> {
+  const domain = values.domain as string | undefined;
+  if (!domain) throw new MolorecError("INVALID_REQUEST", "--domain is required: the pack domain to calibrate");
+  const n = positiveInt(values.n, "--n")!;
+  const rows = (await readJsonl<EvalCase>(casesPath(values, "valid"))).slice(0, n);
+  // Unlabeled: the label is dropped before anything sees the requests.
+  const requests = rows.map((r) => ({ history: r.history, candidates: r.candidates }));
+  const rec = await openRecommender(packDir, values);
+  try {
+    const started = Date.now();
+    const res = await rec.calibrate(domain, requests);
+    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (mean entropy ${res.objective.toFixed(4)})`);
+    for (const e of res.evaluated) console.log(`  λ ${e.lambda.toFixed(3)}  entropy ${e.objective.toFixed(4)}`);
+    if (values.write) {
+      const file = join(packDir, "molorec.json");
+      const manifest = JSON.parse(await readFile(file, "utf8"));
+      manifest.domains[domain].calibratedLambda = Math.round(res.lambda * 1e4) / 1e4;
+      await writeFile(file, JSON.stringify(manifest, null, 2) + "\n");
+      console.log(`wrote calibratedLambda to ${file}`);
+    }
+    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, ...res }, null, 2) + "\n");
   } finally {
     await rec.close();
   }

@@ -1,0 +1,253 @@
+"""The training recipe's model steps: tokenizer, base model pretraining, PEFT LoRAs.
+
+Small pure helpers build token sequences (with prompt.py, so training sees exactly what the
+runtime scores); thin wrappers around tokenizers / transformers / peft do the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import torch
+
+from .prompt import PromptSpec, candidate_ids, prompt_ids
+from .tiny import EOS, PAD, train_bpe_tokenizer
+
+LINEAR_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    hidden_size: int = 128
+    intermediate_size: int = 384
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_positions: int = 512
+    vocab_size: int = 4096
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    steps: int = 3000
+    batch_size: int = 16
+    block_size: int = 192
+    lr: float = 3e-3
+    warmup: int = 100
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class LoraTrainConfig:
+    steps: int = 800
+    batch_size: int = 16
+    rank: int = 8
+    alpha: float = 16.0
+    lr: float = 2e-3
+    dropout: float = 0.05
+    seed: int = 0
+    targets: tuple[str, ...] = tuple(LINEAR_TARGETS)
+
+
+def log_progress(prefix: str, step: int, total: int, loss: float, started: float, log: Callable[[str], None]) -> None:
+    elapsed = time.time() - started
+    eta = elapsed / max(step, 1) * (total - step)
+    log(f"{prefix} step {step}/{total}  loss {loss:.4f}  {elapsed:5.0f}s elapsed, ~{eta:4.0f}s left")
+
+
+def set_threads() -> None:
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+# --- data to token sequences -------------------------------------------------------------
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def instruction_example(encode, spec: PromptSpec, history: Sequence[str], target: str) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids): the answer is the target's scored continuation."""
+    return prompt_ids(encode, spec, history), candidate_ids(encode, spec, target)
+
+
+def title_documents(titles: Sequence[str], spec: PromptSpec, rng: random.Random, per_doc: int = 12) -> list[str]:
+    """Titles as history-style lists, in random order: item text without any interaction."""
+    shuffled = list(titles)
+    rng.shuffle(shuffled)
+    return [
+        "".join(f"{spec.itemPrefix}{t}{spec.itemSuffix}" for t in shuffled[i:i + per_doc])
+        for i in range(0, len(shuffled), per_doc)
+    ]
+
+
+def pack_blocks(docs: Iterable[list[int]], block: int, eos: int) -> list[list[int]]:
+    """Concatenate token documents (EOS-separated) and cut into fixed blocks."""
+    stream: list[int] = []
+    for d in docs:
+        stream += d + [eos]
+    return [stream[i:i + block] for i in range(0, len(stream) - block + 1, block)]
+
+
+# --- tokenizer ----------------------------------------------------------------------------
+
+
+def train_tokenizer(titles: Iterable[str], spec: PromptSpec, vocab_size: int, out_dir: Path) -> Path:
+    corpus = list(titles) + [spec.prefix, spec.itemPrefix + "x" + spec.itemSuffix, spec.suffix] * 50
+    return train_bpe_tokenizer(corpus, vocab_size, out_dir)
+
+
+def load_encoder(tokenizer_dir: Path):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    cache: dict[str, list[int]] = {}
+
+    def encode(text: str) -> list[int]:
+        ids = cache.get(text)
+        if ids is None:
+            ids = cache[text] = tok.encode(text, add_special_tokens=False).ids
+        return ids
+
+    return encode, tok.token_to_id(EOS), tok.token_to_id(PAD)
+
+
+# --- base model ---------------------------------------------------------------------------
+
+
+def new_base_model(cfg: BaseModelConfig, eos: int, pad: int, seed: int) -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        bos_token_id=None,
+        initializer_range=0.02,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def pretrain(
+    model: torch.nn.Module,
+    blocks: list[list[int]],
+    cfg: PretrainConfig,
+    log: Callable[[str], None] = print,
+) -> list[float]:
+    """Causal-LM pretraining on fixed-size blocks; returns the loss curve (per 50 steps)."""
+    if not blocks:
+        raise ValueError("no pretraining data: the corpus is shorter than one block")
+    set_threads()
+    rng = random.Random(cfg.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, cfg.warmup))
+    model.train()
+    curve, running, started = [], 0.0, time.time()
+    for step in range(1, cfg.steps + 1):
+        batch = torch.tensor([blocks[rng.randrange(len(blocks))] for _ in range(cfg.batch_size)])
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running += loss.item()
+        if step % 50 == 0 or step == cfg.steps:
+            n = 50 if step % 50 == 0 else step % 50
+            curve.append(running / n)
+            log_progress("pretrain", step, cfg.steps, running / n, started, log)
+            running = 0.0
+    model.eval()
+    return curve
+
+
+# --- LoRA ---------------------------------------------------------------------------------
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask, and labels with the loss on answer tokens only."""
+    seqs = [p + a for p, a in examples]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
+    for i, ((p, a), s) in enumerate(zip(examples, seqs)):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+        labels[i, len(p):len(s)] = torch.tensor(a)
+    return ids, mask, labels
+
+
+def train_lora(
+    base_dir: Path,
+    examples: list[tuple[list[int], list[int]]],
+    cfg: LoraTrainConfig,
+    out_dir: Path,
+    pad: int,
+    log: Callable[[str], None] = print,
+    name: str = "lora",
+) -> list[float]:
+    """Trains one PEFT LoRA from the base model on instruction examples; saves it to out_dir."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    if not examples:
+        raise ValueError(f"{name}: no training examples")
+    set_threads()
+    torch.manual_seed(cfg.seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
+    model = get_peft_model(
+        base, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=cfg.dropout)
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, max(1, cfg.steps // 20)))
+    rng = random.Random(cfg.seed)
+    model.train()
+    curve, running, started = [], 0.0, time.time()
+    for step in range(1, cfg.steps + 1):
+        ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        running += loss.item()
+        if step % 50 == 0 or step == cfg.steps:
+            n = 50 if step % 50 == 0 else step % 50
+            curve.append(running / n)
+            log_progress(name, step, cfg.steps, running / n, started, log)
+            running = 0.0
+    model.eval()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")
+    return curve
+
+
+def iter_examples(rows: Iterable[dict], encode, spec: PromptSpec) -> Iterator[tuple[list[int], list[int]]]:
+    for r in rows:
+        if r.get("history"):
+            yield instruction_example(encode, spec, r["history"], r["target"])
