@@ -60,7 +60,7 @@ class RecipeConfig:
     max_pretrain_sequences_per_domain: int = 20000
     title_passes: int = 3
     prompt: PromptSpec = field(default_factory=lambda: PromptSpec(maxTitleTokens=24, maxHistoryTokens=256))
-    sasrec_epochs: int = 30
+    sasrec_epochs: int | None = None  # None: chosen from the data size (baselines.py)
 
 
 def quick_config() -> RecipeConfig:
