@@ -51,11 +51,11 @@ class RecipeConfig:
     max_test: int = 500
     max_history: int = 10
     calibration_prompts: int = 64
-    vocab_size: int = 4096
+    vocab_size: int = 2048
     base: BaseModelConfig = field(default_factory=BaseModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    general_lora: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(steps=1200))
-    domain_lora: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(steps=800))
+    pretrain: PretrainConfig = field(default_factory=lambda: PretrainConfig(steps=1500))
+    general_lora: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(steps=600))
+    domain_lora: LoraTrainConfig = field(default_factory=lambda: LoraTrainConfig(steps=600))
     max_general_examples_per_domain: int = 20000
     max_pretrain_sequences_per_domain: int = 20000
     title_passes: int = 3
