@@ -16,7 +16,7 @@ as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
 # System packages (Debian). Browser tests drive Debian's Chromium (never a downloaded browser).
 APT_PACKAGES=()
 if [[ $NODE_ONLY -eq 0 ]]; then
-  APT_PACKAGES+=()
+  APT_PACKAGES+=(chromium)  # browser tests of apps/storefront (WASM + SwiftShader WebGPU)
 fi
 missing=()
 for p in "${APT_PACKAGES[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -97,6 +97,37 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
       await session.release();
     });
 
+    it("scores identically when the session cannot take zero-sized tensors (masked 1-token past)", async () => {
+      await ready;
+      const inner = rt.backend();
+      const noEmpty: InferenceBackend = {
+        name: `${inner.name} without zero-sized tensors`,
+        async createSession(model, options) {
+          const s = await inner.createSession(model, options);
+          return {
+            inputNames: s.inputNames,
+            outputNames: s.outputNames,
+            acceptsEmptyTensors: false,
+            run(feeds, names) {
+              for (const [name, t] of Object.entries(feeds)) if (t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name} [${t.dims}]`);
+              return s.run(feeds, names);
+            },
+            release: () => s.release(),
+          };
+        },
+      };
+      for (const strategy of ["prefix", "naive"] as const) {
+        const guarded = await createRecommender({ backend: noEmpty, pack, strategy });
+        for (const c of cases.slice(0, strategy === "naive" ? 2 : cases.length)) {
+          const res = await guarded.recommend(c.request);
+          const byIndex = new Array<number>(c.scores.length);
+          for (const r of res.ranked) byIndex[r.index] = r.score;
+          expectClose(byIndex, c.scores);
+        }
+        await guarded.close();
+      }
+    });
+
     it("gives each batch row its own mixture, equal to separately merged runs", async () => {
       await ready;
       const byRequest = new Map<string, GoldenCase[]>();

@@ -48,7 +48,7 @@ function invalid(field: string, what: string, code: "INVALID_REQUEST" | "INVALID
   throw new MolorecError(code, `${field} ${what}`, { details: { field } });
 }
 
-function titles(v: unknown, field: string, max: number, maxChars: number): string[] {
+function titles(v: unknown, field: string, maxChars: number): string[] {
   if (!Array.isArray(v)) invalid(field, "must be an array of item titles (strings)");
   return v.map((t, i) => {
     if (typeof t !== "string") invalid(`${field}[${i}]`, `must be a string, got ${t === null ? "null" : typeof t}`);
@@ -87,7 +87,7 @@ export function parseRecommendRequest(body: unknown, limits: RequestLimits = DEF
   for (const k of Object.keys(o)) if (!FIELDS.has(k)) invalid(k, `is not a request field; fields are ${[...FIELDS].join(", ")}`);
   if (o.history === undefined) invalid("history", "is required");
   if (o.candidates === undefined) invalid("candidates", "is required");
-  const history = titles(o.history, "history", limits.maxHistoryItems, limits.maxTitleChars);
+  const history = titles(o.history, "history", limits.maxTitleChars);
   if (history.length === 0) throw new MolorecError("EMPTY_HISTORY", "history is empty; send at least one item title the user interacted with.", { details: { field: "history" } });
   if (history.length > limits.maxHistoryItems) {
     throw new MolorecError("HISTORY_TOO_LONG", `history has ${history.length} items; the limit is ${limits.maxHistoryItems} (send the most recent ones).`, {
@@ -101,7 +101,7 @@ export function parseRecommendRequest(body: unknown, limits: RequestLimits = DEF
       details: { field: "candidates", limit: limits.maxCandidates },
     });
   }
-  const candidates = titles(o.candidates, "candidates", limits.maxCandidates, limits.maxTitleChars);
+  const candidates = titles(o.candidates, "candidates", limits.maxTitleChars);
   let domain: string | undefined;
   if (o.domain !== undefined) {
     if (typeof o.domain !== "string" || !o.domain) invalid("domain", "must be a non-empty string");
