@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -62,7 +63,11 @@ def log_progress(prefix: str, step: int, total: int, loss: float, started: float
 
 
 def set_threads() -> None:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    """MOLOREC_TORCH_THREADS overrides torch's thread count: on a machine shared with other
+    jobs, 1 thread avoids OpenMP spin-waiting, which otherwise slows training many times over."""
+    n = os.environ.get("MOLOREC_TORCH_THREADS")
+    if n:
+        torch.set_num_threads(max(1, int(n)))
 
 
 # --- data to token sequences -------------------------------------------------------------
