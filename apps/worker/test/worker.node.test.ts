@@ -1,0 +1,161 @@
+// The Worker as deployed: `wrangler dev` (workerd) on 127.0.0.1, driven by real fetches, and
+// compared with the Node runtime on the same pack and requests.
+import { readFile } from "node:fs/promises";
+import { fileURLToPath } from "node:url";
+import { createRecommender, type RecommendResponse, type Recommender } from "@molorec/core";
+import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryOf, startWranglerDev, type WranglerDev } from "./wrangler-dev.mjs";
+
+const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
+const golden = JSON.parse(await readFile(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url), "utf8")) as {
+  cases: Array<{ request: Record<string, unknown>; scores: number[]; ranking: number[] }>;
+};
+const request = { ...golden.cases.find((c) => (c.request.history as string[]).length > 10)!.request, mixture: "calibrated" };
+
+let dev: WranglerDev;
+let bundled: WranglerDev;
+let node: Recommender;
+const memory: Record<string, number> = {};
+
+async function post(body: BodyInit, init: RequestInit = {}): Promise<Response> {
+  return fetch(`${dev.url}/v1/recommend`, { method: "POST", body, headers: { "content-type": "application/json" }, ...init });
+}
+
+function expectSameAnswer(got: RecommendResponse, want: RecommendResponse): void {
+  expect(got.ranked.map((r) => r.index)).toEqual(want.ranked.map((r) => r.index));
+  got.ranked.forEach((r, i) => {
+    const w = want.ranked[i]!;
+    expect(Math.abs(r.score - w.score)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(w.score)));
+    expect(Math.abs(r.probability - w.probability)).toBeLessThanOrEqual(1e-4);
+  });
+  expect(got.entropy).toBeCloseTo(want.entropy, 4);
+  expect(got.mixture).toEqual(want.mixture);
+  expect(got.promptTokens).toBe(want.promptTokens);
+}
+
+beforeAll(async () => {
+  const [a, b, n] = await Promise.allSettled([
+    startWranglerDev(),
+    startWranglerDev({ environment: "bundled" }),
+    loadPackFromDir(fixture).then((pack) => createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack })),
+  ]);
+  if (a.status === "fulfilled") dev = a.value;
+  if (b.status === "fulfilled") bundled = b.value;
+  if (n.status === "fulfilled") node = n.value;
+  for (const r of [a, b, n]) if (r.status === "rejected") throw r.reason;
+});
+
+afterAll(async () => {
+  await Promise.all([dev?.stop(), bundled?.stop()]);
+  await node?.close();
+  if (Object.keys(memory).length) console.log(`workerd memory, fixture pack (wasm heap: exact, from the isolate; RSS: the whole workerd process, an upper bound): ${JSON.stringify(memory)}`);
+});
+
+describe("wrangler dev (workerd) on 127.0.0.1", () => {
+  it("answers a recommend request as the Node runtime does (ranking, scores ≤ 1e-4)", async () => {
+    const pid = dev.workerdPid();
+    const before = pid ? memoryOf(pid) : null;
+    const res = await post(JSON.stringify(request));
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+    const got = (await res.json()) as RecommendResponse;
+    expectSameAnswer(got, await node.recommend(request));
+    const health = (await (await fetch(`${dev.url}/v1/health`)).json()) as { isolate: { wasmHeapMiB: number } };
+    memory.wasmHeapAfterFirstRequestMiB = health.isolate.wasmHeapMiB;
+    // The wasm heap only grows: its size is the high-water mark of the biggest part of the isolate.
+    expect(health.isolate.wasmHeapMiB).toBeLessThan(64);
+    if (pid && before) {
+      const after = memoryOf(pid);
+      Object.assign(memory, {
+        rssBeforeFirstRequestMiB: Math.round(before.rssMiB),
+        peakRssAfterFirstRequestMiB: Math.round(after.peakRssMiB),
+        growthMiB: Math.round(after.peakRssMiB - before.rssMiB),
+      });
+      // The isolate limit is 128 MB; the fixture pack is tiny, so the growth must be far below it.
+      expect(after.peakRssMiB - before.rssMiB).toBeLessThan(128);
+    }
+  });
+
+  it("reproduces the golden scores of transformers + PEFT for every golden case", async () => {
+    for (const c of golden.cases) {
+      const res = await post(JSON.stringify(c.request));
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as RecommendResponse;
+      expect(body.ranked.map((r) => r.index)).toEqual(c.ranking);
+      for (const r of body.ranked) expect(Math.abs(r.score - c.scores[r.index]!)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(c.scores[r.index]!)));
+    }
+  });
+
+  const valid = JSON.stringify({ history: ["The Silent River (1994)"], candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)"] });
+  const bad: Array<[string, () => Promise<Response>, number, string]> = [
+    ["malformed JSON", () => post('{"history": ["a"], "candidates": ['), 400, "INVALID_REQUEST"],
+    ["unknown domain", () => post(JSON.stringify({ history: ["a"], candidates: ["b"], domain: "cars" })), 404, "UNKNOWN_DOMAIN"],
+    ["0 candidates", () => post(JSON.stringify({ history: ["a"], candidates: [] })), 400, "NO_CANDIDATES"],
+    ["10,000 candidates", () => post(JSON.stringify({ history: ["a"], candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) })), 400, "TOO_MANY_CANDIDATES"],
+    ["an oversized body (2 MiB)", () => post(JSON.stringify({ history: ["a"], candidates: ["x".repeat(2 * 1024 * 1024)] })), 413, "BODY_TOO_LARGE"],
+    [
+      "an oversized streamed body without Content-Length",
+      () => {
+        let sent = 0;
+        const chunk = new TextEncoder().encode(" ".repeat(64 * 1024));
+        const stream = new ReadableStream<Uint8Array>({
+          pull(c) {
+            if ((sent += chunk.byteLength) > 4 * 1024 * 1024) c.close();
+            else c.enqueue(chunk);
+          },
+        });
+        return post(stream, { duplex: "half" } as RequestInit);
+      },
+      413,
+      "BODY_TOO_LARGE",
+    ],
+    ["a GET on /v1/recommend", () => fetch(`${dev.url}/v1/recommend`), 405, "METHOD_NOT_ALLOWED"],
+    ["an unknown route", () => fetch(`${dev.url}/v1/nothing`), 404, "NOT_FOUND"],
+  ];
+  it.each(bad)("answers %s with a JSON error, then still serves", async (_name, send, status, code) => {
+    const res = await send();
+    expect(res.status).toBe(status);
+    expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+    const body = (await res.json()) as { error: { code: string; message: string } };
+    expect(body.error.code).toBe(code);
+    expect(body.error.message).toBeTruthy();
+    const ok = await post(valid);
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as RecommendResponse).ranked).toHaveLength(2);
+  });
+
+  it("serves repeated requests from one isolate without reloading the model", async () => {
+    const health = async () => (await (await fetch(`${dev.url}/v1/health`)).json()) as { status: string; backend: string; isolate: Record<string, number> };
+    const h1 = await health();
+    for (let i = 0; i < 5; i++) expect((await post(valid)).status).toBe(200);
+    const h2 = await health();
+    expect(h1.status).toBe("ok");
+    expect(h1.backend).toMatch(/^onnxruntime-web@1\.30\.0\(wasm\)$/);
+    expect(h2.isolate.recommendersCreated).toBe(1);
+    expect(h2.isolate.sessionsCreated).toBe(1);
+    expect(h2.isolate.requests).toBeGreaterThanOrEqual(h1.isolate.requests! + 6);
+    expect(h2.isolate.cacheHits).toBeGreaterThan(h1.isolate.cacheHits!);
+  });
+
+  it("summarises the pack on GET /v1/pack", async () => {
+    const res = await fetch(`${dev.url}/v1/pack`);
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ name: "tiny-fixture", defaultDomain: "movies", limits: { maxBodyBytes: 1048576 } });
+  });
+
+  it("answers the same with the pack compiled into the script (--env bundled)", async () => {
+    const res = await fetch(`${bundled.url}/v1/recommend`, { method: "POST", body: JSON.stringify(request) });
+    expect(res.status).toBe(200);
+    expectSameAnswer((await res.json()) as RecommendResponse, await node.recommend(request));
+    const health = (await (await fetch(`${bundled.url}/v1/health`)).json()) as { pack: string; isolate: Record<string, number> };
+    expect(health.isolate.sessionsCreated).toBe(1);
+    await bundled.stop();
+  });
+
+  it("does not serve the pack files themselves (assets are reachable only through the Worker)", async () => {
+    const res = await fetch(`${dev.url}/model.onnx`);
+    expect(res.status).toBe(404);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
+  });
+});

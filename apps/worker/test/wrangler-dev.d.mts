@@ -1,0 +1,16 @@
+export declare const workerDir: string;
+export declare function wranglerEnv(extra?: Record<string, string>): NodeJS.ProcessEnv;
+export declare function freePort(): Promise<number>;
+export declare function runWrangler(args: string[], options?: { timeoutMs?: number; env?: Record<string, string> }): Promise<string>;
+export declare function findWorkerd(rootPid: number): number | null;
+export declare function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number };
+export interface WranglerDev {
+  url: string;
+  port: number;
+  pid: number;
+  workerdPid(): number | null;
+  output(): string;
+  stop(): Promise<void>;
+}
+export declare function configForPack(packDir: string, dir: string): string;
+export declare function startWranglerDev(options?: { vars?: Record<string, string>; configPath?: string; environment?: string; readyTimeoutMs?: number; maxLifetimeMs?: number; log?: (chunk: string) => void }): Promise<WranglerDev>;

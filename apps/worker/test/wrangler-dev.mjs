@@ -1,0 +1,178 @@
+// Starts and stops `wrangler dev` on 127.0.0.1 for tests and bench/worker-latency.mjs.
+// Offline: no Request.cf download, no metrics; the state (local R2) goes to a temp folder.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const workerDir = fileURLToPath(new URL("..", import.meta.url));
+const watchdog = fileURLToPath(new URL("watchdog.mjs", import.meta.url));
+const wranglerBin = join(dirname(createRequire(join(workerDir, "package.json")).resolve("wrangler/package.json")), "bin", "wrangler.js");
+
+/** Environment for wrangler: offline, no telemetry, bundling workspace packages from src/. */
+export function wranglerEnv(extra = {}) {
+  return {
+    ...process.env,
+    CLOUDFLARE_CF_FETCH_ENABLED: "false",
+    WRANGLER_SEND_METRICS: "false",
+    WRANGLER_BUILD_CONDITIONS: "@molorec/source,workerd,worker,browser",
+    ...extra,
+  };
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Writes a wrangler config like wrangler.jsonc whose static assets are `packDir` (absolute paths,
+ * so it works from a temp folder) and returns its path: for serving another pack in tests and benches.
+ */
+export function configForPack(packDir, dir) {
+  const text = readFileSync(join(workerDir, "wrangler.jsonc"), "utf8");
+  const compatibilityDate = /"compatibility_date":\s*"([^"]+)"/.exec(text)[1];
+  const config = {
+    name: "molorec-bench",
+    main: join(workerDir, "src/index.ts"),
+    compatibility_date: compatibilityDate,
+    send_metrics: false,
+    rules: [{ type: "CompiledWasm", globs: ["**/*.wasm"], fallthrough: false }],
+    vars: { MOLOREC_PACK: "assets:" },
+    assets: { directory: packDir, binding: "PACK_ASSETS", run_worker_first: true },
+  };
+  const path = join(dir, "wrangler.json");
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/** Runs wrangler with arguments in apps/worker and resolves with its output (rejects on failure). */
+export function runWrangler(args, { timeoutMs = 120_000, env = {} } = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [wranglerBin, ...args], { cwd: workerDir, env: wranglerEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`wrangler ${args.join(" ")} exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+function childrenOf(pid) {
+  const kids = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      if (Number(fields[1]) === pid) kids.push({ pid: Number(name), comm: stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")")) });
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return kids;
+}
+
+/** The workerd process under a wrangler process (Linux /proc), or null. */
+export function findWorkerd(rootPid) {
+  const queue = [rootPid];
+  while (queue.length) {
+    for (const kid of childrenOf(queue.shift())) {
+      if (kid.comm.startsWith("workerd")) return kid.pid;
+      queue.push(kid.pid);
+    }
+  }
+  return null;
+}
+
+/** Resident and peak resident memory (MiB) of a process, from /proc/PID/status. */
+export function memoryOf(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? NaN);
+  return { rssMiB: kb("VmRSS") / 1024, peakRssMiB: kb("VmHWM") / 1024 };
+}
+
+/**
+ * Starts `wrangler dev` on a random loopback port and waits until it is ready (the model is not
+ * loaded yet: that is the first request's work). `stop()` ends wrangler and workerd.
+ */
+export async function startWranglerDev({ vars = {}, configPath, environment, readyTimeoutMs = 90_000, maxLifetimeMs = 10 * 60_000, log = () => {} } = {}) {
+  const port = await freePort();
+  const inspectorPort = await freePort();
+  const state = mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
+  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn"];
+  if (configPath) args.push("--config", configPath);
+  if (environment) args.push("--env", environment);
+  for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);
+  // The watchdog leads a new process group (wrangler + workerd) and ends it if this process dies
+  // without calling stop(), or after maxLifetimeMs.
+  const child = spawn(process.execPath, [watchdog, String(process.pid), String(maxLifetimeMs), process.execPath, wranglerBin, ...args], {
+    cwd: workerDir,
+    env: wranglerEnv(),
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  let output = "";
+  const onData = (d) => {
+    output += d;
+    log(String(d));
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  const exited = new Promise((resolve) => child.on("exit", resolve));
+
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(-child.pid, "SIGTERM"); // the watchdog's process group: watchdog, wrangler, workerd
+      } catch {
+        // already gone
+      }
+      const killed = await Promise.race([exited.then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
+      if (!killed) {
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+        await exited;
+      }
+    }
+    rmSync(state, { recursive: true, force: true });
+  };
+
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + readyTimeoutMs;
+  try {
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`wrangler dev exited early (${child.exitCode}):\n${output}`);
+      if (Date.now() > deadline) throw new Error(`wrangler dev not ready after ${readyTimeoutMs} ms:\n${output}`);
+      // 404 from the Worker means it is up; no model is loaded by an unknown route.
+      const res = await fetch(`${url}/__ready`).catch(() => null);
+      if (res) {
+        await res.body?.cancel();
+        if (res.status === 404) break;
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return { url, port, pid: child.pid, workerdPid: () => findWorkerd(child.pid), output: () => output, stop };
+}

@@ -1,0 +1,61 @@
+import { readdirSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
+import { defineConfig } from "vitest/config";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const repoRoot = join(here, "../..");
+const fixture = join(repoRoot, "test/fixtures/tiny-pack");
+
+function listFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const full = join(dir, name);
+    return statSync(full).isDirectory() ? listFiles(full) : [full];
+  });
+}
+// The fixture pack as data-blob bindings: the "bundled bytes" way of shipping a pack.
+const packFiles = listFiles(fixture).map((f) => relative(fixture, f).split("\\").join("/"));
+const dataBlobBindings = Object.fromEntries(packFiles.map((f, i) => [`PACK_FILE_${i}`, join(fixture, f)]));
+
+const source = { conditions: ["@molorec/source"] };
+const workerdSource = { conditions: ["@molorec/source", "workerd", "worker", "browser", "import", "module", "default"] };
+
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        // The conformance suite (test/conformance/suite.ts) and the HTTP layer inside workerd.
+        plugins: [
+          cloudflareTest({
+            miniflare: {
+              compatibilityDate: "2026-04-20",
+              compatibilityFlags: ["nodejs_compat"],
+              dataBlobBindings,
+              bindings: { PACK_FILES: packFiles },
+              r2Buckets: ["PACK_BUCKET"],
+              // As wrangler.jsonc: workerd compiles .wasm imports into a WebAssembly.Module.
+              modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
+            },
+          }),
+        ],
+        resolve: workerdSource,
+        ssr: { resolve: workerdSource },
+        test: {
+          name: "workerd",
+          // The repo root, so that files outside apps/worker (onnxruntime-web's .wasm in the pnpm
+          // store, test/conformance) get root-relative ids the pool can load.
+          root: repoRoot,
+          include: ["apps/worker/test/**/*.workerd.test.ts"],
+          testTimeout: 60_000,
+        },
+      },
+      {
+        // wrangler dev driven over loopback, and the bundle-size budget.
+        resolve: source,
+        ssr: { resolve: source },
+        test: { name: "node", include: ["test/**/*.node.test.ts"], testTimeout: 120_000, hookTimeout: 120_000 },
+      },
+    ],
+  },
+});

@@ -1,0 +1,168 @@
+#!/usr/bin/env node
+// Cold-start and warm latency of the Cloudflare Worker in local workerd (`wrangler dev` on
+// 127.0.0.1), beside the Node runtime (in-process @molorec/runtime-node) on the same request.
+//
+//   pnpm build && node bench/worker-latency.mjs [--pack DIR] [--request FILE] [--runs N] [--warm M]
+//
+// cold  = the first POST /v1/recommend of a fresh workerd (pack read from static assets, tokenizer,
+//         ORT wasm init, session, first scoring); in Node: loadPackFromDir + createRecommender +
+//         first recommend in this process.
+// warm  = median of the following requests (Worker: over HTTP through wrangler's local proxy).
+// Loopback only; bounded: at most 10 runs × 200 warm requests and a 10-minute overall limit.
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
+import { cpus, platform, release, tmpdir, totalmem } from "node:os";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const { values } = parseArgs({
+  options: {
+    pack: { type: "string", default: join(root, "test/fixtures/tiny-pack") },
+    request: { type: "string" },
+    runs: { type: "string", default: "3" },
+    warm: { type: "string", default: "20" },
+    json: { type: "boolean", default: false },
+  },
+});
+const runs = Math.min(10, Math.max(1, Number(values.runs)));
+const warm = Math.min(200, Math.max(1, Number(values.warm)));
+const packDir = resolve(values.pack);
+const deadline = Date.now() + 10 * 60_000;
+
+const dev = await import(pathToFileURL(join(root, "apps/worker/test/wrangler-dev.mjs")).href);
+const requireFromWorker = createRequire(join(root, "apps/worker/package.json"));
+let core, runtimeNode;
+try {
+  core = await import(pathToFileURL(requireFromWorker.resolve("@molorec/core")).href);
+  runtimeNode = await import(pathToFileURL(requireFromWorker.resolve("@molorec/runtime-node")).href);
+} catch (e) {
+  console.error(`bench: cannot load the built packages (${e.message}); run \`pnpm build\` first.`);
+  process.exit(2);
+}
+
+function defaultRequest() {
+  const golden = JSON.parse(readFileSync(join(root, "test/fixtures/tiny-pack.golden.json"), "utf8"));
+  const c = golden.cases.find((x) => x.request.history.length > 10) ?? golden.cases[0];
+  return { ...c.request, mixture: "calibrated" };
+}
+const request = values.request ? JSON.parse(readFileSync(values.request, "utf8")) : defaultRequest();
+const body = JSON.stringify(request);
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const ms = (x) => `${x.toFixed(1)} ms`;
+function checkTime() {
+  if (Date.now() > deadline) throw new Error("bench: over its 10-minute limit; use fewer --runs/--warm");
+}
+
+async function workerRun(configPath) {
+  const server = await dev.startWranglerDev({ configPath });
+  try {
+    const pid = server.workerdPid();
+    const before = pid ? dev.memoryOf(pid) : null;
+    const post = async () => {
+      const t0 = performance.now();
+      const res = await fetch(`${server.url}/v1/recommend`, { method: "POST", body, headers: { "content-type": "application/json" } });
+      const json = await res.json();
+      if (res.status !== 200) throw new Error(`worker answered ${res.status}: ${JSON.stringify(json)}`);
+      return { ms: performance.now() - t0, json };
+    };
+    const cold = await post();
+    const after = pid ? dev.memoryOf(pid) : null;
+    const warmTimes = [];
+    for (let i = 0; i < warm; i++) {
+      checkTime();
+      warmTimes.push((await post()).ms);
+    }
+    const health = await (await fetch(`${server.url}/v1/health`)).json();
+    return {
+      cold: cold.ms,
+      warm: median(warmTimes),
+      loadMs: health.isolate?.lastLoadMs ?? null,
+      sessions: health.isolate?.sessionsCreated ?? null,
+      wasmHeapMiB: health.isolate?.wasmHeapMiB ?? null,
+      memory: before && after ? { rssBeforeMiB: before.rssMiB, peakAfterFirstMiB: after.peakRssMiB } : null,
+      answer: cold.json,
+    };
+  } finally {
+    await server.stop();
+  }
+}
+
+async function nodeRun() {
+  const t0 = performance.now();
+  const pack = await runtimeNode.loadPackFromDir(packDir);
+  const rec = await core.createRecommender({ backend: runtimeNode.nodeBackend({ executionProvider: "cpu", log: () => {} }), pack });
+  const loadMs = performance.now() - t0;
+  const answer = await rec.recommend(request);
+  const cold = performance.now() - t0;
+  const warmTimes = [];
+  for (let i = 0; i < warm; i++) {
+    checkTime();
+    const t = performance.now();
+    await rec.recommend(request);
+    warmTimes.push(performance.now() - t);
+  }
+  await rec.close();
+  return { cold, warm: median(warmTimes), loadMs, answer };
+}
+
+const cpu = cpus();
+const machine = `${cpu[0]?.model ?? "unknown CPU"}, ${cpu.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${platform()} ${release()}, Node ${process.version}`;
+const tmp = mkdtempSync(join(tmpdir(), "molorec-bench-"));
+try {
+  const configPath = dev.configForPack(packDir, tmp);
+  const worker = [];
+  const node = [];
+  for (let i = 0; i < runs; i++) {
+    checkTime();
+    worker.push(await workerRun(configPath));
+    node.push(await nodeRun());
+  }
+  const maxDiff = Math.max(
+    ...worker[0].answer.ranked.map((r, i) => Math.abs(r.score - node[0].answer.ranked[i].score)),
+  );
+  const sameRanking = worker[0].answer.ranked.every((r, i) => r.index === node[0].answer.ranked[i].index);
+  const summary = {
+    machine,
+    pack: packDir,
+    request: { history: request.history.length, candidates: request.candidates.length, mixture: request.mixture ?? "calibrated" },
+    runs,
+    warmRequestsPerRun: warm,
+    worker: {
+      coldMs: median(worker.map((w) => w.cold)),
+      warmMs: median(worker.map((w) => w.warm)),
+      serverLoadMs: median(worker.filter((w) => w.loadMs !== null).map((w) => w.loadMs)),
+      sessionsCreated: worker.map((w) => w.sessions),
+      memoryMiB: worker[0].memory,
+      wasmHeapMiB: Math.max(...worker.map((w) => w.wasmHeapMiB ?? 0)),
+    },
+    node: { coldMs: median(node.map((n) => n.cold)), warmMs: median(node.map((n) => n.warm)), loadMs: median(node.map((n) => n.loadMs)) },
+    agreement: { sameRanking, maxScoreDiff: maxDiff },
+  };
+  if (values.json) {
+    console.log(JSON.stringify(summary, null, 2));
+  } else {
+    console.log(`machine: ${machine}`);
+    console.log(`pack: ${packDir}`);
+    console.log(`request: ${summary.request.history} history items, ${summary.request.candidates} candidates, mixture ${summary.request.mixture}; ${runs} runs × ${warm} warm requests (medians)`);
+    console.log("");
+    console.log("                          cold (first request)   warm (median)   model load");
+    console.log(`  worker (wrangler dev)   ${ms(summary.worker.coldMs).padStart(20)}   ${ms(summary.worker.warmMs).padStart(13)}   ${summary.worker.serverLoadMs === null ? "?" : ms(summary.worker.serverLoadMs)} (in the isolate)`);
+    console.log(`  node (in-process)       ${ms(summary.node.coldMs).padStart(20)}   ${ms(summary.node.warmMs).padStart(13)}   ${ms(summary.node.loadMs)}`);
+    console.log("");
+    console.log(`worker over HTTP through wrangler's local proxy; node without HTTP. sessions created per worker run: ${summary.worker.sessionsCreated.join(", ")}`);
+    console.log(`isolate memory (limit 128 MB): onnxruntime-web wasm heap ${summary.worker.wasmHeapMiB.toFixed(1)} MiB after ${warm + 1} requests (exact; it only grows), plus the JS heap`);
+    if (summary.worker.memoryMiB) {
+      const m = summary.worker.memoryMiB;
+      console.log(`workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB)`);
+    }
+    console.log(`worker vs node: same ranking ${sameRanking}, max |score diff| ${maxDiff.toExponential(2)}`);
+  }
+} finally {
+  rmSync(tmp, { recursive: true, force: true });
+}
