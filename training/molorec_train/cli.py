@@ -18,7 +18,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise ExportError(f"--adapter {spec!r}: expected NAME=FOLDER, e.g. general=out/general or domain:movies=out/movies")
         adapters[name] = Path(path)
-    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or ())
+    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or (), scoring_head=args.scoring_head)
     return 0
 
 
@@ -56,6 +56,12 @@ def _cmd_baselines(args: argparse.Namespace) -> int:
         return 2
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from .quantize import main_quantize
+
+    return main_quantize(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -67,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (default: the model folder)")
     e.add_argument("--name", help="pack name (default: the model folder's name)")
     e.add_argument("--targets", nargs="*", help="extra Linear names to expose as LoRA inputs (e.g. q_proj v_proj) for later plug-ins")
+    e.add_argument("--scoring-head", action="store_true", help="add num_logits_to_keep / target_ids inputs and a token_logprobs output (faster scoring; needs a runtime that knows them, see docs/performance.md)")
     e.set_defaults(func=_cmd_export)
 
     f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
@@ -96,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", help="comma-separated subset of random,popularity,sasrec")
     b.add_argument("--json", type=Path, help="also write the results as JSON")
     b.set_defaults(func=_cmd_baselines)
+
+    q = sub.add_parser("quantize", help="edge pack: quantize the base weights (int8 dynamic or int4 MatMulNBits); LoRA inputs stay float32")
+    q.add_argument("--pack", required=True, type=Path, help="float32 pack folder")
+    q.add_argument("--out", required=True, type=Path, help="quantized pack folder to write")
+    q.add_argument("--bits", type=int, choices=[8, 4], default=8)
+    q.add_argument("--method", choices=["dynamic", "nbits"], help="default: dynamic for 8 bits, nbits (MatMulNBits) for 4")
+    q.add_argument("--block-size", type=int, default=32, help="MatMulNBits block size (nbits only)")
+    q.add_argument("--accuracy-level", type=int, default=0, choices=[0, 1, 2, 3, 4], help="MatMulNBits compute type: 0 float32 (portable), 4 int8 (fast on x86)")
+    q.add_argument("--keep-lm-head", action="store_true", help="leave the LM head in float32")
+    q.set_defaults(func=_cmd_quantize)
 
     r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")
     r.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the domain folders (shared layout)")

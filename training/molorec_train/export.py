@@ -63,14 +63,31 @@ def resolve_targets(model: torch.nn.Module, adapters: Iterable[Adapter], extra_n
     return [(n, linears[n].in_features, linears[n].out_features) for n in order]
 
 
-def export_onnx(model: torch.nn.Module, targets: list[tuple[str, int, int]], out_path: Path) -> None:
+def export_onnx(
+    model: torch.nn.Module,
+    targets: list[tuple[str, int, int]],
+    out_path: Path,
+    *,
+    attention: str = "padding",
+    logits_to_keep: bool = False,
+    token_logprobs: bool = False,
+) -> None:
+    """Writes the decoder graph. The defaults give the pack contract (DESIGN.md §3);
+    ``attention="block"`` (a ``[batch, seq, total]`` attention_mask, for packed block-causal
+    sequences), ``logits_to_keep`` (an extra ``num_logits_to_keep`` input) and ``token_logprobs``
+    (a ``target_ids`` input and a ``token_logprobs`` output) are optional variants; see
+    graph.ExportableDecoder. Runtimes use the last two when present and work without them."""
     shape = decoder_shape(model)
-    module = ExportableDecoder(model, [t[0] for t in targets])
+    module = ExportableDecoder(model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs)
     batch, seq, past, rank = 2, 3, 4, 2
     g = torch.Generator().manual_seed(0)
+    if attention == "block":
+        mask = torch.tril(torch.ones(seq, past + seq, dtype=torch.int64), diagonal=past).unsqueeze(0).repeat(batch, 1, 1)
+    else:
+        mask = torch.ones(batch, past + seq, dtype=torch.int64)
     args: list[torch.Tensor] = [
         torch.randint(0, shape.vocab_size, (batch, seq), generator=g),
-        torch.ones(batch, past + seq, dtype=torch.int64),
+        mask,
         torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
     ]
     for _ in range(shape.num_layers):
@@ -80,16 +97,26 @@ def export_onnx(model: torch.nn.Module, targets: list[tuple[str, int, int]], out
         args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
         lora_names += list(lora_input_names(module_path))
     args.append(torch.ones(batch, rank))
+    extra_inputs = []
+    if logits_to_keep:
+        args.append(torch.tensor([1], dtype=torch.int64))
+        extra_inputs.append("num_logits_to_keep")
+    if token_logprobs:
+        args.append(torch.randint(0, shape.vocab_size, (batch, seq), generator=g))
+        extra_inputs.append("target_ids")
 
-    input_names = ["input_ids", "attention_mask", "position_ids", *kv_input_names(shape.num_layers), *lora_names, "lora_scale"]
-    output_names = ["logits", *kv_output_names(shape.num_layers)]
+    input_names = ["input_ids", "attention_mask", "position_ids", *kv_input_names(shape.num_layers), *lora_names, "lora_scale", *extra_inputs]
+    output_names = ["logits", *kv_output_names(shape.num_layers), *(["token_logprobs"] if token_logprobs else [])]
     dyn: dict[str, dict[int, str]] = {
         "input_ids": {0: "batch", 1: "seq"},
-        "attention_mask": {0: "batch", 1: "total_seq"},
+        "attention_mask": {0: "batch", 1: "seq", 2: "total_seq"} if attention == "block" else {0: "batch", 1: "total_seq"},
         "position_ids": {0: "batch", 1: "seq"},
         "lora_scale": {0: "batch", 1: "lora_rank"},
-        "logits": {0: "batch", 1: "seq"},
+        "logits": {0: "batch", 1: "logits_seq" if logits_to_keep else "seq"},
     }
+    if token_logprobs:
+        dyn["target_ids"] = {0: "batch", 1: "seq"}
+        dyn["token_logprobs"] = {0: "batch", 1: "logits_seq" if logits_to_keep else "seq"}
     for n in kv_input_names(shape.num_layers):
         dyn[n] = {0: "batch", 2: "past_seq"}
     for n in kv_output_names(shape.num_layers):
@@ -147,12 +174,15 @@ def export_pack(
     domain_lambdas: dict[str, float] | None = None,
     max_candidates: int = 100,
     max_history_items: int = 50,
+    scoring_head: bool = False,
     log=print,
 ) -> dict:
     """Writes a pack to ``out_dir`` and returns its manifest.
 
     ``adapters`` maps adapter names to PEFT folders: ``general`` is the domain-general adapter,
     ``domain:<name>`` a domain-specific one (which also declares domain ``<name>``).
+    ``scoring_head`` adds the optional ``num_logits_to_keep`` and ``target_ids`` inputs and the
+    ``token_logprobs`` output (export_onnx); runtimes whose core predates them cannot run it.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir
@@ -171,7 +201,7 @@ def export_pack(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"exporting ONNX graph ({shape.num_layers} layers, {len(targets)} LoRA targets)")
-    export_onnx(model, targets, out_dir / "model.onnx")
+    export_onnx(model, targets, out_dir / "model.onnx", logits_to_keep=scoring_head, token_logprobs=scoring_head)
 
     shutil.copyfile(tok_path, out_dir / "tokenizer.json")
     tok_cfg_path = tokenizer_dir / "tokenizer_config.json"

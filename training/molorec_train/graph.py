@@ -17,6 +17,7 @@ from torch import nn
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 LORA_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MASK_FILL = -1e9
+ATTENTION_MODES = ("padding", "block")
 
 
 class ExportError(ValueError):
@@ -92,10 +93,39 @@ class ExportableDecoder(nn.Module):
     - lora_scale: ``[batch, rank]``; row b's low-rank term is ``B · diag(scale[b]) · A · x``.
 
     Returns logits ``[batch, seq, vocab]`` then present key/value per layer.
+
+    Optional variants (not part of the pack contract; benchmarks and future packs): with
+    ``attention="block"`` the attention_mask is ``[batch, seq, total]``; with
+    ``logits_to_keep=True`` an input ``num_logits_to_keep`` (int64 ``[1]``, 0 = all) trims
+    the logits to the last k positions; with ``token_logprobs=True`` a last input ``target_ids``
+    ``[batch, seq]`` and a last output ``token_logprobs`` ``[batch, kept]`` (the log-softmax
+    of the logits at the target ids). core/scoring.ts uses them when a graph has them.
     """
 
-    def __init__(self, model: nn.Module, targets: list[str]):
+    def __init__(
+        self,
+        model: nn.Module,
+        targets: list[str],
+        *,
+        attention: str = "padding",
+        logits_to_keep: bool = False,
+        token_logprobs: bool = False,
+    ):
         super().__init__()
+        if attention not in ATTENTION_MODES:
+            raise ExportError(f"attention {attention!r}: expected one of {ATTENTION_MODES}")
+        # "padding" (the pack contract): attention_mask [batch, total] marks valid keys and
+        # causality comes from cache positions. "block": attention_mask [batch, seq, total]
+        # says which key each query may see, so one row can hold a prompt plus several
+        # candidates that must not see each other (a block-causal packed sequence).
+        self.attention = attention
+        # With logits_to_keep, an int64 input num_logits_to_keep [1] asks for the logits of the
+        # last k positions only (0 = all): a prompt pass needs one position, not the whole prompt.
+        self.logits_to_keep = logits_to_keep
+        # With token_logprobs, a last int64 input target_ids [batch, seq] and a last output
+        # token_logprobs [batch, kept]: log p(target_ids[b, t] | tokens ≤ t), so a scorer can
+        # fetch one float per position instead of a vocabulary-sized row of logits.
+        self.token_logprobs = token_logprobs
         self.shape = decoder_shape(model)
         self.hf = model.eval()
         cfg = model.config
@@ -122,6 +152,11 @@ class ExportableDecoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor):
         s = self.shape
         n_kv = 2 * s.num_layers
+        keep = targets = None
+        if self.token_logprobs:
+            targets, rest = rest[-1], rest[:-1]
+        if self.logits_to_keep:
+            keep, rest = rest[-1], rest[:-1]
         past = rest[:n_kv]
         lora = list(rest[n_kv:-1])
         scale = rest[-1]
@@ -135,13 +170,16 @@ class ExportableDecoder(nn.Module):
         cos = (emb.cos() * self.rope_scale).unsqueeze(1)
         sin = (emb.sin() * self.rope_scale).unsqueeze(1)
 
-        # Causality is by cache index (as in transformers), padding by attention_mask.
-        total = attention_mask.shape[1]
-        key_idx = torch.cumsum(torch.ones_like(attention_mask[0]), 0) - 1
-        query_idx = torch.cumsum(torch.ones_like(input_ids[0]), 0) - 1 + (total - seq)
-        causal = key_idx.unsqueeze(0) <= query_idx.unsqueeze(1)
-        allowed = causal.unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
-        allowed = allowed.unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total] for grouped heads
+        if self.attention == "block":
+            allowed = (attention_mask > 0).unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total]
+        else:
+            # Causality is by cache index (as in transformers), padding by attention_mask.
+            total = attention_mask.shape[1]
+            key_idx = torch.cumsum(torch.ones_like(attention_mask[0]), 0) - 1
+            query_idx = torch.cumsum(torch.ones_like(input_ids[0]), 0) - 1 + (total - seq)
+            causal = key_idx.unsqueeze(0) <= query_idx.unsqueeze(1)
+            allowed = causal.unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
+            allowed = allowed.unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total] for grouped heads
 
         rep = s.num_heads // s.num_kv_heads
         presents: list[torch.Tensor] = []
@@ -177,5 +215,17 @@ class ExportableDecoder(nn.Module):
             h = h + self._linear(f"{prefix}.mlp.down_proj", mlp.down_proj, torch.nn.functional.silu(gate) * up, lora, scale)
 
         h = _rms_norm(h, m.norm.weight, self.eps)
+        if keep is not None:
+            # Keep positions [seq - k, seq) for 0 < k, all for k = 0 (traced: no Python ints).
+            n = torch.ones_like(input_ids[0]).sum()
+            k = keep.reshape(-1)[0]
+            start = torch.where(k > 0, torch.clamp(n - k, min=0), torch.zeros_like(n))
+            kept = torch.arange(start, n, device=h.device)
+            h = h.index_select(1, kept)
+            if targets is not None:
+                targets = targets.index_select(1, kept)
         logits = torch.nn.functional.linear(h, self.hf.lm_head.weight, getattr(self.hf.lm_head, "bias", None))
+        if targets is not None:
+            logp = torch.log_softmax(logits, dim=-1)
+            return (logits, *presents, torch.gather(logp, -1, targets.unsqueeze(-1)).squeeze(-1))
         return (logits, *presents)

@@ -10,6 +10,21 @@ export function logSoftmaxAt(logits: Float32Array, offset: number, n: number, in
   return logits[offset + index]! - max - Math.log(sum);
 }
 
+/**
+ * log Σ exp over `logits[offset .. offset+n)` as its two parts, `max` and `logSum`, so that
+ * `logits[offset + i] - max - logSum` equals {@link logSoftmaxAt} bit for bit.
+ */
+export function logSumExp(logits: Float32Array, offset: number, n: number): { max: number; logSum: number } {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = logits[offset + i]!;
+    if (v > max) max = v;
+  }
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
+  return { max, logSum: Math.log(sum) };
+}
+
 /** Softmax of scores (temperature 1), stable. */
 export function softmax(scores: ArrayLike<number>): number[] {
   let max = -Infinity;

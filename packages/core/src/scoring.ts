@@ -2,7 +2,7 @@ import type { InferenceSession } from "./backend.js";
 import { MolorecError } from "./errors.js";
 import { kvNames } from "./manifest.js";
 import type { AdapterWeights, LoraMixer } from "./lora-mixture.js";
-import { logSoftmaxAt } from "./math.js";
+import { logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
@@ -34,14 +34,70 @@ export interface ScoringOptions {
   strategy?: ScoringStrategy;
   /** Upper bound on batch rows of one candidate run (bounds memory). Default 64. */
   maxBatchRows?: number;
+  /**
+   * Split candidate rows into batches of similar length when the padding saved is worth an extra
+   * run (candidates are padded to the longest one of their batch). Off by default: then a job of at
+   * most `maxBatchRows` rows is always one candidate run. Rows are sorted by length either way.
+   */
+  bucketByLength?: boolean;
 }
 
-async function run(session: InferenceSession, feeds: Record<string, TensorLike>): Promise<Record<string, TensorLike>> {
+/** A candidate run's fixed cost in padded tokens, for {@link ScoringOptions.bucketByLength}. */
+const RUN_COST_TOKENS = 32;
+
+/**
+ * Batches of rows (`lengths` sorted longest first): consecutive runs of at most `maxRows` rows;
+ * with `bucket`, the split that minimises padded tokens plus {@link RUN_COST_TOKENS} per run.
+ */
+function planBatches(lengths: readonly number[], maxRows: number, bucket: boolean): Array<[number, number]> {
+  const n = lengths.length;
+  if (!bucket) {
+    const out: Array<[number, number]> = [];
+    for (let s = 0; s < n; s += maxRows) out.push([s, Math.min(n, s + maxRows)]);
+    return out;
+  }
+  const best = new Array<number>(n + 1).fill(Infinity);
+  const from = new Array<number>(n + 1).fill(0);
+  best[0] = 0;
+  for (let i = 1; i <= n; i++) {
+    for (let j = Math.max(0, i - maxRows); j < i; j++) {
+      const cost = best[j]! + RUN_COST_TOKENS + (i - j) * lengths[j]!;
+      if (cost < best[i]!) {
+        best[i] = cost;
+        from[i] = j;
+      }
+    }
+  }
+  const out: Array<[number, number]> = [];
+  for (let i = n; i > 0; i = from[i]!) out.unshift([from[i]!, i]);
+  return out;
+}
+
+async function run(session: InferenceSession, feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>> {
   try {
-    return await session.run(feeds);
+    return await session.run(feeds, outputNames);
   } catch (cause) {
     throw new MolorecError("INFERENCE_FAILED", `the model run failed: ${(cause as Error)?.message ?? cause}`, { cause });
   }
+}
+
+/**
+ * Optional graph inputs that spare the scorer work; packs without them score the same way, only
+ * slower. `num_logits_to_keep` (int64 [1], 0 = all): logits of the last k positions only, so a
+ * prompt run returns one row of logits, not P. `target_ids` [batch, seq] with output
+ * `token_logprobs` [batch, kept]: the graph returns log p(target) per position, so candidate runs
+ * fetch one float per token instead of a vocabulary-sized row (training: export_onnx options).
+ */
+interface GraphExtras {
+  keep: boolean;
+  targets: boolean;
+}
+
+function graphExtras(session: InferenceSession): GraphExtras {
+  return {
+    keep: session.inputNames.includes("num_logits_to_keep"),
+    targets: session.inputNames.includes("target_ids") && session.outputNames.includes("token_logprobs"),
+  };
 }
 
 /**
@@ -92,10 +148,12 @@ export async function scoreCandidates(
 ): Promise<ScoreResult> {
   if (job.mixtures.length === 0 || job.candidateIds.length === 0) return { scores: [], tokenLogProbs: [], runs: 0 };
   checkLengths(pack, job);
-  return options.strategy === "naive" ? scoreNaive(session, pack, mixer, job) : scorePrefix(session, pack, mixer, job, options.maxBatchRows ?? 64);
+  return options.strategy === "naive"
+    ? scoreNaive(session, pack, mixer, job)
+    : scorePrefix(session, pack, mixer, job, options.maxBatchRows ?? 64, options.bucketByLength ?? false);
 }
 
-async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, maxBatchRows: number): Promise<ScoreResult> {
+async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, maxBatchRows: number, bucket: boolean): Promise<ScoreResult> {
   const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
   const P = job.promptIds.length;
   const M = job.mixtures.length;
@@ -113,29 +171,41 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   }
   const promptMask = new Array<number>(M * (D + P)).fill(1);
   for (let m = 0; m < M; m++) promptMask.fill(0, m * (D + P), m * (D + P) + D);
-  const prompt = await run(session, {
-    input_ids: int64(promptIds, [M, P]),
-    attention_mask: int64(promptMask, [M, D + P]),
-    position_ids: int64(positions, [M, P]),
-    ...emptyPast(pack, M, D),
-    ...mixer.feeds(job.mixtures),
-  });
+  const extras = graphExtras(session);
+  const presentNames: string[] = [];
+  for (let i = 0; i < numLayers; i++) presentNames.push(kvNames.presentKey(i), kvNames.presentValue(i));
+  const prompt = await run(
+    session,
+    {
+      input_ids: int64(promptIds, [M, P]),
+      attention_mask: int64(promptMask, [M, D + P]),
+      position_ids: int64(positions, [M, P]),
+      ...emptyPast(pack, M, D),
+      ...mixer.feeds(job.mixtures),
+      ...(extras.keep ? { num_logits_to_keep: int64([1], [1]) } : {}),
+      ...(extras.targets ? { target_ids: int64(new Array<number>(M * P).fill(0), [M, P]) } : {}),
+    },
+    ["logits", ...presentNames],
+  );
   runs++;
   const promptLogits = prompt.logits!.data as Float32Array;
-  const present: Float32Array[] = [];
-  for (let i = 0; i < numLayers; i++) {
-    present.push(prompt[kvNames.presentKey(i)]!.data as Float32Array, prompt[kvNames.presentValue(i)]!.data as Float32Array);
-  }
+  const present = presentNames.map((name) => prompt[name]!.data as Float32Array);
+  // The prompt's last position scores every candidate's first token: normalise it once per mixture.
+  const firstRow = (m: number) => (extras.keep ? m : m * P + P - 1) * V;
+  const firstLse = Array.from({ length: M }, (_, m) => logSumExp(promptLogits, firstRow(m), V));
 
   // 2. Candidate suffixes in batches of (mixture, candidate) rows, on the prompt's cache.
   const N = job.candidateIds.length;
   const tokenLogProbs: number[][][] = Array.from({ length: M }, () => new Array<number[]>(N));
   const pairs: Array<[number, number]> = [];
   for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
+  // Longest first, so that each batch pads its rows to a similar length.
+  const fed = (p: [number, number]) => job.candidateIds[p[1]]!.length - 1;
+  pairs.sort((a, b) => fed(b) - fed(a));
   const rowKv = numKvHeads * (D + P) * headDim;
 
-  for (let start = 0; start < pairs.length; start += maxBatchRows) {
-    const chunk = pairs.slice(start, start + maxBatchRows);
+  for (const [start, end] of planBatches(pairs.map(fed), maxBatchRows, bucket)) {
+    const chunk = pairs.slice(start, end);
     const B = chunk.length;
     // The last candidate token is only scored, never fed.
     const L = Math.max(...chunk.map(([, c]) => job.candidateIds[c]!.length - 1));
@@ -164,20 +234,34 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         const name = i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1);
         past[name] = tensor("float32", dst, [B, numKvHeads, D + P, headDim]);
       }
-      const out = await run(session, {
+      const feeds: Record<string, TensorLike> = {
         input_ids: int64(ids, [B, L]),
         attention_mask: int64(mask, [B, W]),
         position_ids: int64(pos, [B, L]),
         ...past,
         ...mixer.feeds(chunk.map(([m]) => job.mixtures[m]!)),
-      });
+      };
+      if (extras.keep) feeds.num_logits_to_keep = int64([0], [1]);
+      if (extras.targets) {
+        const targets = ids.slice();
+        chunk.forEach(([, c], b) => {
+          const cand = job.candidateIds[c]!;
+          for (let k = 0; k + 1 < cand.length; k++) targets[b * L + k] = cand[k + 1]!;
+        });
+        feeds.target_ids = int64(targets, [B, L]);
+      }
+      // Only what is read: the candidates' own KV cache is never needed again.
+      const out = await run(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
       runs++;
-      logits = out.logits!.data as Float32Array;
+      logits = (extras.targets ? out.token_logprobs! : out.logits!).data as Float32Array;
     }
     chunk.forEach(([m, c], b) => {
       const cand = job.candidateIds[c]!;
-      const lp: number[] = [logSoftmaxAt(promptLogits, (m * P + P - 1) * V, V, cand[0]!)];
-      for (let k = 1; k < cand.length; k++) lp.push(logSoftmaxAt(logits!, (b * L + k - 1) * V, V, cand[k]!));
+      const f = firstLse[m]!;
+      const lp: number[] = [promptLogits[firstRow(m) + cand[0]!]! - f.max - f.logSum];
+      for (let k = 1; k < cand.length; k++) {
+        lp.push(extras.targets ? logits![b * L + k - 1]! : logSoftmaxAt(logits!, (b * L + k - 1) * V, V, cand[k]!));
+      }
       tokenLogProbs[m]![c] = lp;
     });
   }
@@ -188,6 +272,7 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
   const V = pack.manifest.model.vocabSize;
   const P = job.promptIds.length;
   const D = pastPad(session);
+  const extras = graphExtras(session);
   let runs = 0;
   const tokenLogProbs: number[][][] = [];
   for (const mixture of job.mixtures) {
@@ -196,16 +281,26 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
     for (const cand of job.candidateIds) {
       const seq = [...job.promptIds, ...cand.slice(0, -1)];
       const S = seq.length;
-      const out = await run(session, {
+      const feeds: Record<string, TensorLike> = {
         input_ids: int64(seq, [1, S]),
         attention_mask: int64(new Array(D + S).fill(1).fill(0, 0, D), [1, D + S]),
         position_ids: int64(seq.map((_, i) => i), [1, S]),
         ...emptyPast(pack, 1, D),
         ...lora,
-      });
+      };
+      // Positions P-1 .. S-1 score the candidate: with num_logits_to_keep only they come back.
+      if (extras.keep) feeds.num_logits_to_keep = int64([cand.length], [1]);
+      if (extras.targets) feeds.target_ids = int64([...seq.slice(1), cand[cand.length - 1]!], [1, S]);
+      const out = await run(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
       runs++;
-      const logits = out.logits!.data as Float32Array;
-      perCandidate.push(cand.map((tok, k) => logSoftmaxAt(logits, (P - 1 + k) * V, V, tok)));
+      const first = extras.keep ? 0 : P - 1;
+      if (extras.targets) {
+        const lps = out.token_logprobs!.data as Float32Array;
+        perCandidate.push(cand.map((_, k) => lps[first + k]!));
+      } else {
+        const logits = out.logits!.data as Float32Array;
+        perCandidate.push(cand.map((tok, k) => logSoftmaxAt(logits, (first + k) * V, V, tok)));
+      }
     }
     tokenLogProbs.push(perCandidate);
   }

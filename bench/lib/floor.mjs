@@ -1,0 +1,81 @@
+// The arithmetic floor of a request: the FLOPs its forward passes need, divided by the MatMul
+// throughput this machine reaches with onnxruntime-node on the same threads.
+import { readFileSync } from "node:fs";
+import { median } from "./util.mjs";
+
+/**
+ * FLOPs a shared-prefix request needs, split by where they go. `weights` are the pack's
+ * constant MatMul shapes (bench/prepare.py: [K, N] and whether it is the LM head).
+ * Only what the scores need is counted: the body for the prompt and for each candidate's fed
+ * tokens, the LM head for the last prompt position and each fed candidate token, LoRA terms
+ * at the mixture's rank, attention over the true context (no padding).
+ */
+export function requestFlops(manifest, weights, loraRank, promptLen, candidateIds) {
+  const { numLayers, numHeads, headDim } = manifest.model;
+  const body = weights.filter((w) => !w.lmHead);
+  const head = weights.filter((w) => w.lmHead);
+  const perTokenBody = body.reduce((s, w) => s + 2 * w.K * w.N, 0);
+  const perTokenLora = manifest.lora.targets.reduce((s, t) => s + 2 * loraRank * (t.inFeatures + t.outFeatures), 0);
+  const perTokenHead = head.reduce((s, w) => s + 2 * w.K * w.N, 0);
+  const candTokens = candidateIds.reduce((s, c) => s + c.length - 1, 0);
+  const attnPerCtx = numLayers * numHeads * headDim * 4; // QKᵀ and PV, 2 FLOPs per MAC
+  let ctx = (promptLen * (promptLen + 1)) / 2;
+  for (const c of candidateIds) for (let k = 0; k < c.length - 1; k++) ctx += promptLen + k + 1;
+  return {
+    promptTokens: promptLen,
+    candTokens,
+    shapes: [
+      ...body.map((w) => ({ ...w, tokensPrompt: promptLen, tokensCand: candTokens })),
+      ...head.map((w) => ({ ...w, tokensPrompt: 0, tokensCand: candTokens + 1 })),
+    ],
+    body: (promptLen + candTokens) * perTokenBody,
+    head: (candTokens + 1) * perTokenHead,
+    lora: (promptLen + candTokens) * perTokenLora,
+    attention: ctx * attnPerCtx,
+  };
+}
+
+/** Measures GFLOP/s of X[T, K]·W[K, N] for each micro-graph of bench/prepare.py and each T. */
+export async function matmulThroughput(backend, graphs, tokenCounts, { minMs = 40, minRuns = 5 } = {}) {
+  const out = [];
+  for (const g of graphs) {
+    const session = await backend.createSession(new Uint8Array(readFileSync(g.path)));
+    for (const T of tokenCounts) {
+      const x = new Float32Array(T * g.K).map((_, i) => Math.sin(i) * 0.5);
+      const feeds = { X: { type: "float32", data: x, dims: [T, g.K] } };
+      for (let i = 0; i < 2; i++) await session.run(feeds);
+      const times = [];
+      const start = performance.now();
+      while (times.length < minRuns || performance.now() - start < minMs) {
+        const t0 = performance.now();
+        await session.run(feeds);
+        times.push(performance.now() - t0);
+        if (times.length >= 200) break;
+      }
+      const perMatmulMs = median(times) / g.R;
+      out.push({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / (perMatmulMs * 1e6) });
+    }
+    await session.release();
+  }
+  return out;
+}
+
+/**
+ * Floor time (ms): every weight MatMul at the throughput measured for its own shape and token
+ * count; LoRA and attention FLOPs at the best throughput measured (an optimistic floor).
+ */
+export function floorMs(flops, throughput) {
+  const gf = (K, N, T) => {
+    const same = throughput.filter((t) => t.K === K && t.N === N);
+    if (same.length === 0 || T === 0) return Math.max(...throughput.map((t) => t.gflops));
+    return same.reduce((best, t) => (Math.abs(t.T - T) < Math.abs(best.T - T) ? t : best)).gflops;
+  };
+  const peak = Math.max(...throughput.map((t) => t.gflops));
+  let ms = 0;
+  for (const s of flops.shapes) {
+    if (s.tokensPrompt) ms += (2 * s.K * s.N * s.tokensPrompt) / (gf(s.K, s.N, s.tokensPrompt) * 1e6);
+    if (s.tokensCand) ms += (2 * s.K * s.N * s.tokensCand) / (gf(s.K, s.N, s.tokensCand) * 1e6);
+  }
+  ms += (flops.lora + flops.attention) / (peak * 1e6);
+  return ms;
+}

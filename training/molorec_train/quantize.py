@@ -1,0 +1,197 @@
+"""Edge packs: quantize a pack's base weights with onnxruntime.quantization.
+
+Only constant MatMul weights are quantized (the base model's Linear layers and the LM head);
+the LoRA A/B and scale stay float32 graph inputs, and so do the KV cache and logits. The
+result is a normal pack (same manifest contract, ``dtype`` still describes the float32
+inputs and outputs) with a ``quantization`` note in its manifest.
+
+- ``bits=8`` (default method ``dynamic``): int8 weights, per output channel, activations
+  quantized at run time (``DynamicQuantizeLinear`` + ``MatMulInteger``). Plain ONNX ops.
+- ``bits=4`` (method ``nbits``): block-wise int4 weights in the ``com.microsoft.MatMulNBits``
+  contrib op (onnxruntime CPU; onnxruntime-web WASM/WebGPU have kernels for it too).
+  ``method="nbits"`` with ``bits=8`` gives block-wise int8 weights in the same op.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from .export import read_manifest, write_manifest
+from .graph import ExportError
+
+METHODS = ("dynamic", "nbits")
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    bits: int = 8
+    method: str | None = None  # default: dynamic for 8 bits, nbits for 4
+    block_size: int = 32
+    # MatMulNBits accuracy_level: 0 = float32 compute (portable), 4 = int8 compute (fast on x86)
+    accuracy_level: int = 0
+    per_channel: bool = True
+    keep_lm_head: bool = False  # leave the LM head in float32
+
+    def resolved_method(self) -> str:
+        method = self.method or ("dynamic" if self.bits == 8 else "nbits")
+        if method not in METHODS:
+            raise ExportError(f"quantization method {method!r}: expected one of {METHODS}")
+        if self.bits not in (4, 8):
+            raise ExportError(f"--bits {self.bits}: expected 8 or 4")
+        if method == "dynamic" and self.bits != 8:
+            raise ExportError("dynamic quantization is int8 only; use --bits 8, or --method nbits for 4 bits")
+        return method
+
+
+def _const_matmuls(model: onnx.ModelProto) -> tuple[list[str], str | None]:
+    """Names of MatMul nodes whose weight is an initializer, and the LM head among them."""
+    inits = {i.name for i in model.graph.initializer}
+    names, lm_head = [], None
+    outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        if node.op_type == "MatMul" and len(node.input) == 2 and node.input[1] in inits:
+            names.append(node.name)
+            if node.output[0] in outputs or node.output[0] == "logits":
+                lm_head = node.name
+    return names, lm_head
+
+
+def _ensure_node_names(model: onnx.ModelProto) -> None:
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+
+
+def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = QuantizeOptions(), log=print) -> dict:
+    """Quantizes one ONNX decoder file; returns a summary for the manifest."""
+    method = options.resolved_method()
+    src, dst = Path(src), Path(dst)
+    model = onnx.load(str(src))
+    _ensure_node_names(model)
+    matmuls, lm_head = _const_matmuls(model)
+    if not matmuls:
+        raise ExportError(f"{src}: no MatMul with constant weights to quantize")
+    exclude = [lm_head] if options.keep_lm_head and lm_head else []
+    big = model.ByteSize() > 1_800_000_000
+    if method == "dynamic":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            named = Path(tmp) / "named.onnx"
+            onnx.save(model, str(named), save_as_external_data=big)
+            quantize_dynamic(
+                str(named),
+                str(dst),
+                op_types_to_quantize=["MatMul"],
+                nodes_to_quantize=[n for n in matmuls if n not in exclude],
+                per_channel=options.per_channel,
+                weight_type=QuantType.QInt8,
+                use_external_data_format=big,
+                extra_options={"MatMulConstBOnly": True},
+            )
+    else:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        q = MatMulNBitsQuantizer(
+            model,
+            bits=options.bits,
+            block_size=options.block_size,
+            is_symmetric=True,
+            accuracy_level=options.accuracy_level,
+            nodes_to_exclude=exclude,
+            op_types_to_quantize=("MatMul",),
+        )
+        q.process()
+        q.model.save_model_to_file(str(dst), use_external_data_format=big)
+    quantized = len(matmuls) - len(exclude)
+    log(f"quantized {quantized} MatMul weights ({method}, {options.bits} bits){' (LM head kept float32)' if exclude else ''}")
+    summary = {"method": method, "bits": options.bits, "matmuls": quantized, "keepLmHead": bool(exclude)}
+    if method == "nbits":
+        summary |= {"blockSize": options.block_size, "accuracyLevel": options.accuracy_level}
+    else:
+        summary |= {"perChannel": options.per_channel}
+    return summary
+
+
+def _external_files(model_path: Path) -> list[str]:
+    model = onnx.load(str(model_path), load_external_data=False)
+    files = set()
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in init.external_data:
+                if entry.key == "location":
+                    files.add(entry.value)
+    return sorted(files)
+
+
+def quantize_pack(pack_in: str | Path, pack_out: str | Path, options: QuantizeOptions = QuantizeOptions(), log=print) -> dict:
+    """Writes a quantized copy of a pack (tokenizer, adapters and manifest copied) and returns
+    its manifest."""
+    pack_in, pack_out = Path(pack_in), Path(pack_out)
+    if not (pack_in / "molorec.json").is_file():
+        raise ExportError(f"{pack_in} has no molorec.json: pass a model pack folder")
+    if pack_out.resolve() == pack_in.resolve():
+        raise ExportError("--out must differ from --pack (the float32 pack is kept)")
+    manifest = read_manifest(pack_in)
+    if manifest.get("quantization"):
+        raise ExportError(f"{pack_in} is already quantized ({manifest['quantization'].get('method')}); quantize the float32 pack")
+    files = manifest["files"]
+    skip = {files["model"], *files.get("modelExternalData", [])}
+    pack_out.mkdir(parents=True, exist_ok=True)
+    for p in pack_in.rglob("*"):
+        rel = p.relative_to(pack_in).as_posix()
+        if p.is_file() and rel not in skip and rel != "molorec.json":
+            (pack_out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, pack_out / rel)
+    model_out = pack_out / files["model"]
+    summary = quantize_model(pack_in / files["model"], model_out, options, log)
+    manifest["files"] = {**files, "modelExternalData": _external_files(model_out)}
+    before = sum((pack_in / f).stat().st_size for f in skip)
+    after = model_out.stat().st_size + sum((pack_out / f).stat().st_size for f in manifest["files"]["modelExternalData"])
+    manifest["quantization"] = {**summary, "modelBytes": after, "float32ModelBytes": before}
+    write_manifest(pack_out, manifest)
+    log(f"wrote {pack_out}: model {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+    return manifest
+
+
+def max_logit_diff(pack_a: str | Path, pack_b: str | Path, tokens: int = 16, seed: int = 0) -> float:
+    """Largest |logit| difference of two packs on one random prompt, base model (no adapter)."""
+    import onnxruntime as ort
+
+    from .adapters import mixture_feeds
+
+    out = []
+    for pack in (Path(pack_a), Path(pack_b)):
+        man = read_manifest(pack)
+        m = man["model"]
+        sess = ort.InferenceSession(str(pack / man["files"]["model"]), providers=["CPUExecutionProvider"])
+        ids = np.random.default_rng(seed).integers(0, m["vocabSize"], (1, tokens))
+        feeds = {"input_ids": ids, "attention_mask": np.ones((1, tokens), np.int64), "position_ids": np.arange(tokens)[None]}
+        for i in range(m["numLayers"]):
+            for kind in ("key", "value"):
+                feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, m["numKvHeads"], 0, m["headDim"]), np.float32)
+        targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in man["lora"]["targets"]]
+        feeds |= mixture_feeds(targets, [], [[]])
+        out.append(sess.run(["logits"], feeds)[0])
+    return float(np.max(np.abs(out[0] - out[1])))
+
+
+def main_quantize(args) -> int:
+    opts = QuantizeOptions(
+        bits=args.bits,
+        method=args.method,
+        block_size=args.block_size,
+        accuracy_level=args.accuracy_level,
+        keep_lm_head=args.keep_lm_head,
+    )
+    quantize_pack(args.pack, args.out, opts)
+    print(f"max |logit diff| vs float32 on a random prompt: {max_logit_diff(args.pack, args.out):.4g}")
+    print(json.dumps(read_manifest(args.out)["quantization"]))
+    return 0

@@ -1,0 +1,169 @@
+"""Edge packs (quantize.py) and the optional graph variants (export_onnx options)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from molorec_train.adapters import load_adapter, mixture_feeds
+from molorec_train.export import export_onnx, load_model, read_manifest
+from molorec_train.graph import ExportError
+from molorec_train.prompt import PromptSpec, candidate_ids, prompt_ids
+from molorec_train.quantize import QuantizeOptions, quantize_pack
+from molorec_train.recipe import REPO
+
+from molorec_train.fixture import fixture_titles as fake_titles
+
+
+def session(path):
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def feeds_for(manifest, pack_dir, ids, lam=0.5, past=0):
+    m = manifest["model"]
+    b, s = ids.shape
+    feeds = {"input_ids": ids, "attention_mask": np.ones((b, past + s), np.int64), "position_ids": np.tile(np.arange(past, past + s), (b, 1))}
+    for i in range(m["numLayers"]):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kind}"] = np.zeros((b, m["numKvHeads"], past, m["headDim"]), np.float32)
+    targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in manifest["lora"]["targets"]]
+    adapters = [load_adapter(n, pack_dir / e["path"]) for n, e in manifest["adapters"].items()]
+    return feeds | mixture_feeds(targets, adapters, [[1 - lam, lam]] * b)
+
+
+def candidate_scores(pack_dir, history, candidates, lam=0.5):
+    """Mean log-likelihood of each candidate after the prompt, one full pass each (numpy)."""
+    from tokenizers import Tokenizer
+
+    manifest = read_manifest(pack_dir)
+    spec = PromptSpec(**manifest["prompt"])
+    tok = Tokenizer.from_file(str(pack_dir / "tokenizer.json"))
+    enc = lambda t: tok.encode(t, add_special_tokens=False).ids  # noqa: E731
+    sess = session(pack_dir / manifest["files"]["model"])
+    p = prompt_ids(enc, spec, history)
+    out = []
+    for title in candidates:
+        c = candidate_ids(enc, spec, title)
+        ids = np.array([p + c[:-1]], np.int64)
+        logits = sess.run(["logits"], feeds_for(manifest, pack_dir, ids, lam))[0][0].astype(np.float64)
+        rows = logits[len(p) - 1:]
+        lse = np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1)) + rows.max(-1)
+        out.append(float(np.mean(rows[np.arange(len(c)), c] - lse)))
+    return np.array(out)
+
+
+def kendall_tau(a, b) -> float:
+    n, s = len(a), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += np.sign(a[i] - a[j]) * np.sign(b[i] - b[j])
+    return s / (n * (n - 1) / 2)
+
+
+@pytest.fixture(scope="module")
+def request_titles():
+    titles = fake_titles(40, 7)
+    return titles[:8], titles[8:28]
+
+
+# Tolerances on the tests' tiny random models (large random weights: the worst case for
+# quantization); trained packs are judged by NDCG with `molorec eval`.
+@pytest.mark.parametrize(
+    "options, op, max_diff, min_tau",
+    [
+        (QuantizeOptions(bits=8), "MatMulInteger", 0.15, 0.85),  # weights and activations int8
+        (QuantizeOptions(bits=8, method="nbits"), "MatMulNBits", 0.08, 0.9),  # weight-only int8
+        (QuantizeOptions(bits=4), "MatMulNBits", 1.0, 0.3),
+    ],
+    ids=["int8-dynamic", "int8-nbits", "int4"],
+)
+def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, request_titles, options, op, max_diff, min_tau):
+    out = tmp_path / "q"
+    manifest = quantize_pack(built.pack_dir, out, options, log=lambda *_: None)
+    src = read_manifest(built.pack_dir)
+    # a pack like the source: same contract, adapters and tokenizer copied, a quantization note
+    assert {k: v for k, v in manifest.items() if k not in ("quantization", "files")} == {k: v for k, v in src.items() if k != "files"}
+    assert manifest["quantization"]["bits"] == options.bits
+    for name, entry in manifest["adapters"].items():
+        assert (out / entry["path"] / "adapter_model.safetensors").is_file(), name
+    assert (out / "tokenizer.json").is_file()
+    model = onnx.load(str(out / "model.onnx"))
+    assert any(n.op_type == op for n in model.graph.node)
+    assert (out / "model.onnx").stat().st_size < 0.6 * (built.pack_dir / "model.onnx").stat().st_size
+    # the LoRA inputs, KV cache and logits stay float32 graph inputs and outputs
+    sess = session(out / "model.onnx")
+    ins = {i.name: i.type for i in sess.get_inputs()}
+    for t in manifest["lora"]["targets"]:
+        assert ins[t["inputA"]] == ins[t["inputB"]] == "tensor(float)"
+    assert ins["lora_scale"] == "tensor(float)"
+    assert [o.type for o in sess.get_outputs()] == ["tensor(float)"] * len(sess.get_outputs())
+
+    history, candidates = request_titles
+    ref = candidate_scores(built.pack_dir, history, candidates)
+    got = candidate_scores(out, history, candidates)
+    assert np.max(np.abs(got - ref)) < max_diff
+    assert kendall_tau(got, ref) >= min_tau
+
+
+def test_quantize_rejects_bad_input(built, tmp_path):
+    with pytest.raises(ExportError, match="expected 8 or 4"):
+        quantize_pack(built.pack_dir, tmp_path / "a", QuantizeOptions(bits=3), log=lambda *_: None)
+    with pytest.raises(ExportError, match="int8 only"):
+        quantize_pack(built.pack_dir, tmp_path / "b", QuantizeOptions(bits=4, method="dynamic"), log=lambda *_: None)
+    with pytest.raises(ExportError, match="must differ"):
+        quantize_pack(built.pack_dir, built.pack_dir, QuantizeOptions(), log=lambda *_: None)
+    with pytest.raises(ExportError, match="no molorec.json"):
+        quantize_pack(tmp_path, tmp_path / "c", QuantizeOptions(), log=lambda *_: None)
+    quantize_pack(built.pack_dir, tmp_path / "q", QuantizeOptions(), log=lambda *_: None)
+    with pytest.raises(ExportError, match="already quantized"):
+        quantize_pack(tmp_path / "q", tmp_path / "qq", QuantizeOptions(), log=lambda *_: None)
+
+
+@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
+def test_node_runtime_loads_a_quantized_pack(built, tmp_path, request_titles):
+    out = tmp_path / "q4"
+    quantize_pack(built.pack_dir, out, QuantizeOptions(bits=4), log=lambda *_: None)
+    history, candidates = request_titles
+    req = tmp_path / "request.json"
+    req.write_text(json.dumps({"history": history, "candidates": candidates[:5], "mixture": "wa"}))
+    proc = subprocess.run(
+        ["node", str(REPO / "packages/runtime-node/bin/molorec.js"), "recommend", "--pack", str(out), "--request", str(req), "--json", "--ep", "cpu"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert len(res["ranked"]) == 5
+
+
+def test_graph_variants_equal_the_pack_graph(built, tmp_path):
+    """Block-causal mask, num_logits_to_keep and token_logprobs change the interface, not the numbers."""
+    manifest = read_manifest(built.pack_dir)
+    targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in manifest["lora"]["targets"]]
+    model = load_model(built.model_dir)
+    export_onnx(model, targets, tmp_path / "block.onnx", attention="block")
+    export_onnx(model, targets, tmp_path / "head.onnx", logits_to_keep=True, token_logprobs=True)
+    ids = np.random.default_rng(0).integers(2, manifest["model"]["vocabSize"], (2, 9))
+    feeds = feeds_for(manifest, built.pack_dir, ids, lam=0.3)
+    ref = session(built.pack_dir / "model.onnx").run(None, feeds)
+
+    block = session(tmp_path / "block.onnx").run(None, {**feeds, "attention_mask": np.tril(np.ones((9, 9), np.int64))[None].repeat(2, 0)})
+    for got, want in zip(block, ref):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+    head = session(tmp_path / "head.onnx")
+    targets_ids = np.roll(ids, -1, axis=1)
+    logits = ref[0].astype(np.float64)
+    logp = logits - (np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) + logits.max(-1, keepdims=True))
+    want_lp = np.take_along_axis(logp, targets_ids[..., None], -1)[..., 0]
+    for k in (0, 1, 4):
+        out = head.run(None, {**feeds, "num_logits_to_keep": np.array([k], np.int64), "target_ids": targets_ids})
+        kept = slice(None) if k == 0 else slice(9 - k, None)
+        np.testing.assert_allclose(out[0], ref[0][:, kept], atol=1e-5)
+        np.testing.assert_allclose(out[-1], want_lp[:, kept], atol=1e-4)
+        for got, want in zip(out[1:-1], ref[1:]):  # the KV cache is the whole sequence's
+            np.testing.assert_allclose(got, want, atol=1e-5)
