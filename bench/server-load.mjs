@@ -200,8 +200,8 @@ function quantile(xs, q) {
 }
 
 /** Closed loop: `concurrency` clients, each sending its next request when answered. */
-async function load(server, concurrency, reference, count = perRun) {
-  const stopAt = Math.min(deadline, Date.now() + runSeconds * 1000);
+async function load(server, concurrency, reference, count = perRun, seconds = runSeconds, offset = 0) {
+  const stopAt = Math.min(deadline, Date.now() + seconds * 1000);
   const before = { n: await metric(server.url, "molorec_batch_size_count"), sum: await metric(server.url, "molorec_batch_size_sum") };
   const lat = [];
   const wrong = [];
@@ -211,7 +211,7 @@ async function load(server, concurrency, reference, count = perRun) {
   await Promise.all(
     Array.from({ length: concurrency }, async (_, w) => {
       while (sent < count && Date.now() < stopAt) {
-        const i = (sent++ * 7 + w) % requests.length;
+        const i = (offset + sent++ * 7 + w) % requests.length;
         const res = await post(server.url, requests[i]);
         statuses[res.status] = (statuses[res.status] ?? 0) + 1;
         if (res.status === 200) {
@@ -222,11 +222,21 @@ async function load(server, concurrency, reference, count = perRun) {
       }
     }),
   );
-  const seconds = (performance.now() - t0) / 1000;
+  const elapsed = (performance.now() - t0) / 1000;
   const after = { n: await metric(server.url, "molorec_batch_size_count"), sum: await metric(server.url, "molorec_batch_size_sum") };
+  return summarize(concurrency, [{ sent, lat, wrong, statuses, seconds: elapsed, batches: after.n - before.n, batched: after.sum - before.sum }]);
+}
+
+function summarize(concurrency, parts) {
+  const lat = parts.flatMap((p) => p.lat);
+  const wrong = parts.flatMap((p) => p.wrong);
+  const statuses = {};
+  for (const p of parts) for (const [k, v] of Object.entries(p.statuses)) statuses[k] = (statuses[k] ?? 0) + v;
+  const seconds = parts.reduce((n, p) => n + p.seconds, 0);
+  const batches = parts.reduce((n, p) => n + p.batches, 0);
   return {
     concurrency,
-    sent,
+    sent: parts.reduce((n, p) => n + p.sent, 0),
     ok: lat.length,
     statuses,
     wrong: wrong.length,
@@ -236,8 +246,24 @@ async function load(server, concurrency, reference, count = perRun) {
     p50: quantile(lat, 0.5),
     p95: quantile(lat, 0.95),
     p99: quantile(lat, 0.99),
-    meanBatch: after.n > before.n ? (after.sum - before.sum) / (after.n - before.n) : NaN,
+    meanBatch: batches > 0 ? parts.reduce((n, p) => n + p.batched, 0) / batches : NaN,
+    parts,
   };
+}
+
+/** Both servers at one concurrency, in alternating slices (A B B A …), so that drift of a shared machine hits both alike. */
+async function compare(servers, concurrency, reference) {
+  const slices = Math.max(1, Math.min(4, Math.floor(perRun / Math.max(8, 2 * concurrency))));
+  const parts = servers.map(() => []);
+  for (let k = 0; k < slices; k++) {
+    const order = k % 2 === 0 ? [0, 1] : [1, 0];
+    for (const s of order) {
+      if (Date.now() > deadline) break;
+      const res = await load(servers[s], concurrency, reference, Math.ceil(perRun / slices), runSeconds / slices, k * 13);
+      parts[s].push(...res.parts);
+    }
+  }
+  return parts.map((p) => summarize(concurrency, p));
 }
 
 const fmt = (x, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : "—");
@@ -256,7 +282,7 @@ const machine = {
 console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, load average ${machine.loadAverageAtStart} (at start)`);
 console.log(`pack: ${manifest.name} (${packDir}), ${manifest.model.numLayers} layers, hidden ${manifest.model.hiddenSize}, vocab ${manifest.model.vocabSize}`);
 console.log(`requests: ${requests.length} distinct (titles: ${titleSource}), history ${Math.min(...requests.map((q) => q.history.length))}–${Math.max(...requests.map((q) => q.history.length))} titles, candidates ${Math.min(...requests.map((q) => q.candidates.length))}–${Math.max(...requests.map((q) => q.candidates.length))}; mixtures mostly calibrated, some general / domain / fixed λ`);
-console.log(`runs: closed loop, up to ${perRun} answers or ${runSeconds} s per run, concurrency ${levels.join(", ")}; max-wait ${values["max-wait-ms"]} ms; ep ${values.ep}${values.threads ? `, ${values.threads} threads` : ""}\n`);
+console.log(`runs: closed loop, up to ${perRun} answers or ${runSeconds} s per mode and concurrency (${levels.join(", ")}), in alternating slices of the two servers; max-wait ${values["max-wait-ms"]} ms; ep ${values.ep}${values.threads ? `, ${values.threads} threads` : ""}\n`);
 
 const unbatched = await startServer(["--max-batch", "1"]);
 const batched = await startServer(["--max-batch", "8"]);
@@ -271,16 +297,13 @@ for (const q of requests) {
   reference.push(res.body);
 }
 
-// 2. Throughput and latency; the two servers alternate at each level (a shared, loaded machine drifts).
+// 2. Throughput and latency; the two servers alternate in slices at each level (a shared, loaded machine drifts).
 const results = [];
 for (const c of levels) {
-  const order = results.length % 4 === 0 ? [unbatched, batched] : [batched, unbatched];
-  for (const server of order) {
-    if (Date.now() > deadline) break;
-    await load(server, c, reference, Math.min(perRun, 4 * c)); // warm-up of the connections
-    const res = await load(server, c, reference);
-    results.push({ mode: server === batched ? "batched (--max-batch 8)" : "unbatched (--max-batch 1)", ...res });
-  }
+  if (Date.now() > deadline) break;
+  for (const server of [unbatched, batched]) await load(server, c, reference, Math.min(perRun, 2 * c), runSeconds); // warm-up of the connections
+  const [a, b] = await compare([unbatched, batched], c, reference);
+  results.push({ mode: "unbatched (--max-batch 1)", ...a }, { mode: "batched (--max-batch 8)", ...b });
 }
 
 console.log("\n| mode | concurrency | answers | req/s | p50 ms | p95 ms | p99 ms | mean batch | lost or wrong |");
@@ -303,21 +326,28 @@ const lostOrWrong = results.reduce((n, x) => n + x.wrong, 0);
 for (const x of results.filter((y) => y.wrong)) console.log(`  ${x.mode} c=${x.concurrency}: ${x.wrongExamples.join("; ")}`);
 console.log(`answers lost or wrong under load: ${lostOrWrong} of ${results.reduce((n, x) => n + x.sent, 0)}`);
 
-// 3. Graceful shutdown of a real process: SIGTERM with requests in flight.
-const inflight = Array.from({ length: 6 }, (_, i) => post(batched.url, requests[i % requests.length]));
-await new Promise((r) => setTimeout(r, 5));
+// 3. Graceful shutdown of a real process: SIGTERM while heavy (adaptive: 5 mixtures) requests are in flight.
+const heavy = requests.slice(0, 8).map((q) => ({ ...q, mixture: "adaptive" }));
+const heavyRef = [];
+for (const q of heavy) heavyRef.push((await post(unbatched.url, q)).body);
+const inflight = heavy.map((q) => post(batched.url, q).then((res) => ({ ...res, at: performance.now() })));
+await new Promise((r) => setTimeout(r, 10));
+const signalledAt = performance.now();
 const stopRes = stop(batched);
 const drained = await Promise.all(inflight);
 const batchedExit = await stopRes;
-const drainOk = drained.every((x, i) => x.status === 200 && !check(x.body, reference[i % requests.length]));
-console.log(`\nSIGTERM with ${inflight.length} requests in flight: answered ${drained.filter((x) => x.status === 200).length}/${inflight.length} (${drainOk ? "all correct" : "NOT all correct"}), exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`);
+const answered = drained.filter((x) => x.status === 200);
+const afterSignal = answered.filter((x) => x.at > signalledAt).length;
+const cut = drained.filter((x) => x.status !== 200 && !(x.status === 0 && x.error === "ECONNREFUSED"));
+const drainOk = cut.length === 0 && drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) && afterSignal > 0;
+console.log(`\nSIGTERM with ${heavy.length} adaptive requests sent: ${answered.length} answered (${afterSignal} of them after the signal, i.e. in flight), ${drained.length - answered.length - cut.length} refused before being accepted, ${cut.length} cut; answers ${drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) ? "all correct" : "NOT all correct"}; exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`);
 const refusedAfter = await post(batched.url, requests[0]);
 console.log(`after shutdown: new request ${refusedAfter.status === 0 ? `refused (${refusedAfter.error})` : `answered HTTP ${refusedAfter.status}`}`);
 await stop(unbatched);
 
 // 4. Back-pressure: 503 + Retry-After only when the queue is full (--max-batch 1 --max-queue 2).
 const tiny = await startServer(["--max-batch", "1", "--max-queue", "2", "--max-wait-ms", "0"]);
-const withinLimit = await load(tiny, 3, reference, Math.min(perRun, 60)); // 1 scoring + 2 queued: never full
+const withinLimit = await load(tiny, 3, reference, Math.min(perRun, 60), runSeconds); // 1 scoring + 2 queued: never full
 const burst = await Promise.all(Array.from({ length: 24 }, (_, i) => post(tiny.url, requests[i % requests.length])));
 const refused = burst.filter((x) => x.status === 503);
 const refusedOk = refused.every((x) => Number(x.retryAfter) >= 1 && x.body?.error?.details?.reason === "queue_full" && x.body.error.details.queueDepth === x.body.error.details.maxQueue);
@@ -341,6 +371,6 @@ const ok =
   rejectedMetric === refused.length;
 console.log(`\nload average at the end: ${loadavg().map((x) => x.toFixed(2)).join(" ")}; wall ${((Date.now() - started) / 1000).toFixed(0)} s; ${ok ? "all checks passed" : "SOME CHECKS FAILED"}`);
 if (values.json) {
-  writeFileSync(values.json, JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results, ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2) + "\n");
+  writeFileSync(values.json, JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results: results.map(({ parts: _p, ...x }) => x), ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2) + "\n");
 }
 process.exit(ok ? 0 : 1);

@@ -1,4 +1,5 @@
 export type { InferenceBackend, InferenceSession, SessionOptions } from "./backend.js";
+export { checkScoreJob, scoreBatchedJobs, type BatchScoreResult, type BatchScoringOptions } from "./batch-scoring.js";
 export { MolorecError, isMolorecError, httpStatusForCode, type MolorecErrorCode, type MolorecErrorOptions } from "./errors.js";
 export { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 export { LoraMixer, type AdapterWeights } from "./lora-mixture.js";

@@ -5,7 +5,8 @@ import { entropy, rankByScore, softmax } from "./math.js";
 import type { ModelPack } from "./pack.js";
 import { buildCandidate, buildPrompt } from "./prompt.js";
 import { DEFAULT_REQUEST_LIMITS, parseRecommendRequest, type MixturePolicy, type RequestLimits } from "./request.js";
-import { scoreCandidates, type ScoringStrategy } from "./scoring.js";
+import { scoreCandidates, type ScoreJob, type ScoringStrategy } from "./scoring.js";
+import { checkScoreJob, scoreBatchedJobs } from "./batch-scoring.js";
 import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 
 /** One ranked candidate of a {@link RecommendResponse}. */
@@ -83,6 +84,19 @@ export interface Recommender {
   readonly adaptiveLambdas: readonly number[];
   /** Validates an untrusted request and ranks its candidates. */
   recommend(request: unknown): Promise<RecommendResponse>;
+  /**
+   * Ranks several untrusted requests in shared model runs (`scoreBatchedJobs`): what a server
+   * does with requests that arrive together. Each request is validated on its own, so answer `i`
+   * is request `i`'s response or its own coded error; scores equal `recommend`'s up to float
+   * rounding (≤ 1e-5). With the `naive` strategy, requests are scored one by one.
+   *
+   * @example
+   * ```ts
+   * const [a, b] = await rec.recommendBatch([reqA, reqB]);
+   * if (a.status === "fulfilled") console.log(a.value.ranked[0]);
+   * ```
+   */
+  recommendBatch(requests: readonly unknown[]): Promise<Array<PromiseSettledResult<RecommendResponse>>>;
   /** Resolves a policy to adapter weights for a domain (throws coded errors). */
   resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture;
   /** Scores candidates under several adapter mixtures (rows of one batch). */
@@ -172,36 +186,33 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     return { lambdas: input.lambdas, scores };
   }
 
-  return {
-    pack,
-    backendName: backend.name,
-    limits,
-    adaptiveLambdas: adaptive,
-    resolveMixture,
-    scoreMixtures,
-    scoreLambdas,
+  /** A validated, tokenized request: its score job and how its scores become the response. */
+  interface Prepared {
+    job: ScoreJob;
+    finish(scores: number[][]): RecommendResponse;
+  }
 
-    async recommend(body: unknown): Promise<RecommendResponse> {
-      const req = parseRecommendRequest(body, limits);
-      const domain = domainOf(req.domain);
-      const prompt = buildPrompt(pack.encoder, m.prompt, req.history);
-      const candidateIds = req.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
-      const policyName = typeof req.mixture === "object" ? "lambda" : req.mixture;
+  function prepare(body: unknown): Prepared {
+    const req = parseRecommendRequest(body, limits);
+    const domain = domainOf(req.domain);
+    const prompt = buildPrompt(pack.encoder, m.prompt, req.history);
+    const candidateIds = req.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
+    const policyName = typeof req.mixture === "object" ? "lambda" : req.mixture;
+    const isAdaptive = req.mixture === "adaptive";
+    const resolved = isAdaptive ? null : resolveMixture(domain, req.mixture);
+    const mixtures = resolved ? [resolved.weights] : adaptive.map((l) => weightsFor(domain, l));
 
+    function finish(all: number[][]): RecommendResponse {
       let scores: number[];
       let mixture: RecommendResponse["mixture"];
-      if (req.mixture === "adaptive") {
-        const mixtures = adaptive.map((l) => weightsFor(domain, l));
-        const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures }, scoring);
-        const entropies = res.scores.map((s) => entropy(softmax(s)));
+      if (!resolved) {
+        const entropies = all.map((s) => entropy(softmax(s)));
         let best = 0;
         entropies.forEach((h, i) => (h < entropies[best]! ? (best = i) : 0));
-        scores = res.scores[best]!;
+        scores = all[best]!;
         mixture = { policy: policyName, lambda: adaptive[best]!, source: "adaptive" };
       } else {
-        const resolved = resolveMixture(domain, req.mixture);
-        const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures: [resolved.weights] }, scoring);
-        scores = res.scores[0]!;
+        scores = all[0]!;
         mixture = { policy: policyName, lambda: resolved.lambda, source: resolved.source };
       }
       const probs = softmax(scores);
@@ -214,6 +225,61 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         promptTokens: prompt.ids.length,
         droppedHistoryItems: prompt.droppedHistoryItems,
       };
+    }
+    return { job: { promptIds: prompt.ids, candidateIds, mixtures }, finish };
+  }
+
+  return {
+    pack,
+    backendName: backend.name,
+    limits,
+    adaptiveLambdas: adaptive,
+    resolveMixture,
+    scoreMixtures,
+    scoreLambdas,
+
+    async recommend(body: unknown): Promise<RecommendResponse> {
+      const prepared = prepare(body);
+      return prepared.finish((await scoreCandidates(session, pack, mixer, prepared.job, scoring)).scores);
+    },
+
+    async recommendBatch(bodies: readonly unknown[]): Promise<Array<PromiseSettledResult<RecommendResponse>>> {
+      const out = new Array<PromiseSettledResult<RecommendResponse>>(bodies.length);
+      const ready: Array<{ at: number; prepared: Prepared }> = [];
+      bodies.forEach((body, at) => {
+        try {
+          const prepared = prepare(body);
+          checkScoreJob(pack, prepared.job);
+          ready.push({ at, prepared });
+        } catch (reason) {
+          out[at] = { status: "rejected", reason };
+        }
+      });
+      const settle = (at: number, f: () => RecommendResponse) => {
+        try {
+          out[at] = { status: "fulfilled", value: f() };
+        } catch (reason) {
+          out[at] = { status: "rejected", reason };
+        }
+      };
+      if (ready.length === 1 || (ready.length > 1 && scoring.strategy === "naive")) {
+        for (const { at, prepared } of ready) {
+          try {
+            const { scores } = await scoreCandidates(session, pack, mixer, prepared.job, scoring);
+            settle(at, () => prepared.finish(scores));
+          } catch (reason) {
+            out[at] = { status: "rejected", reason };
+          }
+        }
+      } else if (ready.length > 1) {
+        try {
+          const { results } = await scoreBatchedJobs(session, pack, mixer, ready.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows });
+          ready.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!.scores)));
+        } catch (reason) {
+          for (const { at } of ready) out[at] = { status: "rejected", reason };
+        }
+      }
+      return out;
     },
 
     async calibrate(domain, requests, searchOptions) {

@@ -125,7 +125,12 @@ export function createApp<Env extends object | undefined = undefined>(options: A
   app.notFound((c) => errorResponse(c, 404, "NOT_FOUND", `no route ${c.req.method} ${new URL(c.req.url).pathname}; routes are ${Object.entries(ROUTES).map(([p, m]) => `${m.split(",")[0]} ${p}`).join(", ")}.`));
 
   app.onError((err, c) => {
-    if (isMolorecError(err)) return errorResponse(c, httpStatusForCode(err.code), err.code, err.message, err.details);
+    if (isMolorecError(err)) {
+      // A coded error that says when to come back (e.g. a server's full queue) gets Retry-After.
+      const retry = err.details?.retryAfterSeconds;
+      const headers = typeof retry === "number" && Number.isFinite(retry) && retry >= 0 ? { "retry-after": String(Math.ceil(retry)) } : undefined;
+      return errorResponse(c, httpStatusForCode(err.code), err.code, err.message, err.details, headers);
+    }
     onError(err);
     return errorResponse(c, 500, "INTERNAL_ERROR", "internal error; the server log has the details.");
   });

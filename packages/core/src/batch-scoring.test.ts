@@ -1,0 +1,211 @@
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import * as ort from "onnxruntime-node";
+import { beforeAll, describe, expect, it } from "vitest";
+import type { InferenceBackend, InferenceSession } from "./backend.js";
+import { scoreBatchedJobs } from "./batch-scoring.js";
+import { isMolorecError } from "./errors.js";
+import { LoraMixer, type AdapterWeights } from "./lora-mixture.js";
+import { logSoftmaxAt } from "./math.js";
+import { loadPack, type ModelPack } from "./pack.js";
+import { buildCandidate, buildPrompt } from "./prompt.js";
+import { createRecommender, type Recommender } from "./recommender.js";
+import { scoreCandidates, type ScoreJob } from "./scoring.js";
+import { tensor, type TensorLike } from "./tensor.js";
+
+// The fixture pack on onnxruntime-node's CPU provider (a dev dependency: core itself imports no
+// runtime). Batched scores must equal one-job-at-a-time scores to 1e-5.
+const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
+const golden = JSON.parse(await readFile(fileURLToPath(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url)), "utf8")) as {
+  cases: Array<{ request: { history: string[]; candidates: string[] } }>;
+};
+
+const backend: InferenceBackend = {
+  name: "ort-cpu (test)",
+  async createSession(model) {
+    const s = await ort.InferenceSession.create(model, { executionProviders: ["cpu"], intraOpNumThreads: 1 });
+    return {
+      inputNames: s.inputNames,
+      outputNames: s.outputNames,
+      async run(feeds, names) {
+        const f: Record<string, ort.Tensor> = {};
+        for (const [k, t] of Object.entries(feeds)) f[k] = new ort.Tensor(t.type, t.data, t.dims);
+        return (await s.run(f, names as string[])) as unknown as Record<string, TensorLike>;
+      },
+      release: () => s.release(),
+    };
+  },
+};
+
+/**
+ * The real session plus the optional graph inputs (`num_logits_to_keep`, `target_ids` →
+ * `token_logprobs`), computed from its full logits, so that the batched paths for packs exported
+ * with them are checked against the same model. `acceptsEmptyTensors: false` too, optionally.
+ */
+function withExtras(inner: InferenceSession, opts: { extras: boolean; noEmpty: boolean }): InferenceSession {
+  return {
+    inputNames: opts.extras ? [...inner.inputNames, "num_logits_to_keep", "target_ids"] : inner.inputNames,
+    outputNames: opts.extras ? [...inner.outputNames, "token_logprobs"] : inner.outputNames,
+    ...(opts.noEmpty ? { acceptsEmptyTensors: false } : {}),
+    async run(feeds, names) {
+      for (const [name, t] of Object.entries(feeds)) if (opts.noEmpty && t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name}`);
+      if (!opts.extras) return inner.run(feeds, names);
+      const { num_logits_to_keep: keepT, target_ids: targetT, ...rest } = feeds;
+      const wanted = (names ?? []).filter((n) => n !== "token_logprobs");
+      const out = await inner.run(rest, [...new Set(["logits", ...wanted])]);
+      const [B, S] = feeds.input_ids!.dims as [number, number];
+      const V = out.logits!.dims[2]!;
+      const k = Number((keepT!.data as BigInt64Array)[0]);
+      const first = k > 0 ? Math.max(0, S - k) : 0;
+      const kept = S - first;
+      const full = out.logits!.data as Float32Array;
+      const logits = new Float32Array(B * kept * V);
+      const lp = new Float32Array(B * kept);
+      for (let b = 0; b < B; b++) {
+        for (let t = first; t < S; t++) {
+          logits.set(full.subarray((b * S + t) * V, (b * S + t + 1) * V), (b * kept + t - first) * V);
+          lp[b * kept + t - first] = logSoftmaxAt(full, (b * S + t) * V, V, Number((targetT!.data as BigInt64Array)[b * S + t]));
+        }
+      }
+      return { ...out, logits: tensor("float32", logits, [B, kept, V]), token_logprobs: tensor("float32", lp, [B, kept]) };
+    },
+    release: () => inner.release(),
+  };
+}
+
+function expectClose(got: number[][], want: number[][], tol = 1e-5): void {
+  expect(got.length).toBe(want.length);
+  got.forEach((row, m) => {
+    expect(row.length).toBe(want[m]!.length);
+    row.forEach((g, c) => {
+      const w = want[m]![c]!;
+      if (!(Math.abs(g - w) <= tol)) throw new Error(`mixture ${m}, candidate ${c}: batched ${g}, alone ${w} (|diff| ${Math.abs(g - w).toExponential(2)})`);
+    });
+  });
+}
+
+let pack: ModelPack;
+let session: InferenceSession;
+let mixer: LoraMixer;
+let jobs: ScoreJob[];
+
+const G: AdapterWeights = [["general", 1]];
+const D: AdapterWeights = [["domain:movies", 1]];
+const mix = (l: number): AdapterWeights => [["general", 1 - l], ["domain:movies", l]];
+
+beforeAll(async () => {
+  pack = await loadPack({ location: fixture, readBytes: async (p) => new Uint8Array(await readFile(join(fixture, p))) });
+  session = await backend.createSession(pack.model);
+  mixer = new LoraMixer(pack);
+  const spec = pack.manifest.prompt;
+  const job = (history: string[], candidates: string[], mixtures: AdapterWeights[]): ScoreJob => ({
+    promptIds: buildPrompt(pack.encoder, spec, history).ids,
+    candidateIds: candidates.map((c) => buildCandidate(pack.encoder, spec, c)),
+    mixtures,
+  });
+  const cs = golden.cases.map((c) => c.request);
+  const long = cs.find((c) => c.history.length > 10)!;
+  // Different prompt lengths, candidate counts (1 … all) and mixtures (base, single adapters,
+  // 2-adapter mixtures, several mixtures per job as the adaptive policy sends).
+  jobs = [
+    job(cs[0]!.history, cs[0]!.candidates, [mix(0.5)]),
+    job(cs[1]!.history.slice(0, 1), cs[1]!.candidates.slice(0, 1), [D]),
+    job(long.history, long.candidates, [[], G, D, mix(0.3)]),
+    job(cs[2]!.history.slice(0, 2), cs[2]!.candidates.slice(0, 3), [G]),
+    job(cs[0]!.history, [...cs[0]!.candidates].reverse().slice(0, 4), [mix(0), mix(0.25), mix(0.5), mix(0.75), mix(1)]),
+  ];
+  expect(new Set(jobs.map((j) => j.promptIds.length)).size).toBeGreaterThanOrEqual(4);
+});
+
+describe("scoreBatchedJobs", () => {
+  it("scores several jobs in shared runs exactly as each job alone (≤ 1e-5)", async () => {
+    const alone = await Promise.all(jobs.map((j) => scoreCandidates(session, pack, mixer, j)));
+    const batched = await scoreBatchedJobs(session, pack, mixer, jobs, { runCostTokens: Infinity });
+    expect(batched.runs).toBe(2); // one prompt run, one candidate run for all jobs
+    batched.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+    // Prompts of different lengths in runs of their own (less padding), same scores.
+    const bucketed = await scoreBatchedJobs(session, pack, mixer, jobs, { runCostTokens: 0 });
+    expect(bucketed.runs).toBeGreaterThan(2);
+    bucketed.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+    const byDefault = await scoreBatchedJobs(session, pack, mixer, jobs);
+    byDefault.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+    // and against one full pass per candidate
+    const naive = await scoreCandidates(session, pack, mixer, jobs[2]!, { strategy: "naive" });
+    expectClose(batched.results[2]!.scores, naive.scores);
+  });
+
+  it("splits prompt and candidate runs at maxBatchRows with the same scores", async () => {
+    const alone = await Promise.all(jobs.map((j) => scoreCandidates(session, pack, mixer, j)));
+    const batched = await scoreBatchedJobs(session, pack, mixer, jobs, { maxBatchRows: 3 });
+    expect(batched.runs).toBeGreaterThan(2);
+    batched.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+    const tight = await scoreBatchedJobs(session, pack, mixer, jobs, { maxPromptLogits: 1, maxCandidateLogits: 1 });
+    tight.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+  });
+
+  it.each([
+    ["num_logits_to_keep + token_logprobs", { extras: true, noEmpty: false }],
+    ["no zero-sized tensors (masked 1-token past)", { extras: false, noEmpty: true }],
+    ["both", { extras: true, noEmpty: true }],
+  ])("gives the same scores on graphs with %s", async (_name, opts) => {
+    const alone = await Promise.all(jobs.map((j) => scoreCandidates(session, pack, mixer, j)));
+    const batched = await scoreBatchedJobs(withExtras(session, opts), pack, mixer, jobs);
+    batched.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+  });
+
+  it("answers empty jobs with empty results and rejects a job that does not fit", async () => {
+    const res = await scoreBatchedJobs(session, pack, mixer, [{ ...jobs[0]!, candidateIds: [] }, jobs[1]!]);
+    expect(res.results[0]!.scores).toEqual([]);
+    expect(res.results[1]!.scores[0]!.length).toBe(1);
+    const tooLong = { ...jobs[0]!, promptIds: new Array(pack.manifest.model.maxPositions).fill(1) };
+    await expect(scoreBatchedJobs(session, pack, mixer, [jobs[0]!, tooLong])).rejects.toMatchObject({ code: "HISTORY_TOO_LONG" });
+  });
+});
+
+describe("Recommender.recommendBatch", () => {
+  let rec: Recommender;
+  beforeAll(async () => {
+    rec = await createRecommender({ backend, pack });
+  });
+
+  it("answers each request as recommend does, with per-request errors", async () => {
+    const cs = golden.cases.map((c) => c.request);
+    const requests: unknown[] = [
+      { ...cs[0], domain: "movies", mixture: "wa" },
+      { history: cs[1]!.history.slice(0, 2), candidates: cs[1]!.candidates.slice(0, 2), mixture: "adaptive", topK: 1 },
+      { history: [], candidates: ["x"] },
+      { ...cs[2], domain: "cars" },
+      { ...cs[3 % cs.length], mixture: { lambda: 0.8 } },
+      { ...cs[0], mixture: "base" },
+    ];
+    const batched = await rec.recommendBatch(requests);
+    for (const [i, body] of requests.entries()) {
+      const alone = await rec.recommend(body).then(
+        (value) => ({ status: "fulfilled" as const, value }),
+        (reason: unknown) => ({ status: "rejected" as const, reason }),
+      );
+      const got = batched[i]!;
+      expect(got.status).toBe(alone.status);
+      if (got.status === "rejected" || alone.status === "rejected") {
+        expect(isMolorecError((got as PromiseRejectedResult).reason)).toBe(true);
+        expect((got as PromiseRejectedResult).reason.code).toBe((alone as PromiseRejectedResult).reason.code);
+        continue;
+      }
+      const { ranked, entropy, ...rest } = got.value;
+      const { ranked: wantRanked, entropy: wantEntropy, ...wantRest } = alone.value;
+      expect(rest).toEqual(wantRest);
+      expect(ranked.map((r) => r.index)).toEqual(wantRanked.map((r) => r.index));
+      expectClose([ranked.map((r) => r.score)], [wantRanked.map((r) => r.score)]);
+      expect(Math.abs(entropy - wantEntropy)).toBeLessThan(1e-5);
+    }
+    expect(batched.map((b) => b.status)).toEqual(["fulfilled", "fulfilled", "rejected", "rejected", "fulfilled", "fulfilled"]);
+  });
+
+  it("answers a batch of one exactly as recommend", async () => {
+    const body = { ...golden.cases[0]!.request, mixture: "calibrated" };
+    const [only] = await rec.recommendBatch([body]);
+    expect(only).toEqual({ status: "fulfilled", value: await rec.recommend(body) });
+    expect(await rec.recommendBatch([])).toEqual([]);
+  });
+});
