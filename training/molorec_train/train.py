@@ -154,6 +154,41 @@ def _cosine(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def optimise(
+    model: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    next_batch: Callable[[random.Random], dict],
+    *,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    warmup: int,
+    seed: int,
+    name: str,
+    log: Callable[[str], None],
+) -> list[float]:
+    """The training loop shared by pretraining and LoRAs: warmup + cosine schedule, gradient
+    clipping, progress every 50 steps. Returns the loss curve (mean per 50 steps)."""
+    rng = random.Random(seed)
+    sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, steps, warmup))
+    model.train()
+    curve, running, started = [], 0.0, time.time()
+    for step in range(1, steps + 1):
+        loss = model(**next_batch(rng)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        sched.step()
+        optimizer.zero_grad(set_to_none=True)
+        running += loss.item()
+        if step % 50 == 0 or step == steps:
+            n = 50 if step % 50 == 0 else step % 50
+            curve.append(running / n)
+            log_progress(name, step, steps, running / n, started, log)
+            running = 0.0
+    model.eval()
+    return curve
+
+
 def pretrain(
     model: torch.nn.Module,
     blocks: list[list[int]],
@@ -164,27 +199,14 @@ def pretrain(
     if not blocks:
         raise ValueError("no pretraining data: the corpus is shorter than one block")
     set_threads()
-    rng = random.Random(cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, cfg.warmup))
-    model.train()
-    curve, running, started = [], 0.0, time.time()
-    for step in range(1, cfg.steps + 1):
-        batch = torch.tensor([blocks[rng.randrange(len(blocks))] for _ in range(cfg.batch_size)])
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running += loss.item()
-        if step % 50 == 0 or step == cfg.steps:
-            n = 50 if step % 50 == 0 else step % 50
-            curve.append(running / n)
-            log_progress("pretrain", step, cfg.steps, running / n, started, log)
-            running = 0.0
-    model.eval()
-    return curve
+    params = list(model.parameters())
+
+    def batch(rng: random.Random) -> dict:
+        ids = torch.tensor([blocks[rng.randrange(len(blocks))] for _ in range(cfg.batch_size)])
+        return {"input_ids": ids, "labels": ids}
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01, betas=(0.9, 0.95))
+    return optimise(model, params, batch, steps=cfg.steps, optimizer=opt, warmup=cfg.warmup, seed=cfg.seed, name="pretrain", log=log)
 
 
 # --- LoRA ---------------------------------------------------------------------------------
@@ -226,26 +248,13 @@ def train_lora(
         base, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=cfg.dropout)
     )
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, cfg.steps, max(1, cfg.steps // 20)))
-    rng = random.Random(cfg.seed)
-    model.train()
-    curve, running, started = [], 0.0, time.time()
-    for step in range(1, cfg.steps + 1):
+
+    def batch(rng: random.Random) -> dict:
         ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        running += loss.item()
-        if step % 50 == 0 or step == cfg.steps:
-            n = 50 if step % 50 == 0 else step % 50
-            curve.append(running / n)
-            log_progress(name, step, cfg.steps, running / n, started, log)
-            running = 0.0
-    model.eval()
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    curve = optimise(model, params, batch, steps=cfg.steps, optimizer=opt, warmup=max(1, cfg.steps // 20), seed=cfg.seed, name=name, log=log)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")

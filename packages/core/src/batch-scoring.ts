@@ -4,7 +4,7 @@ import type { LoraMixer } from "./lora-mixture.js";
 import { kvNames } from "./manifest.js";
 import { logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
-import type { ScoreJob, ScoreResult } from "./scoring.js";
+import { planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
 /** Options of {@link scoreBatchedJobs}. */
@@ -77,32 +77,6 @@ function planCandidateRuns(
   return { runs, cost: best[n]! };
 }
 
-/**
- * Splits rows sorted longest first into consecutive runs of at most `maxRows`, minimising the
- * padded tokens (`rows × longest` per run) plus `runCost` per run.
- */
-function planRuns(lengths: readonly number[], maxRows: number, runCost: number): Array<[number, number]> {
-  const n = lengths.length;
-  const out: Array<[number, number]> = [];
-  if (!Number.isFinite(runCost)) {
-    for (let s = 0; s < n; s += maxRows) out.push([s, Math.min(n, s + maxRows)]);
-    return out;
-  }
-  const best = new Array<number>(n + 1).fill(Infinity);
-  const from = new Array<number>(n + 1).fill(0);
-  best[0] = 0;
-  for (let i = 1; i <= n; i++) {
-    for (let j = Math.max(0, i - maxRows); j < i; j++) {
-      const cost = best[j]! + runCost + (i - j) * lengths[j]!;
-      if (cost < best[i]!) {
-        best[i] = cost;
-        from[i] = j;
-      }
-    }
-  }
-  for (let i = n; i > 0; i = from[i]!) out.unshift([from[i]!, i]);
-  return out;
-}
 
 /** The answer of {@link scoreBatchedJobs}: one {@link ScoreResult} per job, in job order. */
 export interface BatchScoreResult {
@@ -127,14 +101,6 @@ export function checkScoreJob(pack: ModelPack, job: ScoreJob): void {
     );
   }
   if (job.promptIds.length === 0) throw new MolorecError("INVALID_REQUEST", "a prompt has no tokens");
-}
-
-async function run(session: InferenceSession, feeds: Record<string, TensorLike>, outputNames: readonly string[]): Promise<Record<string, TensorLike>> {
-  try {
-    return await session.run(feeds, outputNames);
-  } catch (cause) {
-    throw new MolorecError("INFERENCE_FAILED", `the model run failed: ${(cause as Error)?.message ?? cause}`, { cause });
-  }
 }
 
 /** One prompt row of the batch: a job's prompt under one of its mixtures. */
@@ -213,7 +179,7 @@ export async function scoreBatchedJobs(
   const longestPrompt = promptLength(specs[0]!);
   const promptRows = Math.max(1, Math.min(maxRows, keep ? maxRows : Math.floor((options.maxPromptLogits ?? 4 * 1024 * 1024) / (longestPrompt * V))));
   const rows: PromptRow[] = [];
-  for (const [start, end] of planRuns(specs.map(promptLength), promptRows, options.runCostTokens ?? 32)) {
+  for (const [start, end] of planRuns(specs.map(promptLength), promptRows, options.runCostTokens ?? RUN_COST_TOKENS)) {
     const chunk = specs.slice(start, end);
     const B = chunk.length;
     const P = promptLength(chunk[0]!);
@@ -262,7 +228,7 @@ export async function scoreBatchedJobs(
   const fed = ([r, c]: [number, number]) => jobs[rows[r]!.job]!.candidateIds[c]!.length - 1;
   const plen = ([r]: [number, number]) => rows[r]!.length;
   const costs = tokenCosts(pack);
-  const runCost = (options.runCostTokens ?? 32) * costs.token;
+  const runCost = (options.runCostTokens ?? RUN_COST_TOKENS) * costs.token;
   const plans = [
     [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
     [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),

@@ -1,13 +1,7 @@
 /** log-softmax of `logits[offset .. offset+n)` evaluated at one index, in float64. */
 export function logSoftmaxAt(logits: Float32Array, offset: number, n: number, index: number): number {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) {
-    const v = logits[offset + i]!;
-    if (v > max) max = v;
-  }
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
-  return logits[offset + index]! - max - Math.log(sum);
+  const { max, logSum } = logSumExp(logits, offset, n);
+  return logits[offset + index]! - max - logSum;
 }
 
 /**

@@ -43,16 +43,17 @@ export interface ScoringOptions {
 }
 
 /** A candidate run's fixed cost in padded tokens, for {@link ScoringOptions.bucketByLength}. */
-const RUN_COST_TOKENS = 32;
+export const RUN_COST_TOKENS = 32;
 
 /**
- * Batches of rows (`lengths` sorted longest first): consecutive runs of at most `maxRows` rows;
- * with `bucket`, the split that minimises padded tokens plus {@link RUN_COST_TOKENS} per run.
+ * Splits rows sorted longest first into consecutive runs of at most `maxRows` rows. With a finite
+ * `runCost`, the split minimises padded tokens (`rows × longest` per run) plus `runCost` per run;
+ * with `Infinity`, runs are simply filled in order.
  */
-function planBatches(lengths: readonly number[], maxRows: number, bucket: boolean): Array<[number, number]> {
+export function planRuns(lengths: readonly number[], maxRows: number, runCost: number): Array<[number, number]> {
   const n = lengths.length;
-  if (!bucket) {
-    const out: Array<[number, number]> = [];
+  const out: Array<[number, number]> = [];
+  if (!Number.isFinite(runCost)) {
     for (let s = 0; s < n; s += maxRows) out.push([s, Math.min(n, s + maxRows)]);
     return out;
   }
@@ -61,19 +62,19 @@ function planBatches(lengths: readonly number[], maxRows: number, bucket: boolea
   best[0] = 0;
   for (let i = 1; i <= n; i++) {
     for (let j = Math.max(0, i - maxRows); j < i; j++) {
-      const cost = best[j]! + RUN_COST_TOKENS + (i - j) * lengths[j]!;
+      const cost = best[j]! + runCost + (i - j) * lengths[j]!;
       if (cost < best[i]!) {
         best[i] = cost;
         from[i] = j;
       }
     }
   }
-  const out: Array<[number, number]> = [];
   for (let i = n; i > 0; i = from[i]!) out.unshift([from[i]!, i]);
   return out;
 }
 
-async function run(session: InferenceSession, feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>> {
+/** Runs the session, reporting any runtime failure as `INFERENCE_FAILED`. */
+export async function runSession(session: InferenceSession, feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>> {
   try {
     return await session.run(feeds, outputNames);
   } catch (cause) {
@@ -174,7 +175,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   const extras = graphExtras(session);
   const presentNames: string[] = [];
   for (let i = 0; i < numLayers; i++) presentNames.push(kvNames.presentKey(i), kvNames.presentValue(i));
-  const prompt = await run(
+  const prompt = await runSession(
     session,
     {
       input_ids: int64(promptIds, [M, P]),
@@ -204,7 +205,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   pairs.sort((a, b) => fed(b) - fed(a));
   const rowKv = numKvHeads * (D + P) * headDim;
 
-  for (const [start, end] of planBatches(pairs.map(fed), maxBatchRows, bucket)) {
+  for (const [start, end] of planRuns(pairs.map(fed), maxBatchRows, bucket ? RUN_COST_TOKENS : Infinity)) {
     const chunk = pairs.slice(start, end);
     const B = chunk.length;
     // The last candidate token is only scored, never fed.
@@ -251,7 +252,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         feeds.target_ids = int64(targets, [B, L]);
       }
       // Only what is read: the candidates' own KV cache is never needed again.
-      const out = await run(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
+      const out = await runSession(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
       runs++;
       logits = (extras.targets ? out.token_logprobs! : out.logits!).data as Float32Array;
     }
@@ -291,7 +292,7 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
       // Positions P-1 .. S-1 score the candidate: with num_logits_to_keep only they come back.
       if (extras.keep) feeds.num_logits_to_keep = int64([cand.length], [1]);
       if (extras.targets) feeds.target_ids = int64([...seq.slice(1), cand[cand.length - 1]!], [1, S]);
-      const out = await run(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
+      const out = await runSession(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
       runs++;
       const first = extras.keep ? 0 : P - 1;
       if (extras.targets) {
