@@ -62,6 +62,14 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     return main_quantize(args)
 
 
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, distill
+
+    cfg = DistillConfig(layers=args.layers, hidden=args.hidden, steps=args.steps, lora_steps=args.lora_steps, negatives=args.negatives, alpha=args.alpha, temperature=args.temperature, seed=args.seed)
+    distill(args.teacher_base, args.teacher_pack, args.prepared, _csv(args.domains) or [], args.out, cfg, work=args.work, log=lambda line: print(line, flush=True))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,6 +140,23 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--steps", type=int, default=800, help="LoRA training steps")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_cmd_add_domain)
+
+    s = sub.add_parser("distill", help="distil a pack into a smaller student pack (candidate-score KL + target CE)")
+    s.add_argument("--teacher-base", required=True, type=Path, help="the teacher pack's base checkpoint folder")
+    s.add_argument("--teacher-pack", required=True, type=Path, help="the teacher pack (adapters, calibrated λ, prompt, tokenizer)")
+    s.add_argument("--prepared", required=True, type=Path, help="prepare-data output (train.jsonl + items.tsv per domain)")
+    s.add_argument("--domains", required=True, help="comma-separated domains of the teacher pack")
+    s.add_argument("--out", required=True, type=Path, help="student pack folder to write")
+    s.add_argument("--work", type=Path, help="work folder (default: OUT.work next to OUT)")
+    s.add_argument("--layers", type=int, default=2, help="student decoder layers")
+    s.add_argument("--hidden", type=int, help="student width (default: the teacher's; then it starts from the teacher's first layers)")
+    s.add_argument("--steps", type=int, default=300, help="student base steps")
+    s.add_argument("--lora-steps", type=int, default=60, help="steps per student LoRA (general, each domain); 0: baked B = 0 adapters")
+    s.add_argument("--negatives", type=int, default=7, help="sampled negatives per training prompt")
+    s.add_argument("--alpha", type=float, default=0.5, help="weight of the target cross-entropy")
+    s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL term")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=_cmd_distill)
     return p
 
 

@@ -1,0 +1,370 @@
+"""Distilled edge packs: a smaller student Llama learns the teacher pack's candidate ranking.
+
+Teacher, per domain d: the teacher base with ``W0 + (1-λ_d)·ΔW_general + λ_d·ΔW_d`` merged
+(reference.merged_model), λ_d the pack's calibrated λ (else its default λ), adapters read from the
+pack's ``adapters/`` folders — exactly the model the runtime serves with ``--mixture calibrated``.
+
+Student: a Llama of the same family and tokenizer with fewer layers (``--layers``) and/or a
+smaller width (``--hidden``). When the width equals the teacher's, it is initialised from the
+teacher *base* checkpoint's embeddings, first ``layers`` decoder layers and final norm (unmerged
+weights; the LM head is tied); otherwise it is initialised fresh (random).
+
+Signal, for each training row (prepared ``train.jsonl``: history + target) of a domain: the
+candidates are the target + K negatives sampled from the domain's items (not held out for the
+cold-start test, not in the history). Both models score every candidate exactly as the runtime
+does — prompt.py's ``prompt_ids`` / ``candidate_ids``, mean log-prob of the candidate tokens
+including the end token. Loss = T²·KL(softmax(t/T) ‖ softmax(s/T)) + alpha·CE(target | softmax(s)).
+
+Pack structure (the decision): the plug-in structure is kept, with real adapters.
+  1. the full student base is trained on the mixed distillation data (all domains, each batch
+     from one domain and scored by that domain's teacher);
+  2. ``general`` = a PEFT LoRA on the student base trained on all domains' signal;
+  3. ``domain:<d>`` = a PEFT LoRA on the student base trained on domain d's signal alone.
+The student's domain LoRA therefore carries the whole domain mixture on its own, so every
+domain gets ``calibratedLambda = 1.0`` (the teacher's λ is recorded in ``distill.json``); the
+general LoRA serves the "general" mixture and domains plugged in later. With ``lora_steps = 0``
+the adapters are PEFT's default init (B = 0, an exact "no change"): a *baked* pack where the
+student base alone carries everything.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .data import read_prepared_items
+from .export import export_pack, read_manifest
+from .prompt import PromptSpec, candidate_ids, prompt_ids
+from .reference import merged_model
+from .train import LINEAR_TARGETS, _cosine, load_encoder, read_jsonl, set_threads
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    layers: int = 2
+    hidden: int | None = None  # None: the teacher's width
+    steps: int = 300
+    lora_steps: int = 60  # per LoRA (general, then each domain); 0: baked (B = 0 adapters)
+    batch_size: int = 4  # prompts per step; each brings 1 + negatives candidates
+    negatives: int = 7
+    alpha: float = 0.5
+    temperature: float = 1.0
+    lr: float = 1e-3
+    lora_lr: float = 2e-3
+    lora_rank: int = 4
+    lora_alpha: float = 8.0
+    max_rows_per_domain: int = 20000
+    seed: int = 0
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    domain: str
+    prompt: list[int]
+    candidates: list[list[int]]  # target first
+
+
+def sample_cases(rows: Sequence[dict], titles: dict[str, str], held: frozenset[str], negatives: int, rng: random.Random) -> list[tuple[list[str], list[str]]]:
+    """(history, candidate titles with the target first) for each row with a history."""
+    pool = sorted(i for i in titles if i not in held)
+    out = []
+    for r in rows:
+        if not r.get("history"):
+            continue
+        excluded = set(r.get("history_ids") or []) | {r.get("target_id")}
+        excluded_titles = set(r["history"]) | {r["target"]}
+        negs: list[str] = []
+        tries = 0
+        while len(negs) < negatives and tries < negatives * 20:
+            tries += 1
+            i = pool[rng.randrange(len(pool))]
+            t = titles[i]
+            if i in excluded or t in excluded_titles or t in negs:
+                continue
+            negs.append(t)
+        out.append((list(r["history"]), [r["target"], *negs]))
+    return out
+
+
+# --- scoring (as the runtime does) -------------------------------------------------------
+
+
+def candidate_scores(model: torch.nn.Module, cases: Sequence[Case], pad: int) -> torch.Tensor:
+    """[len(cases), n_candidates] mean log-prob of each candidate's tokens (end token included)."""
+    seqs, spans = [], []
+    for c in cases:
+        for cand in c.candidates:
+            seqs.append(c.prompt + cand)
+            spans.append((len(c.prompt), len(cand)))
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+        mask[i, :len(s)] = 1
+    logits = model(input_ids=ids, attention_mask=mask).logits  # right padding: causal rows unaffected
+    # positions predicting candidate tokens: start-1 .. start+len-2
+    rows, cols, toks, seg = [], [], [], []
+    for i, (start, n) in enumerate(spans):
+        for k in range(n):
+            rows.append(i)
+            cols.append(start - 1 + k)
+            toks.append(int(ids[i, start + k]))
+            seg.append(i)
+    rows_t, cols_t, toks_t = torch.tensor(rows), torch.tensor(cols), torch.tensor(toks)
+    logp = torch.log_softmax(logits[rows_t, cols_t].float(), dim=-1).gather(1, toks_t[:, None])[:, 0]
+    seg_t = torch.tensor(seg)
+    sums = torch.zeros(len(seqs), dtype=logp.dtype).index_add(0, seg_t, logp)
+    counts = torch.tensor([n for _, n in spans], dtype=logp.dtype)
+    return (sums / counts).view(len(cases), -1)
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, alpha: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, KL) for [B, C] scores with the target at column 0."""
+    t = temperature
+    p_t = torch.softmax(teacher / t, dim=-1)
+    kl = (p_t * (torch.log_softmax(teacher / t, dim=-1) - torch.log_softmax(student / t, dim=-1))).sum(-1).mean()
+    ce = F.cross_entropy(student, torch.zeros(student.shape[0], dtype=torch.long))
+    return t * t * kl + alpha * ce, kl
+
+
+@torch.no_grad()
+def mean_kl(student: torch.nn.Module, teachers: dict[str, torch.nn.Module], cases: Sequence[Case], pad: int, temperature: float = 1.0, chunk: int = 8) -> float:
+    """Mean KL(teacher ‖ student) of the candidate distributions over ``cases``."""
+    was = student.training
+    student.eval()
+    total, n = 0.0, 0
+    for i in range(0, len(cases), chunk):
+        part = cases[i:i + chunk]
+        for d in sorted({c.domain for c in part}):
+            sub = [c for c in part if c.domain == d]
+            _, kl = distill_loss(candidate_scores(student, sub, pad), candidate_scores(teachers[d], sub, pad), 0.0, temperature)
+            total += float(kl) * len(sub)
+            n += len(sub)
+    student.train(was)
+    return total / max(n, 1)
+
+
+def run_distill_steps(
+    model: torch.nn.Module,
+    teachers: dict[str, torch.nn.Module],
+    cases: dict[str, list[Case]],
+    steps: int,
+    lr: float,
+    cfg: DistillConfig,
+    pad: int,
+    log: Callable[[str], None],
+    name: str,
+    seed: int,
+) -> list[float]:
+    """Trains the model's trainable parameters; each step's batch comes from one domain."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _cosine(s, steps, max(1, steps // 20)))
+    rng = random.Random(seed)
+    domains = sorted(cases)
+    model.train()
+    losses, started = [], time.time()
+    for step in range(1, steps + 1):
+        d = domains[(step - 1) % len(domains)]
+        batch = [cases[d][rng.randrange(len(cases[d]))] for _ in range(cfg.batch_size)]
+        with torch.no_grad():
+            t_scores = candidate_scores(teachers[d], batch, pad)
+        loss, _ = distill_loss(candidate_scores(model, batch, pad), t_scores, cfg.alpha, cfg.temperature)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        if step % 25 == 0 or step == steps:
+            recent = losses[-25:]
+            log(f"{name} step {step}/{steps}  loss {sum(recent) / len(recent):.4f}  {time.time() - started:5.0f}s")
+    model.eval()
+    return losses
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+def teacher_models(teacher_base: Path, teacher_pack: Path, domains: Sequence[str]) -> tuple[dict[str, torch.nn.Module], dict[str, float]]:
+    m = read_manifest(teacher_pack)
+    general = m.get("generalAdapter")
+    teachers, lambdas = {}, {}
+    for d in domains:
+        if d not in m["domains"]:
+            raise ValueError(f"teacher pack has no domain {d!r} (has {sorted(m['domains'])})")
+        entry = m["domains"][d]
+        lam = float(entry.get("calibratedLambda", entry.get("defaultLambda", 0.5)))
+        adapters = {entry["adapter"]: teacher_pack / m["adapters"][entry["adapter"]]["path"]}
+        weights = {entry["adapter"]: lam}
+        if general is not None:
+            adapters[general] = teacher_pack / m["adapters"][general]["path"]
+            weights[general] = 1.0 - lam
+        teachers[d] = merged_model(teacher_base, adapters, weights).eval()
+        for p in teachers[d].parameters():
+            p.requires_grad_(False)
+        lambdas[d] = lam
+    return teachers, lambdas
+
+
+def new_student(teacher: torch.nn.Module, layers: int, hidden: int | None, seed: int) -> tuple[torch.nn.Module, str]:
+    """A smaller Llama; from the teacher's first layers when the width matches, else fresh."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tc = teacher.config
+    h = hidden or tc.hidden_size
+    if layers < 1 or layers > tc.num_hidden_layers:
+        raise ValueError(f"--layers must be in 1..{tc.num_hidden_layers}")
+    if h % tc.num_attention_heads:
+        raise ValueError(f"--hidden {h} is not a multiple of the {tc.num_attention_heads} heads")
+    cfg = LlamaConfig(
+        vocab_size=tc.vocab_size,
+        hidden_size=h,
+        intermediate_size=int(round(tc.intermediate_size * h / tc.hidden_size)),
+        num_hidden_layers=layers,
+        num_attention_heads=tc.num_attention_heads,
+        num_key_value_heads=tc.num_key_value_heads,
+        max_position_embeddings=tc.max_position_embeddings,
+        tie_word_embeddings=bool(getattr(tc, "tie_word_embeddings", True)),
+        eos_token_id=tc.eos_token_id,
+        pad_token_id=tc.pad_token_id,
+        bos_token_id=None,
+        initializer_range=0.02,
+        rms_norm_eps=tc.rms_norm_eps,
+        rope_theta=getattr(tc, "rope_theta", 10000.0),
+    )
+    torch.manual_seed(seed)
+    student = LlamaForCausalLM(cfg)
+    if h != tc.hidden_size:
+        return student, "fresh"
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("model.layers.") or int(k.split(".")[2]) < layers}
+    missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if k != "lm_head.weight"]:
+        raise RuntimeError(f"student init: missing {missing}, unexpected {unexpected}")
+    return student, f"teacher-base first {layers} layers"
+
+
+def _train_lora(base_dir: Path, out_dir: Path, teachers, cases, steps: int, cfg: DistillConfig, pad: int, log, name: str, seed: int) -> list[float]:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
+    model = get_peft_model(base, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(LINEAR_TARGETS), lora_dropout=0.0))
+    losses = run_distill_steps(model, teachers, cases, steps, cfg.lora_lr, cfg, pad, log, name, seed) if steps > 0 else []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    return losses
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+def distill(
+    teacher_base: Path,
+    teacher_pack: Path,
+    prepared: Path,
+    domains: Sequence[str],
+    out: Path,
+    cfg: DistillConfig = DistillConfig(),
+    work: Path | None = None,
+    eval_cases: int = 32,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Distils the teacher pack into a student pack at ``out``; returns a summary (also saved
+    as ``out/distill.json``)."""
+    set_threads()
+    teacher_base, teacher_pack, prepared, out = Path(teacher_base), Path(teacher_pack), Path(prepared), Path(out)
+    work = Path(work) if work else out.parent / f"{out.name}.work"
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(teacher_pack)
+    spec = PromptSpec(**manifest["prompt"])
+    encode, _, pad = load_encoder(teacher_pack)
+    if pad is None:
+        pad = spec.endTokenId
+    rng = random.Random(cfg.seed)
+
+    cases: dict[str, list[Case]] = {}
+    held_out: list[Case] = []
+    for d in domains:
+        titles, held = read_prepared_items(prepared / d)
+        rows = read_jsonl(prepared / d / "train.jsonl")
+        rng.shuffle(rows)
+        rows = rows[: cfg.max_rows_per_domain]
+        built = [Case(d, prompt_ids(encode, spec, h), [candidate_ids(encode, spec, t) for t in cands]) for h, cands in sample_cases(rows, titles, held, cfg.negatives, rng)]
+        if len(built) < 2:
+            raise ValueError(f"{d}: not enough training rows with a history")
+        n_eval = min(eval_cases // len(domains), len(built) // 4) or 1
+        held_out += built[:n_eval]
+        cases[d] = built[n_eval:]
+        log(f"{d}: {len(cases[d])} training cases, {n_eval} held out for KL")
+
+    log("building the teachers (general + domain LoRAs merged at the pack's λ)")
+    teachers, lambdas = teacher_models(teacher_base, teacher_pack, domains)
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(teacher_base, dtype=torch.float32, local_files_only=True)
+    student, init = new_student(base, cfg.layers, cfg.hidden, cfg.seed)
+    del base
+    log(f"student: {cfg.layers} layers, hidden {student.config.hidden_size} ({init})")
+
+    kl_before = mean_kl(student, teachers, held_out, pad, cfg.temperature)
+    log(f"held-out KL(teacher ‖ student) before: {kl_before:.4f}")
+    base_losses = run_distill_steps(student, teachers, cases, cfg.steps, cfg.lr, cfg, pad, log, "student", cfg.seed)
+    kl_base = mean_kl(student, teachers, held_out, pad, cfg.temperature)
+    log(f"held-out KL after the student base: {kl_base:.4f}")
+
+    student_dir = work / "student-base"
+    student.save_pretrained(student_dir)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if (teacher_pack / f).is_file():
+            shutil.copyfile(teacher_pack / f, student_dir / f)
+    del student
+
+    adapters = {"general": work / "loras" / "general"}
+    lora_losses = {"general": _train_lora(student_dir, adapters["general"], teachers, cases, cfg.lora_steps, cfg, pad, log, "general", cfg.seed + 1)}
+    kl_domain = {}
+    for i, d in enumerate(domains):
+        path = work / "loras" / f"domain-{d}"
+        lora_losses[d] = _train_lora(student_dir, path, teachers, {d: cases[d]}, cfg.lora_steps, cfg, pad, log, f"domain:{d}", cfg.seed + 2 + i)
+        adapters[f"domain:{d}"] = path
+        mixed = merged_model(student_dir, {"domain": path}, {"domain": 1.0})
+        kl_domain[d] = mean_kl(mixed, teachers, [c for c in held_out if c.domain == d], pad, cfg.temperature)
+        log(f"held-out KL {d} (student base + its domain LoRA, λ = 1): {kl_domain[d]:.4f}")
+
+    if out.exists():
+        shutil.rmtree(out)
+    export_pack(
+        student_dir, out, {n: p for n, p in adapters.items()}, tokenizer_dir=teacher_pack,
+        name=f"{manifest.get('name', 'molorec')}-distilled-{cfg.layers}l", prompt=spec,
+        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, log=log,
+    )
+    summary = {
+        "config": asdict(cfg),
+        "teacherPack": str(teacher_pack),
+        "teacherLambdas": lambdas,
+        "studentInit": init,
+        "baked": cfg.lora_steps == 0,
+        "klBefore": kl_before,
+        "klAfterBase": kl_base,
+        "klAfterDomainLora": kl_domain,
+        "lossFirst": sum(base_losses[:10]) / max(1, len(base_losses[:10])),
+        "lossLast": sum(base_losses[-10:]) / max(1, len(base_losses[-10:])),
+        "loraLossCurves": lora_losses,
+        "packBytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
+    }
+    (out / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
+    log(f"distilled pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}")
+    return summary

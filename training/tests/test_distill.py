@@ -1,0 +1,106 @@
+"""Distillation at micro scale: a tiny random teacher pack → a 1-layer student pack."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from molorec_train import tiny
+from molorec_train.distill import Case, DistillConfig, candidate_scores, distill, distill_loss
+from molorec_train.export import export_pack
+from molorec_train.prompt import PromptSpec
+from molorec_train.reference import candidate_log_likelihoods
+from molorec_train.train import LINEAR_TARGETS, load_encoder
+from molorec_train.fixture import fixture_titles as fake_titles
+
+
+def write_prepared_domain(root: Path, name: str, n_items: int, n_rows: int, seed: int) -> None:
+    rng = random.Random(seed)
+    d = root / name
+    d.mkdir(parents=True)
+    titles = fake_titles(n_items, seed)
+    (d / "items.tsv").write_text("item_id\ttitle\theld_out\n" + "".join(f"i{i}\t{t}\t{int(i >= n_items - 5)}\n" for i, t in enumerate(titles)))
+    with (d / "train.jsonl").open("w") as f:
+        for _ in range(n_rows):
+            start = rng.randrange(n_items - 5)
+            ids = [f"i{(start + k) % (n_items - 5)}" for k in range(rng.randint(2, 4))]
+            f.write(json.dumps({"history": [titles[int(i[1:])] for i in ids[:-1]], "history_ids": ids[:-1], "target": titles[int(ids[-1][1:])], "target_id": ids[-1]}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill")
+    base = root / "base"
+    tiny.train_bpe_tokenizer(fake_titles(200, 1) + ["Given the items History:\n- Next item: predict"], 300, base)
+    tiny.make_model(base, vocab_size=300, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, seed=3)
+    general = tiny.make_lora(base, root / "general", targets=["q_proj", "v_proj"], rank=2, alpha=4, seed=11)
+    dom = tiny.make_lora(base, root / "dom", targets=["q_proj", "down_proj"], rank=2, alpha=4, seed=12)
+    _, eos, _ = load_encoder(base)
+    spec = PromptSpec(maxTitleTokens=8, maxHistoryTokens=48, endTokenId=eos)
+    export_pack(base, root / "pack", {"general": general, "domain:dom": dom}, prompt=spec, domain_lambdas={"dom": 0.7}, log=lambda *_: None)
+    write_prepared_domain(root / "prepared", "dom", n_items=40, n_rows=60, seed=5)
+    return root
+
+
+def test_candidate_scores_match_the_reference(teacher):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(teacher / "base", dtype=torch.float32, local_files_only=True).eval()
+    cases = [Case("d", [5, 6, 7, 8], [[9, 10, 0], [11, 0]]), Case("d", [5, 6], [[12, 13, 14, 0], [9, 0]])]
+    with torch.no_grad():
+        got = candidate_scores(model, cases, pad=1).numpy()
+    for row, c in zip(got, cases):
+        want = [np.mean(ll) for ll in candidate_log_likelihoods(model, c.prompt, c.candidates)]
+        np.testing.assert_allclose(row, want, rtol=1e-4, atol=1e-5)
+
+
+def test_distill_loss_is_zero_kl_for_identical_scores():
+    s = torch.tensor([[-1.0, -2.0, -3.0]])
+    loss, kl = distill_loss(s, s.clone(), alpha=0.0, temperature=2.0)
+    assert abs(float(kl)) < 1e-7 and abs(float(loss)) < 1e-6
+
+
+def test_distill_writes_a_valid_pack_that_moves_toward_the_teacher(teacher, tmp_path):
+    import onnxruntime as ort
+
+    cfg = DistillConfig(layers=1, hidden=16, steps=30, lora_steps=4, batch_size=4, negatives=4, alpha=0.1, lr=3e-3, lora_rank=2, lora_alpha=4)
+    summary = distill(teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "student", cfg, eval_cases=12, log=lambda *_: None)
+    assert summary["lossLast"] < summary["lossFirst"]
+    assert summary["klAfterBase"] < summary["klBefore"]
+    assert summary["teacherLambdas"] == {"dom": 0.7}
+
+    manifest = json.loads((tmp_path / "student/molorec.json").read_text())
+    assert manifest["model"]["numLayers"] == 1 and manifest["model"]["hiddenSize"] == 16
+    assert summary["studentInit"] == "fresh"
+    assert manifest["domains"]["dom"] == {"adapter": "domain:dom", "defaultLambda": 0.5, "calibratedLambda": 1.0}
+    assert manifest["generalAdapter"] == "general"
+    assert manifest["prompt"]["maxTitleTokens"] == 8
+    for entry in manifest["adapters"].values():
+        assert (tmp_path / "student" / entry["path"] / "adapter_model.safetensors").is_file()
+        assert sorted(entry["targetModules"]) == sorted(LINEAR_TARGETS)
+
+    sess = ort.InferenceSession(str(tmp_path / "student/model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for inp in sess.get_inputs():
+        if inp.name == "input_ids":
+            feeds[inp.name] = np.array([[5, 6, 7]], np.int64)
+        elif inp.name == "attention_mask":
+            feeds[inp.name] = np.ones((1, 3), np.int64)
+        elif inp.name == "position_ids":
+            feeds[inp.name] = np.arange(3, dtype=np.int64)[None]
+        elif inp.name == "lora_scale":
+            feeds[inp.name] = np.zeros((1, 1), np.float32)
+        elif inp.name.startswith("lora."):
+            t = next(t for t in manifest["lora"]["targets"] if inp.name in (t["inputA"], t["inputB"]))
+            shape = (1, t["inFeatures"]) if inp.name == t["inputA"] else (t["outFeatures"], 1)
+            feeds[inp.name] = np.zeros(shape, np.float32)
+        elif "past" in inp.name:
+            m = manifest["model"]
+            feeds[inp.name] = np.zeros((1, m["numKvHeads"], 0, m["headDim"]), np.float32)
+    logits = sess.run(None, feeds)[0]
+    assert logits.shape[-1] == manifest["model"]["vocabSize"] and np.isfinite(logits).all()
