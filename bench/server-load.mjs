@@ -15,6 +15,7 @@ import { cpus, loadavg, platform, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { rng } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const { values } = parseArgs({
@@ -54,16 +55,6 @@ const manifest = JSON.parse(readFileSync(join(packDir, "molorec.json"), "utf8"))
 // ---------------------------------------------------------------------------------------------
 // Requests: titles of the pack's domains from the shared data when present, else synthetic ones.
 
-function rng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function titlesOf(domain) {
   const file = join(values.data, domain, "items.tsv");
