@@ -41,3 +41,4 @@ export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, 
 export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
 export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";
+export { adaptOrtSession, toOrtFeeds, type OrtSessionLike, type OrtTensorConstructor } from "./ort-session.js";

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { InferenceBackend, InferenceSession, TensorLike } from "@molorec/core";
-import { MolorecError } from "@molorec/core";
+import type { InferenceBackend } from "@molorec/core";
+import { adaptOrtSession, MolorecError } from "@molorec/core";
 import * as ort from "onnxruntime-node";
 
 /** Which execution provider runs the model. `auto`: CUDA when its libraries are installed, else CPU. */
@@ -30,21 +30,6 @@ export function cudaProviderInstalled(): boolean {
   return process.platform === "linux" && existsSync(join(ortBinaryDir(), CUDA_LIB));
 }
 
-function wrap(session: ort.InferenceSession): InferenceSession {
-  return {
-    inputNames: session.inputNames,
-    outputNames: session.outputNames,
-    async run(feeds, outputNames) {
-      const ortFeeds: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(t.type, t.data, t.dims);
-      const out = outputNames ? await session.run(ortFeeds, outputNames as string[]) : await session.run(ortFeeds);
-      return out as unknown as Record<string, TensorLike>;
-    },
-    async release() {
-      await session.release().catch(() => {});
-    },
-  };
-}
 
 /**
  * The onnxruntime-node backend. CPU everywhere; CUDA on GPU servers whose onnxruntime-node
@@ -76,7 +61,7 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
           const s = await ort.InferenceSession.create(model, { ...base, executionProviders: ["cuda"] });
           chosen = "cuda";
           log(`molorec: onnxruntime-node ${ort.env.versions.common}: running on CUDA`);
-          return wrap(s);
+          return adaptOrtSession(s, ort.Tensor);
         } catch (e) {
           failures.cuda = (e as Error).message;
           if (ep === "cuda") {
@@ -92,7 +77,7 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
         chosen = "cpu";
         const why = ep === "cpu" ? "requested" : failures.cuda ? `CUDA failed: ${failures.cuda}` : `no ${CUDA_LIB} in ${ortBinaryDir()}`;
         log(`molorec: onnxruntime-node ${ort.env.versions.common}: running on CPU (${why})`);
-        return wrap(s);
+        return adaptOrtSession(s, ort.Tensor);
       } catch (e) {
         failures.cpu = (e as Error).message;
         throw new MolorecError("BACKEND_UNAVAILABLE", `onnxruntime-node could not open the model: ${Object.entries(failures).map(([k, v]) => `${k}: ${v}`).join("; ")}`, {

@@ -1,5 +1,5 @@
 import type { InferenceBackend, InferenceSession, SessionOptions, TensorLike } from "@molorec/core";
-import { MolorecError } from "@molorec/core";
+import { MolorecError, toOrtFeeds } from "@molorec/core";
 import * as ort from "onnxruntime-web";
 import { probeWebGpu, type GpuLike, type WebGpuAdapterInfo } from "./webgpu-probe.js";
 
@@ -56,10 +56,8 @@ export interface WebBackend extends InferenceBackend {
   info(): WebBackendInfo;
 }
 
-function toOrt(feeds: Record<string, TensorLike>): Record<string, ort.Tensor> {
-  const out: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(feeds)) out[name] = new ort.Tensor(t.type, t.data, t.dims as number[]);
-  return out;
+function toOrt(feeds: Record<string, TensorLike>): ort.InferenceSession.FeedsType {
+  return toOrtFeeds(feeds, ort.Tensor) as ort.InferenceSession.FeedsType;
 }
 
 function wrap(session: ort.InferenceSession, device: "webgpu" | "wasm"): InferenceSession {

@@ -1,5 +1,5 @@
-import type { InferenceBackend, InferenceSession, TensorLike } from "@molorec/core";
-import { MolorecError } from "@molorec/core";
+import type { InferenceBackend } from "@molorec/core";
+import { adaptOrtSession, MolorecError } from "@molorec/core";
 import * as ort from "onnxruntime-web/wasm";
 
 /** Options of {@link workerBackend}. */
@@ -73,21 +73,6 @@ function bindWasmModule(wasmModule: WebAssembly.Module): void {
   };
 }
 
-function wrap(session: ort.InferenceSession): InferenceSession {
-  return {
-    inputNames: session.inputNames,
-    outputNames: session.outputNames,
-    async run(feeds, outputNames) {
-      const ortFeeds: Record<string, ort.Tensor> = {};
-      for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = new ort.Tensor(t.type, t.data, t.dims);
-      const out = outputNames ? await session.run(ortFeeds, outputNames as string[]) : await session.run(ortFeeds);
-      return out as unknown as Record<string, TensorLike>;
-    },
-    async release() {
-      await session.release().catch(() => {});
-    },
-  };
-}
 
 /**
  * The onnxruntime-web backend for Cloudflare Workers: WASM only, one thread, no proxy worker,
@@ -120,7 +105,7 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
         const s = await ort.InferenceSession.create(model, opts);
         sessionsCreated++;
         isolateSessions++;
-        return wrap(s);
+        return adaptOrtSession(s, ort.Tensor);
       } catch (cause) {
         if (cause instanceof MolorecError) throw cause;
         throw new MolorecError("BACKEND_UNAVAILABLE", `onnxruntime-web (wasm) could not open the model: ${(cause as Error)?.message ?? cause}`, {
