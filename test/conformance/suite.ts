@@ -33,6 +33,7 @@ interface GoldenCase {
   promptIds: number[];
   candidateIds: number[][];
   scores: number[];
+  tokenEntropies: number[];
   ranking: number[];
 }
 const cases = golden.cases as GoldenCase[];
@@ -139,16 +140,38 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
       }
     });
 
-    it("adaptive mixture picks the λ whose candidate distribution has the least entropy", async () => {
+    it("reproduces the golden token entropies along each candidate (the `tokens` objective, ≤ 1e-4)", async () => {
+      await ready;
+      const mixer = new LoraMixer(pack);
+      const session = await rt.backend().createSession(pack.model);
+      for (const c of cases) {
+        const weights = rec.resolveMixture(c.request.domain, c.lambda === null ? "base" : { lambda: c.lambda }).weights;
+        const job = { promptIds: c.promptIds, candidateIds: c.candidateIds, mixtures: [weights] };
+        const res = await scoreCandidates(session, pack, mixer, job, { tokenEntropy: true });
+        expectClose(res.tokenEntropies![0]!, c.tokenEntropies);
+        expectClose(res.scores[0]!, c.scores);
+      }
+      await session.release();
+    });
+
+    it("adaptive mixture picks the λ with the least entropy objective (tokens by default, or candidates)", async () => {
       await ready;
       const req = cases[0]!.request;
       const lambdas = [0, 0.25, 0.5, 0.75, 1];
       const { scores } = await rec.scoreLambdas({ ...req, lambdas });
-      const hs = scores.map((s) => entropy(softmax(s)));
-      const best = hs.indexOf(Math.min(...hs));
+      const mixtures = lambdas.map((l) => rec.resolveMixture(req.domain, { lambda: l }).weights);
+      const { objective } = await rec.scoreWithEntropy({ ...req, mixtures });
+      expect(rec.entropyObjective).toBe("tokens");
       const res = await rec.recommend({ ...req, mixture: "adaptive" });
-      expect(res.mixture.lambda).toBe(lambdas[best]);
-      expect(res.entropy).toBeCloseTo(hs[best]!, 6);
+      expect(res.mixture.lambda).toBe(lambdas[objective.indexOf(Math.min(...objective))]);
+      expect(res.entropy).toBeCloseTo(entropy(softmax(scores[lambdas.indexOf(res.mixture.lambda!)]!)), 6);
+
+      const byCandidates = await createRecommender({ backend: rt.backend(), pack, entropyObjective: "candidates" });
+      const hs = scores.map((s) => entropy(softmax(s)));
+      const res2 = await byCandidates.recommend({ ...req, mixture: "adaptive" });
+      expect(res2.mixture.lambda).toBe(lambdas[hs.indexOf(Math.min(...hs))]);
+      expect(res2.entropy).toBeCloseTo(Math.min(...hs), 6);
+      await byCandidates.close();
     });
 
     it("answers repeated requests identically (no state carried between requests)", async () => {

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import tiny
 from .export import export_pack
 from .prompt import PromptSpec, candidate_ids, prompt_ids
-from .reference import candidate_log_likelihoods, merged_model
+from .reference import candidate_log_likelihoods, candidate_token_entropies, merged_model
 
 ADJ = "Silent Golden Broken Hidden Electric Midnight Crimson Lonely Wild Frozen Distant Secret Little Last Brave".split()
 NOUN = "River Garden Empire Signal Harbor Kingdom Mirror Machine Forest Letter Orchestra Island Planet Circus Shadow".split()
@@ -76,10 +76,11 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print) -> No
                     "candidateIds": c_ids,
                     "tokenLogProbs": per_token,
                     "scores": scores,
+                    "tokenEntropies": candidate_token_entropies(models[mix_name], p_ids, c_ids),
                     "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
                 })
     golden = {
-        "about": "Golden candidate scores for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
+        "about": "Golden candidate scores (and mean next-token entropies along each candidate) for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
         "pack": manifest["name"],
         "cases": cases,
     }

@@ -203,7 +203,10 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
 
     with step("6. calibrate λ per domain: entropy minimisation on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
-            run_node(["calibrate", "--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--write", "--ep", "cpu", "--out", str(work / f"calibration-{t}.json")], log)
+            common = ["--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--ep", "cpu"]
+            # The pack stores the token-entropy λ; the candidate-entropy λ is kept for the comparison rows.
+            run_node(["calibrate", *common, "--write", "--out", str(work / f"calibration-{t}.json")], log)
+            run_node(["calibrate", *common, "--objective", "candidates", "--out", str(work / f"calibration-candidates-{t}.json")], log)
 
     with step("7. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)", False):
         from .adamerging import AdaMergingConfig, add_permodule_domains
@@ -217,6 +220,8 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
             for split in ("warm", "cold"):
                 run_node(["eval", "--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--split", split, "--mixture", ",".join(POLICIES), "--ep", "cpu", "--out", str(evals / f"{t}-{split}.json")], log)
                 run_node(["eval", "--pack", str(pack), "--domain", f"{domain_name(t)}@permodule", "--data", str(prepared / t), "--split", split, "--mixture", "domain", "--ep", "cpu", "--out", str(evals / f"{t}-{split}-permodule.json")], log)
+                lam = json.loads((work / f"calibration-candidates-{t}.json").read_text())["lambda"]
+                run_node(["eval", "--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--split", split, "--mixture", f"adaptive,{lam}", "--objective", "candidates", "--ep", "cpu", "--out", str(evals / f"{t}-{split}-candidates.json")], log)
 
     with step("9. baselines on the same saved test cases (random, popularity, SASRec)", False):
         from . import baselines as bl
@@ -250,8 +255,14 @@ def collect_results(work: Path, cfg: RecipeConfig) -> dict:
                 cell[row["policy"]] = row
             pm = json.loads((evals / f"{t}-{split}-permodule.json").read_text())["results"][0]
             cell["per-module"] = pm
+            adaptive, calibrated = json.loads((evals / f"{t}-{split}-candidates.json").read_text())["results"]
+            cell["adaptive-candidates"], cell["calibrated-candidates"] = adaptive, calibrated
     manifest = read_manifest(work / "pack")
-    return {"table": table, "lambdas": {k: v.get("calibratedLambda") for k, v in manifest["domains"].items()}}
+    return {
+        "table": table,
+        "lambdas": {k: v.get("calibratedLambda") for k, v in manifest["domains"].items()},
+        "candidate_lambdas": {domain_name(t): json.loads((work / f"calibration-candidates-{t}.json").read_text())["lambda"] for t in cfg.targets},
+    }
 
 
 def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Path, *, steps: int = 800, seed: int = 0, log=print) -> None:

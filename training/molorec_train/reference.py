@@ -51,3 +51,15 @@ def candidate_log_likelihoods(
         start = len(prompt)
         out.append([float(logp[start - 1 + k, tok]) for k, tok in enumerate(cand)])
     return out
+
+
+@torch.no_grad()
+def candidate_token_entropies(model: torch.nn.Module, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[float]:
+    """Per candidate: mean entropy (nats) of the next-token distributions that predict its tokens."""
+    out = []
+    for cand in candidates:
+        ids = torch.tensor([list(prompt) + list(cand)])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+        rows = logp[len(prompt) - 1 : len(prompt) - 1 + len(cand)]
+        out.append(float(-(rows.exp() * rows).sum(-1).mean()))
+    return out

@@ -13,8 +13,10 @@ ROWS = [
     ("G (general LoRA)", "general"),
     ("S (domain LoRA)", "domain"),
     ("WA (λ = 0.5)", "wa"),
-    ("Calibrated λ (entropy, per domain)", "calibrated"),
-    ("Adaptive λ (entropy, per request)", "adaptive"),
+    ("Calibrated λ (token entropy, per domain)", "calibrated"),
+    ("Adaptive λ (token entropy, per request)", "adaptive"),
+    ("Calibrated λ (candidate-score entropy, per domain)", "calibrated-candidates"),
+    ("Adaptive λ (candidate-score entropy, per request)", "adaptive-candidates"),
     ("Per-module λ (AdaMerging reference)", "per-module"),
 ]
 
@@ -61,6 +63,7 @@ def render(results: dict, cfg, quick: bool) -> str:
         verdicts.append(f"- **{c}**: calibrated {cal:.4f} {word} the better single adapter ({'G' if g >= s else 'S'} {best_single:.4f}); "
                         f"vs popularity {metric(t.get('popularity'), 'ndcg1'):.4f}, SASRec {metric(t.get('sasrec'), 'ndcg1'):.4f}.")
     lam = ", ".join(f"{k}: {v:.3f}" for k, v in results["lambdas"].items() if v is not None)
+    lam_c = ", ".join(f"{k}: {v:.3f}" for k, v in results.get("candidate_lambdas", {}).items())
     steps = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in results["step_seconds"].items())
     n_cases = {c: table[c].get("calibrated", {}).get("count") for c in cells}
     return f"""# Results: the MoLoRec recipe on real data
@@ -76,7 +79,10 @@ baselines on the same saved cases in Python. λ is the weight of the domain LoRA
 
 {chr(10).join(lines)}
 
-Calibrated λ per domain (entropy minimisation on {cfg.calibration_prompts} unlabeled valid prompts): {lam}.
+Calibrated λ per domain, minimising on {cfg.calibration_prompts} unlabeled valid prompts (no labels) either
+the **token entropy** (mean entropy of the next-token distributions along the request's candidate
+titles: the paper's token-level objective, and the runtime's default; stored in the pack): {lam};
+or the **candidate-score entropy** (entropy of the softmax over the candidates' scores): {lam_c}.
 
 ## Where the mixture does and does not help
 

@@ -83,11 +83,15 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     torch.manual_seed(0)
     results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", log=lambda *_: None)
     cell = results["table"]["tgt/warm"]
-    for key in ("random", "popularity", "sasrec", "general", "domain", "wa", "calibrated", "adaptive", "per-module"):
+    for key in ("random", "popularity", "sasrec", "general", "domain", "wa", "calibrated", "adaptive", "per-module", "calibrated-candidates", "adaptive-candidates"):
         assert key in cell, key
     assert cell["calibrated"]["count"] == 6
     manifest = json.loads((tmp_path / "pack/molorec.json").read_text())
     assert 0.0 <= manifest["domains"]["tgt"]["calibratedLambda"] <= 1.0
     assert "tgt@permodule" in manifest["domains"]
     md = render(results, cfg, quick=True)
-    assert "| Calibrated λ (entropy, per domain) |" in md and "tgt/cold NDCG@1" in md
+    assert "| Calibrated λ (token entropy, per domain) |" in md and "tgt/cold NDCG@1" in md
+    assert "| Calibrated λ (candidate-score entropy, per domain) |" in md
+    # the candidate-entropy row is evaluated at the λ its own calibration found
+    assert cell["calibrated-candidates"]["lambda"] == pytest.approx(results["candidate_lambdas"]["tgt"])
+    assert cell["calibrated"]["lambda"] == pytest.approx(manifest["domains"]["tgt"]["calibratedLambda"], abs=1e-4)

@@ -4,7 +4,7 @@ import type { LoraMixer } from "./lora-mixture.js";
 import { kvNames } from "./manifest.js";
 import { logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
-import { planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
+import { graphExtras, meanRowEntropy, planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
 /** Options of {@link scoreBatchedJobs}. */
@@ -28,6 +28,8 @@ export interface BatchScoringOptions {
    * runs saved. Default 4 M (16 MiB).
    */
   maxCandidateLogits?: number;
+  /** Also return each job's `tokenEntropies` (as `ScoringOptions.tokenEntropy`). */
+  tokenEntropy?: boolean;
 }
 
 /**
@@ -118,6 +120,8 @@ interface PromptRow {
   logits: Float32Array;
   logitsOffset: number;
   lse: { max: number; logSum: number };
+  /** Entropy of that first next-token distribution (0 unless token entropies are wanted). */
+  firstEntropy: number;
 }
 
 /**
@@ -157,8 +161,8 @@ export async function scoreBatchedJobs(
   const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
   const maxRows = Math.max(1, options.maxBatchRows ?? 64);
   const endId = pack.manifest.prompt.endTokenId;
-  const keep = session.inputNames.includes("num_logits_to_keep");
-  const targets = session.inputNames.includes("target_ids") && session.outputNames.includes("token_logprobs");
+  const wantEntropy = options.tokenEntropy ?? false;
+  const { keep, targets, targetInput } = graphExtras(session, wantEntropy);
   // Sessions that cannot take zero-sized tensors start from a 1-slot past that the mask hides.
   const D = session.acceptsEmptyTensors === false ? 1 : 0;
   let runs = 0;
@@ -168,6 +172,7 @@ export async function scoreBatchedJobs(
     if (job.candidateIds.length > 0) job.mixtures.forEach((_, m) => specs.push({ job: j, mixture: m }));
   });
   const tokenLogProbs: number[][][][] = jobs.map((job) => job.mixtures.map(() => new Array<number[]>(job.candidateIds.length)));
+  const tokenEntropies: number[][][] = jobs.map((job) => job.mixtures.map(() => new Array<number>(job.candidateIds.length)));
   if (specs.length === 0) return { results: jobs.map(() => ({ scores: [], tokenLogProbs: [], runs: 0 })), runs: 0 };
 
   const presentNames: string[] = [];
@@ -208,14 +213,15 @@ export async function scoreBatchedJobs(
       feeds[kvNames.pastValue(i)] = empty;
     }
     if (keep) feeds.num_logits_to_keep = int64([1], [1]);
-    if (targets) feeds.target_ids = int64(new Array<number>(B * P).fill(0), [B, P]);
+    if (targetInput) feeds.target_ids = int64(new Array<number>(B * P).fill(0), [B, P]);
     const out = await run(session, feeds, ["logits", ...presentNames]);
     runs++;
     const logits = out.logits!.data as Float32Array;
     const kv = presentNames.map((name) => out[name]!.data as Float32Array);
     chunk.forEach(({ job, mixture }, b) => {
       const logitsOffset = (keep ? b : b * P + P - 1) * V;
-      rows.push({ job, mixture, length: promptLength({ job }), kv, kvRow: b, kvWidth: W0, logits, logitsOffset, lse: logSumExp(logits, logitsOffset, V) });
+      const firstEntropy = wantEntropy ? meanRowEntropy(logits, logitsOffset / V, 1, V) : 0;
+      rows.push({ job, mixture, length: promptLength({ job }), kv, kvRow: b, kvWidth: W0, logits, logitsOffset, lse: logSumExp(logits, logitsOffset, V), firstEntropy });
     });
   }
 
@@ -248,7 +254,7 @@ export async function scoreBatchedJobs(
       const ids = new Array<number>(B * L).fill(endId);
       const pos = new Array<number>(B * L).fill(0);
       const mask = new Array<number>(B * W).fill(0);
-      const tgt = targets ? new Array<number>(B * L).fill(0) : null;
+      const tgt = targetInput ? new Array<number>(B * L).fill(0) : null;
       chunk.forEach(([r, c], b) => {
         const row = rows[r]!;
         const cand = jobs[row.job]!.candidateIds[c]!;
@@ -294,6 +300,10 @@ export async function scoreBatchedJobs(
       const lp: number[] = [row.logits[row.logitsOffset + cand[0]!]! - row.lse.max - row.lse.logSum];
       for (let k = 1; k < cand.length; k++) lp.push(targets ? out![b * L + k - 1]! : logSoftmaxAt(out!, (b * L + k - 1) * V, V, cand[k]!));
       tokenLogProbs[row.job]![row.mixture]![c] = lp;
+      if (wantEntropy) {
+        const rest = cand.length - 1;
+        tokenEntropies[row.job]![row.mixture]![c] = (row.firstEntropy + (rest > 0 ? rest * meanRowEntropy(out!, b * L, rest, V) : 0)) / cand.length;
+      }
     });
   }
 
@@ -306,7 +316,7 @@ export async function scoreBatchedJobs(
     results: jobs.map((job, j) => {
       if (job.candidateIds.length === 0 || job.mixtures.length === 0) return { scores: [], tokenLogProbs: [], runs };
       const tlp = tokenLogProbs[j]!;
-      return { scores: tlp.map((m) => m.map(aggregate)), tokenLogProbs: tlp, runs };
+      return { scores: tlp.map((m) => m.map(aggregate)), tokenLogProbs: tlp, ...(wantEntropy ? { tokenEntropies: tokenEntropies[j]! } : {}), runs };
     }),
     runs,
   };

@@ -22,7 +22,7 @@ export interface PolicyMetrics {
   ndcg3: number;
   hr3: number;
   mrr: number;
-  /** Mean entropy of the candidate distribution. */
+  /** Mean entropy of the candidate distribution (of the chosen mixture, for `adaptive`). */
   entropy: number;
 }
 
@@ -33,7 +33,8 @@ export function policyName(p: MixturePolicy): string {
 /**
  * Evaluates several mixture policies on labelled cases. All the mixtures a case needs (every
  * policy's λ, and the adaptive grid) are scored as rows of one batch, so adding a policy costs
- * extra batch rows, not extra prompt passes.
+ * extra batch rows, not extra prompt passes. `adaptive` picks, per case, the λ of its grid with the
+ * least {@link Recommender.entropyObjective}, as `recommend` does.
  */
 export async function evaluatePolicies(
   rec: Recommender,
@@ -59,6 +60,7 @@ export async function evaluatePolicies(
     const r = rec.resolveMixture(options.domain, p);
     return { policy: p, rows: [rowOf(r.weights)], lambdas: [r.lambda] };
   });
+  const needsObjective = plans.some((p) => p.rows.length > 1);
   const metrics = plans.map(() => new RankingMetrics());
   const entropySums = plans.map(() => 0);
   const lambdaSums = plans.map(() => 0);
@@ -68,19 +70,14 @@ export async function evaluatePolicies(
     if (!Number.isInteger(c.label) || c.label < 0 || c.label >= c.candidates.length) {
       throw new MolorecError("INVALID_REQUEST", `case ${i}: label ${c.label} is not an index into its ${c.candidates.length} candidates`);
     }
-    const scores = await rec.scoreMixtures({ history: c.history, candidates: c.candidates, mixtures: rows });
+    const input = { history: c.history, candidates: c.candidates, mixtures: rows };
+    const { scores, objective } = needsObjective ? await rec.scoreWithEntropy(input) : { scores: await rec.scoreMixtures(input), objective: null };
     plans.forEach((plan, k) => {
       let best = 0;
-      let bestH = Infinity;
-      plan.rows.forEach((r, j) => {
-        const h = entropy(softmax(scores[r]!));
-        if (h < bestH) {
-          bestH = h;
-          best = j;
-        }
-      });
-      metrics[k]!.add(rankOf(scores[plan.rows[best]!]!, c.label));
-      entropySums[k]! += bestH;
+      if (objective) plan.rows.forEach((r, j) => (objective[r]! < objective[plan.rows[best]!]! ? (best = j) : 0));
+      const chosen = scores[plan.rows[best]!]!;
+      metrics[k]!.add(rankOf(chosen, c.label));
+      entropySums[k]! += entropy(softmax(chosen));
       lambdaSums[k]! += plan.lambdas[best] ?? 0;
     });
     options.onProgress?.(i + 1, cases.length);

@@ -15,12 +15,13 @@ export {
   type PackManifest,
   type PromptSpec,
 } from "./manifest.js";
-export { entropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
+export { entropy, logitsEntropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
 export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
 export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
 export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
 export {
   createRecommender,
+  type EntropyObjective,
   type LambdaScores,
   type RankedCandidate,
   type RecommendResponse,

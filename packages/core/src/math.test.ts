@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { searchLambda } from "./lambda-search.js";
-import { entropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
+import { entropy, logitsEntropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
 import { RankingMetrics, ndcgAtK, rankOf } from "./metrics.js";
 
 describe("math", () => {
@@ -14,6 +14,13 @@ describe("math", () => {
   it("entropy is log(n) for uniform and 0 for one-hot", () => {
     expect(entropy([0.25, 0.25, 0.25, 0.25])).toBeCloseTo(Math.log(4), 12);
     expect(entropy([1, 0, 0])).toBe(0);
+  });
+
+  it("entropy of logits equals the entropy of their softmax, also for large logits", () => {
+    const x = new Float32Array([9, 0.5, -2, 3, 1000, 1001, 1002]);
+    expect(logitsEntropy(x, 0, 4)).toBeCloseTo(entropy(softmax(Array.from(x.subarray(0, 4)))), 10);
+    expect(logitsEntropy(x, 4, 3)).toBeCloseTo(entropy(softmax([0, 1, 2])), 10);
+    expect(logitsEntropy(new Float32Array(5), 0, 5)).toBeCloseTo(Math.log(5), 10);
   });
 
   it("ranks by descending score with stable ties", () => {

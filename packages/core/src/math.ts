@@ -19,6 +19,27 @@ export function logSumExp(logits: Float32Array, offset: number, n: number): { ma
   return { max, logSum: Math.log(sum) };
 }
 
+/**
+ * Shannon entropy (nats) of the softmax of `logits[offset .. offset+n)`: the uncertainty of one
+ * next-token distribution. Computed as max + log Σ exp(x − max) − Σ p·x, without a probability array.
+ */
+export function logitsEntropy(logits: Float32Array, offset: number, n: number): number {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) {
+    const v = logits[offset + i]!;
+    if (v > max) max = v;
+  }
+  let sum = 0;
+  let weighted = 0;
+  for (let i = 0; i < n; i++) {
+    const v = logits[offset + i]!;
+    const e = Math.exp(v - max);
+    sum += e;
+    weighted += e * (v - max);
+  }
+  return Math.log(sum) - weighted / sum;
+}
+
 /** Softmax of scores (temperature 1), stable. */
 export function softmax(scores: ArrayLike<number>): number[] {
   let max = -Infinity;

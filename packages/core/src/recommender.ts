@@ -5,7 +5,7 @@ import { entropy, rankByScore, softmax } from "./math.js";
 import type { ModelPack } from "./pack.js";
 import { buildCandidate, buildPrompt } from "./prompt.js";
 import { DEFAULT_REQUEST_LIMITS, parseRecommendRequest, type MixturePolicy, type RequestLimits } from "./request.js";
-import { scoreCandidates, type ScoreJob, type ScoringStrategy } from "./scoring.js";
+import { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringStrategy } from "./scoring.js";
 import { checkScoreJob, scoreBatchedJobs } from "./batch-scoring.js";
 import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 
@@ -38,6 +38,15 @@ export interface RecommendResponse {
   droppedHistoryItems: number;
 }
 
+/**
+ * What the entropy-guided policies (`adaptive`, calibration) minimise, on unlabeled requests.
+ * `tokens` (default): the mean entropy of the model's next-token distributions along the request's
+ * candidate titles (the paper's token-level entropy, teacher-forced on the candidates rather than
+ * on greedy generations). `candidates`: the entropy of the softmax over the candidates' scores.
+ * On the demo pack, `candidates` prefers an adapter that is confidently wrong (docs/results.md).
+ */
+export type EntropyObjective = "tokens" | "candidates";
+
 /** Options of {@link createRecommender}. */
 export interface RecommenderOptions {
   backend: InferenceBackend;
@@ -48,6 +57,8 @@ export interface RecommenderOptions {
   adaptiveLambdas?: number[];
   strategy?: ScoringStrategy;
   maxBatchRows?: number;
+  /** Objective of the `adaptive` policy and of {@link Recommender.calibrate}. Default `tokens`. */
+  entropyObjective?: EntropyObjective;
 }
 
 /** A resolved mixture: the adapter weights of one batch row and its λ. */
@@ -82,6 +93,8 @@ export interface Recommender {
   readonly limits: RequestLimits;
   /** λ values the `adaptive` policy tries. */
   readonly adaptiveLambdas: readonly number[];
+  /** What `adaptive` and `calibrate` minimise. */
+  readonly entropyObjective: EntropyObjective;
   /** Validates an untrusted request and ranks its candidates. */
   recommend(request: unknown): Promise<RecommendResponse>;
   /**
@@ -101,9 +114,14 @@ export interface Recommender {
   resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture;
   /** Scores candidates under several adapter mixtures (rows of one batch). */
   scoreMixtures(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<number[][]>;
+  /**
+   * Scores candidates under several adapter mixtures and returns, per mixture, the value of the
+   * recommender's {@link EntropyObjective} on this request (no labels involved).
+   */
+  scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }>;
   /** Scores candidates under several λ of a domain (rows of one batch). */
   scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores>;
-  /** Finds the λ minimising the mean candidate entropy over unlabeled requests of a domain. */
+  /** Finds the λ minimising the mean {@link EntropyObjective} over unlabeled requests of a domain. */
   calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: LambdaSearchOptions): Promise<LambdaSearchResult>;
   close(): Promise<void>;
 }
@@ -128,7 +146,18 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     maxTitleChars: options.limits?.maxTitleChars ?? DEFAULT_REQUEST_LIMITS.maxTitleChars,
   };
   const adaptive = options.adaptiveLambdas ?? DEFAULT_ADAPTIVE;
+  const objectiveKind: EntropyObjective = options.entropyObjective ?? "tokens";
+  if (objectiveKind !== "tokens" && objectiveKind !== "candidates") {
+    throw new MolorecError("INVALID_REQUEST", `entropyObjective must be "tokens" or "candidates", got ${JSON.stringify(objectiveKind)}`);
+  }
   const scoring = { strategy: options.strategy ?? "prefix", maxBatchRows: options.maxBatchRows ?? 64 } as const;
+  const withEntropy = { ...scoring, tokenEntropy: objectiveKind === "tokens" };
+
+  /** The objective per mixture of one scored request. */
+  function objectiveOf(result: ScoreResult): number[] {
+    if (objectiveKind === "candidates") return result.scores.map((s) => entropy(softmax(s)));
+    return result.tokenEntropies!.map((row) => row.reduce((a, b) => a + b, 0) / row.length);
+  }
 
   function domainOf(name: string | null | undefined): string | null {
     if (name == null) return m.defaultDomain;
@@ -173,11 +202,19 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     }
   }
 
-  async function scoreMixtures(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<number[][]> {
+  function jobOf(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): ScoreJob {
     const prompt = buildPrompt(pack.encoder, m.prompt, input.history);
     const candidateIds = input.candidates.map((c) => buildCandidate(pack.encoder, m.prompt, c));
-    const res = await scoreCandidates(session, pack, mixer, { promptIds: prompt.ids, candidateIds, mixtures: input.mixtures }, scoring);
-    return res.scores;
+    return { promptIds: prompt.ids, candidateIds, mixtures: input.mixtures };
+  }
+
+  async function scoreMixtures(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<number[][]> {
+    return (await scoreCandidates(session, pack, mixer, jobOf(input), scoring)).scores;
+  }
+
+  async function scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }> {
+    const res = await scoreCandidates(session, pack, mixer, jobOf(input), withEntropy);
+    return { scores: res.scores, objective: objectiveOf(res) };
   }
 
   async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
@@ -189,7 +226,9 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   /** A validated, tokenized request: its score job and how its scores become the response. */
   interface Prepared {
     job: ScoreJob;
-    finish(scores: number[][]): RecommendResponse;
+    /** The job needs the entropy objective (the `adaptive` policy). */
+    needsObjective: boolean;
+    finish(result: ScoreResult): RecommendResponse;
   }
 
   function prepare(body: unknown): Prepared {
@@ -202,13 +241,14 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     const resolved = isAdaptive ? null : resolveMixture(domain, req.mixture);
     const mixtures = resolved ? [resolved.weights] : adaptive.map((l) => weightsFor(domain, l));
 
-    function finish(all: number[][]): RecommendResponse {
+    function finish(result: ScoreResult): RecommendResponse {
+      const all = result.scores;
       let scores: number[];
       let mixture: RecommendResponse["mixture"];
       if (!resolved) {
-        const entropies = all.map((s) => entropy(softmax(s)));
+        const objective = objectiveOf(result);
         let best = 0;
-        entropies.forEach((h, i) => (h < entropies[best]! ? (best = i) : 0));
+        objective.forEach((h, i) => (h < objective[best]! ? (best = i) : 0));
         scores = all[best]!;
         mixture = { policy: policyName, lambda: adaptive[best]!, source: "adaptive" };
       } else {
@@ -226,7 +266,7 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         droppedHistoryItems: prompt.droppedHistoryItems,
       };
     }
-    return { job: { promptIds: prompt.ids, candidateIds, mixtures }, finish };
+    return { job: { promptIds: prompt.ids, candidateIds, mixtures }, needsObjective: isAdaptive, finish };
   }
 
   return {
@@ -235,12 +275,14 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     limits,
     adaptiveLambdas: adaptive,
     resolveMixture,
+    entropyObjective: objectiveKind,
     scoreMixtures,
+    scoreWithEntropy,
     scoreLambdas,
 
     async recommend(body: unknown): Promise<RecommendResponse> {
       const prepared = prepare(body);
-      return prepared.finish((await scoreCandidates(session, pack, mixer, prepared.job, scoring)).scores);
+      return prepared.finish(await scoreCandidates(session, pack, mixer, prepared.job, prepared.needsObjective ? withEntropy : scoring));
     },
 
     async recommendBatch(bodies: readonly unknown[]): Promise<Array<PromiseSettledResult<RecommendResponse>>> {
@@ -265,16 +307,17 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       if (ready.length === 1 || (ready.length > 1 && scoring.strategy === "naive")) {
         for (const { at, prepared } of ready) {
           try {
-            const { scores } = await scoreCandidates(session, pack, mixer, prepared.job, scoring);
-            settle(at, () => prepared.finish(scores));
+            const result = await scoreCandidates(session, pack, mixer, prepared.job, prepared.needsObjective ? withEntropy : scoring);
+            settle(at, () => prepared.finish(result));
           } catch (reason) {
             out[at] = { status: "rejected", reason };
           }
         }
       } else if (ready.length > 1) {
         try {
-          const { results } = await scoreBatchedJobs(session, pack, mixer, ready.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows });
-          ready.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!.scores)));
+          const tokenEntropy = withEntropy.tokenEntropy && ready.some((r) => r.prepared.needsObjective);
+          const { results } = await scoreBatchedJobs(session, pack, mixer, ready.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows, tokenEntropy });
+          ready.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!)));
         } catch (reason) {
           for (const { at } of ready) out[at] = { status: "rejected", reason };
         }
@@ -288,8 +331,8 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       return searchLambda(async (lambdas) => {
         const sums = new Array<number>(lambdas.length).fill(0);
         for (const r of requests) {
-          const { scores } = await scoreLambdas({ ...r, domain, lambdas });
-          scores.forEach((s, i) => (sums[i]! += entropy(softmax(s))));
+          const { objective } = await scoreWithEntropy({ ...r, mixtures: lambdas.map((l) => weightsFor(domain, l)) });
+          objective.forEach((h, i) => (sums[i]! += h));
         }
         return sums.map((s) => s / requests.length);
       }, searchOptions);

@@ -3,6 +3,8 @@ import type { InferenceSession } from "./backend.js";
 import { LoraMixer } from "./lora-mixture.js";
 import { parseManifest } from "./manifest.js";
 import type { ModelPack } from "./pack.js";
+import { scoreBatchedJobs } from "./batch-scoring.js";
+import { entropy, softmax } from "./math.js";
 import { scoreCandidates, type ScoringStrategy } from "./scoring.js";
 import { tensor, type TensorLike } from "./tensor.js";
 
@@ -116,5 +118,27 @@ describe("scoreCandidates", () => {
     await scores(false, "prefix", fetched);
     expect(fetched[0]).toEqual(["logits", "present.0.key", "present.0.value"]);
     for (const f of fetched.slice(1)) expect(f).toEqual(["logits"]);
+  });
+
+  it("returns token entropies on request: the mean next-token entropy along each candidate, on every path", async () => {
+    // Bigram: the distribution predicting a candidate token depends only on the token before it.
+    const want = job.candidateIds.map((cand) => {
+      const before = [job.promptIds[job.promptIds.length - 1]!, ...cand.slice(0, -1)];
+      return before.reduce((h, t) => h + entropy(softmax(table[t]!)), 0) / cand.length;
+    });
+    for (const extras of [false, true]) {
+      for (const strategy of ["prefix", "naive"] as const) {
+        const fetched: string[][] = [];
+        const res = await scoreCandidates(bigramSession(extras, fetched), pack, new LoraMixer(pack), job, { strategy, maxBatchRows: 3, tokenEntropy: true });
+        res.tokenEntropies![0]!.forEach((h, c) => expect(h).toBeCloseTo(want[c]!, 5));
+        // entropies need whole distributions: even graphs with token_logprobs fetch logits here
+        for (const f of fetched) expect(f[0]).toBe("logits");
+        const plain = await scores(extras, strategy);
+        res.scores[0]!.forEach((x, c) => expect(x).toBeCloseTo(plain.scores[0]![c]!, 5));
+      }
+      const batched = await scoreBatchedJobs(bigramSession(extras, []), pack, new LoraMixer(pack), [job, { ...job, promptIds: [7, 5] }], { maxBatchRows: 3, tokenEntropy: true });
+      for (const r of batched.results) r.tokenEntropies![0]!.forEach((h, c) => expect(h).toBeCloseTo(want[c]!, 5));
+    }
+    expect((await scores(false, "prefix")).tokenEntropies).toBeUndefined();
   });
 });

@@ -2,7 +2,7 @@ import type { InferenceSession } from "./backend.js";
 import { MolorecError } from "./errors.js";
 import { kvNames } from "./manifest.js";
 import type { AdapterWeights, LoraMixer } from "./lora-mixture.js";
-import { logSoftmaxAt, logSumExp } from "./math.js";
+import { logitsEntropy, logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
@@ -19,6 +19,11 @@ export interface ScoreResult {
   scores: number[][];
   /** Per-token log-probabilities, `tokenLogProbs[m][c][k]`. */
   tokenLogProbs: number[][][];
+  /**
+   * With {@link ScoringOptions.tokenEntropy}: `tokenEntropies[m][c]`, the mean entropy (nats) of
+   * the model's next-token distributions over candidate c's positions under mixture m.
+   */
+  tokenEntropies?: number[][];
   /** Model runs made (for tests and benchmarks). */
   runs: number;
 }
@@ -40,6 +45,12 @@ export interface ScoringOptions {
    * most `maxBatchRows` rows is always one candidate run. Rows are sorted by length either way.
    */
   bucketByLength?: boolean;
+  /**
+   * Also return {@link ScoreResult.tokenEntropies} (the token-level entropy objective of the
+   * `tokens` mixing criterion). Needs the graph's full `logits`, so packs exported with
+   * `token_logprobs` fetch logits instead on these runs.
+   */
+  tokenEntropy?: boolean;
 }
 
 /** A candidate run's fixed cost in padded tokens, for {@link ScoringOptions.bucketByLength}. */
@@ -91,14 +102,23 @@ export async function runSession(session: InferenceSession, feeds: Record<string
  */
 interface GraphExtras {
   keep: boolean;
+  /** The graph takes `target_ids` (they must be fed). */
+  targetInput: boolean;
+  /** Candidate runs fetch `token_logprobs` rather than `logits`. */
   targets: boolean;
 }
 
-function graphExtras(session: InferenceSession): GraphExtras {
-  return {
-    keep: session.inputNames.includes("num_logits_to_keep"),
-    targets: session.inputNames.includes("target_ids") && session.outputNames.includes("token_logprobs"),
-  };
+/** `needLogits`: the caller needs full next-token distributions (token entropies). */
+export function graphExtras(session: InferenceSession, needLogits = false): GraphExtras {
+  const targetInput = session.inputNames.includes("target_ids") && session.outputNames.includes("token_logprobs");
+  return { keep: session.inputNames.includes("num_logits_to_keep"), targetInput, targets: targetInput && !needLogits };
+}
+
+/** Mean of {@link logitsEntropy} over `count` consecutive rows of width `V` from `row`. */
+export function meanRowEntropy(logits: Float32Array, row: number, count: number, V: number): number {
+  let h = 0;
+  for (let k = 0; k < count; k++) h += logitsEntropy(logits, (row + k) * V, V);
+  return h / count;
 }
 
 /**
@@ -150,11 +170,14 @@ export async function scoreCandidates(
   if (job.mixtures.length === 0 || job.candidateIds.length === 0) return { scores: [], tokenLogProbs: [], runs: 0 };
   checkLengths(pack, job);
   return options.strategy === "naive"
-    ? scoreNaive(session, pack, mixer, job)
-    : scorePrefix(session, pack, mixer, job, options.maxBatchRows ?? 64, options.bucketByLength ?? false);
+    ? scoreNaive(session, pack, mixer, job, options.tokenEntropy ?? false)
+    : scorePrefix(session, pack, mixer, job, options);
 }
 
-async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, maxBatchRows: number, bucket: boolean): Promise<ScoreResult> {
+async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, options: ScoringOptions): Promise<ScoreResult> {
+  const maxBatchRows = options.maxBatchRows ?? 64;
+  const bucket = options.bucketByLength ?? false;
+  const wantEntropy = options.tokenEntropy ?? false;
   const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
   const P = job.promptIds.length;
   const M = job.mixtures.length;
@@ -172,7 +195,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   }
   const promptMask = new Array<number>(M * (D + P)).fill(1);
   for (let m = 0; m < M; m++) promptMask.fill(0, m * (D + P), m * (D + P) + D);
-  const extras = graphExtras(session);
+  const extras = graphExtras(session, wantEntropy);
   const presentNames: string[] = [];
   for (let i = 0; i < numLayers; i++) presentNames.push(kvNames.presentKey(i), kvNames.presentValue(i));
   const prompt = await runSession(
@@ -184,7 +207,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
       ...emptyPast(pack, M, D),
       ...mixer.feeds(job.mixtures),
       ...(extras.keep ? { num_logits_to_keep: int64([1], [1]) } : {}),
-      ...(extras.targets ? { target_ids: int64(new Array<number>(M * P).fill(0), [M, P]) } : {}),
+      ...(extras.targetInput ? { target_ids: int64(new Array<number>(M * P).fill(0), [M, P]) } : {}),
     },
     ["logits", ...presentNames],
   );
@@ -198,6 +221,8 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   // 2. Candidate suffixes in batches of (mixture, candidate) rows, on the prompt's cache.
   const N = job.candidateIds.length;
   const tokenLogProbs: number[][][] = Array.from({ length: M }, () => new Array<number[]>(N));
+  const tokenEntropies: number[][] = Array.from({ length: M }, () => new Array<number>(N));
+  const firstEntropy = wantEntropy ? Array.from({ length: M }, (_, m) => meanRowEntropy(promptLogits, firstRow(m) / V, 1, V)) : [];
   const pairs: Array<[number, number]> = [];
   for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
   // Longest first, so that each batch pads its rows to a similar length.
@@ -243,7 +268,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         ...mixer.feeds(chunk.map(([m]) => job.mixtures[m]!)),
       };
       if (extras.keep) feeds.num_logits_to_keep = int64([0], [1]);
-      if (extras.targets) {
+      if (extras.targetInput) {
         const targets = ids.slice();
         chunk.forEach(([, c], b) => {
           const cand = job.candidateIds[c]!;
@@ -264,21 +289,27 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         lp.push(extras.targets ? logits![b * L + k - 1]! : logSoftmaxAt(logits!, (b * L + k - 1) * V, V, cand[k]!));
       }
       tokenLogProbs[m]![c] = lp;
+      if (wantEntropy) {
+        const rest = cand.length - 1;
+        tokenEntropies[m]![c] = (firstEntropy[m]! + (rest > 0 ? rest * meanRowEntropy(logits!, b * L, rest, V) : 0)) / cand.length;
+      }
     });
   }
-  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, runs };
+  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, ...(wantEntropy ? { tokenEntropies } : {}), runs };
 }
 
-async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob): Promise<ScoreResult> {
+async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, wantEntropy: boolean): Promise<ScoreResult> {
   const V = pack.manifest.model.vocabSize;
   const P = job.promptIds.length;
   const D = pastPad(session);
-  const extras = graphExtras(session);
+  const extras = graphExtras(session, wantEntropy);
   let runs = 0;
   const tokenLogProbs: number[][][] = [];
+  const tokenEntropies: number[][] = [];
   for (const mixture of job.mixtures) {
     const lora = mixer.feeds([mixture]);
     const perCandidate: number[][] = [];
+    const entropies: number[] = [];
     for (const cand of job.candidateIds) {
       const seq = [...job.promptIds, ...cand.slice(0, -1)];
       const S = seq.length;
@@ -291,7 +322,7 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
       };
       // Positions P-1 .. S-1 score the candidate: with num_logits_to_keep only they come back.
       if (extras.keep) feeds.num_logits_to_keep = int64([cand.length], [1]);
-      if (extras.targets) feeds.target_ids = int64([...seq.slice(1), cand[cand.length - 1]!], [1, S]);
+      if (extras.targetInput) feeds.target_ids = int64([...seq.slice(1), cand[cand.length - 1]!], [1, S]);
       const out = await runSession(session, feeds, [extras.targets ? "token_logprobs" : "logits"]);
       runs++;
       const first = extras.keep ? 0 : P - 1;
@@ -301,9 +332,11 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
       } else {
         const logits = out.logits!.data as Float32Array;
         perCandidate.push(cand.map((tok, k) => logSoftmaxAt(logits, (first + k) * V, V, tok)));
+        if (wantEntropy) entropies.push(meanRowEntropy(logits, first, cand.length, V));
       }
     }
     tokenLogProbs.push(perCandidate);
+    tokenEntropies.push(entropies);
   }
-  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, runs };
+  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, ...(wantEntropy ? { tokenEntropies } : {}), runs };
 }

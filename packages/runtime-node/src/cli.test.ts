@@ -50,6 +50,7 @@ describe("molorec recommend", () => {
     [["recommend", "--pack", "/nonexistent", "--request", "x.json"], "INVALID_REQUEST"],
     [["recommend", "--pack", join(root, "test/fixtures"), "--request", join(root, "examples/request.json")], "PACK_FILE_MISSING"],
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--ep", "tpu"], "INVALID_REQUEST"],
+    [["calibrate", "--pack", pack, "--domain", "movies", "--data", "x", "--objective", "perplexity"], "INVALID_REQUEST"],
   ])("fails with a coded error: %j", async (argv, code) => {
     capture();
     await expect(main(argv)).rejects.toMatchObject({ code });

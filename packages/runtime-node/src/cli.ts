@@ -4,6 +4,7 @@ import { parseArgs } from "node:util";
 import {
   createRecommender,
   evaluatePolicies,
+  type EntropyObjective,
   isMolorecError,
   MolorecError,
   parseMixture,
@@ -33,6 +34,8 @@ recommend options:
   --top K          print only the best K
   --json           print the response as JSON
   --ep EP          execution provider: auto (default), cpu, cuda
+  --objective O    what adaptive and calibrate minimise: tokens (default; mean next-token entropy
+                   along the candidate titles) or candidates (entropy over the candidates' scores)
 
 eval options:
   --mixture LIST   comma-separated policies (default general,domain,wa,calibrated,adaptive)
@@ -40,8 +43,8 @@ eval options:
   --out FILE       also write the results as JSON
 
 calibrate: reads DIR/valid.jsonl (only history and candidates: labels are never used), searches
-λ ∈ [0,1] minimising the mean entropy of the candidate distribution; --write stores it in the
-pack's molorec.json as the domain's calibratedLambda.
+λ ∈ [0,1] minimising the mean entropy objective (--objective); --write stores it in the pack's
+molorec.json as the domain's calibratedLambda.
 
 The pack may also be given by the MOLOREC_PACK environment variable.`;
 
@@ -94,6 +97,7 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: "boolean", default: false },
       out: { type: "string" },
       ep: { type: "string", default: "auto" },
+      objective: { type: "string", default: "tokens" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -105,6 +109,7 @@ export async function main(argv: string[]): Promise<number> {
   const packDir = values.pack ?? process.env.MOLOREC_PACK;
   if (!packDir) throw new MolorecError("INVALID_REQUEST", "no pack: pass --pack DIR (the folder holding molorec.json) or set MOLOREC_PACK");
   if (!["auto", "cpu", "cuda"].includes(values.ep!)) throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
+  if (!["tokens", "candidates"].includes(values.objective!)) throw new MolorecError("INVALID_REQUEST", `--objective must be tokens or candidates, not ${values.objective}`);
 
   if (command === "info") {
     const pack = await loadPackFromDir(packDir);
@@ -124,9 +129,7 @@ export async function main(argv: string[]): Promise<number> {
     if (values.mixture) body.mixture = parseMixture(values.mixture, "--mixture");
     if (values.top) body.topK = Number(values.top);
   }
-  const pack = await loadPackFromDir(packDir);
-  const backend = nodeBackend({ executionProvider: values.ep as NodeExecutionProvider });
-  const rec = await createRecommender({ backend, pack });
+  const rec = await openRecommender(packDir, values);
   try {
     const res = await rec.recommend(body);
     if (values.json) console.log(JSON.stringify(res, null, 2));
@@ -148,7 +151,11 @@ function positiveInt(v: string | boolean | undefined, flag: string): number | un
 
 async function openRecommender(packDir: string, values: Values) {
   const pack = await loadPackFromDir(packDir);
-  return createRecommender({ backend: nodeBackend({ executionProvider: values.ep as NodeExecutionProvider }), pack });
+  return createRecommender({
+    backend: nodeBackend({ executionProvider: values.ep as NodeExecutionProvider }),
+    pack,
+    entropyObjective: values.objective as EntropyObjective,
+  });
 }
 
 function casesPath(values: Values, split: string): string {
@@ -198,7 +205,7 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
   try {
     const started = Date.now();
     const res = await rec.calibrate(domain, requests);
-    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (mean entropy ${res.objective.toFixed(4)})`);
+    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (mean ${rec.entropyObjective} entropy ${res.objective.toFixed(4)})`);
     for (const e of res.evaluated) console.log(`  λ ${e.lambda.toFixed(3)}  entropy ${e.objective.toFixed(4)}`);
     if (values.write) {
       const file = join(packDir, "molorec.json");
@@ -207,7 +214,7 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
       await writeFile(file, JSON.stringify(manifest, null, 2) + "\n");
       console.log(`wrote calibratedLambda to ${file}`);
     }
-    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, ...res }, null, 2) + "\n");
+    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, entropyObjective: rec.entropyObjective, ...res }, null, 2) + "\n");
   } finally {
     await rec.close();
   }
