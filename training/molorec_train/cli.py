@@ -65,7 +65,7 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .distill import DistillConfig, distill
 
-    cfg = DistillConfig(layers=args.layers, hidden=args.hidden, steps=args.steps, lora_steps=args.lora_steps, negatives=args.negatives, alpha=args.alpha, temperature=args.temperature, seed=args.seed)
+    cfg = DistillConfig(layers=args.layers, hidden=args.hidden, steps=args.steps, lora_steps=args.lora_steps, negatives=args.negatives, alpha=args.alpha, temperature=args.temperature, kl_weight=0.0 if args.no_teacher else 1.0, seed=args.seed)
     distill(args.teacher_base, args.teacher_pack, args.prepared, _csv(args.domains) or [], args.out, cfg, work=args.work, log=lambda line: print(line, flush=True))
     return 0
 
@@ -155,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--negatives", type=int, default=7, help="sampled negatives per training prompt")
     s.add_argument("--alpha", type=float, default=0.5, help="weight of the target cross-entropy")
     s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL term")
+    s.add_argument("--no-teacher", action="store_true", help="baseline: same student, init and data, trained on the ground truth only (no KL term)")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_distill)
     return p

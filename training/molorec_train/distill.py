@@ -57,6 +57,8 @@ class DistillConfig:
     negatives: int = 7
     alpha: float = 0.5
     temperature: float = 1.0
+    # 0: the no-teacher baseline (same student, init and data; ground truth only), for the table
+    kl_weight: float = 1.0
     lr: float = 1e-3
     lora_lr: float = 2e-3
     lora_rank: int = 4
@@ -130,13 +132,16 @@ def candidate_scores(model: torch.nn.Module, cases: Sequence[Case], pad: int) ->
     return (sums / counts).view(len(cases), -1)
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor, alpha: float, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, KL) for [B, C] scores with the target at column 0."""
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor | None, alpha: float, temperature: float, kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, KL) for [B, C] scores with the target at column 0. Without a teacher (``None``, or
+    ``kl_weight`` 0) the loss is the ground-truth term alone and the KL is reported as 0."""
+    ce = F.cross_entropy(student, torch.zeros(student.shape[0], dtype=torch.long))
+    if teacher is None or kl_weight == 0:
+        return alpha * ce, torch.zeros(())
     t = temperature
     p_t = torch.softmax(teacher / t, dim=-1)
     kl = (p_t * (torch.log_softmax(teacher / t, dim=-1) - torch.log_softmax(student / t, dim=-1))).sum(-1).mean()
-    ce = F.cross_entropy(student, torch.zeros(student.shape[0], dtype=torch.long))
-    return t * t * kl + alpha * ce, kl
+    return kl_weight * t * t * kl + alpha * ce, kl
 
 
 @torch.no_grad()
@@ -179,9 +184,11 @@ def run_distill_steps(
     for step in range(1, steps + 1):
         d = domains[(step - 1) % len(domains)]
         batch = [cases[d][rng.randrange(len(cases[d]))] for _ in range(cfg.batch_size)]
-        with torch.no_grad():
-            t_scores = candidate_scores(teachers[d], batch, pad)
-        loss, _ = distill_loss(candidate_scores(model, batch, pad), t_scores, cfg.alpha, cfg.temperature)
+        t_scores = None
+        if cfg.kl_weight > 0:  # the no-teacher baseline never runs the teacher
+            with torch.no_grad():
+                t_scores = candidate_scores(teachers[d], batch, pad)
+        loss, _ = distill_loss(candidate_scores(model, batch, pad), t_scores, cfg.alpha, cfg.temperature, cfg.kl_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -348,7 +355,7 @@ def distill(
         shutil.rmtree(out)
     export_pack(
         student_dir, out, {n: p for n, p in adapters.items()}, tokenizer_dir=teacher_pack,
-        name=f"{manifest.get('name', 'molorec')}-distilled-{cfg.layers}l", prompt=spec,
+        name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l", prompt=spec,
         extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, log=log,
     )
     summary = {
@@ -357,6 +364,7 @@ def distill(
         "teacherLambdas": lambdas,
         "studentInit": init,
         "baked": cfg.lora_steps == 0,
+        "withTeacher": cfg.kl_weight > 0,
         "klBefore": kl_before,
         "klAfterBase": kl_base,
         "klAfterDomainLora": kl_domain,
@@ -366,5 +374,5 @@ def distill(
         "packBytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     }
     (out / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
-    log(f"distilled pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}")
+    log(f"{'distilled' if cfg.kl_weight > 0 else 'no-teacher (ground truth only)'} pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}")
     return summary

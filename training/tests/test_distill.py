@@ -65,6 +65,37 @@ def test_distill_loss_is_zero_kl_for_identical_scores():
     assert abs(float(kl)) < 1e-7 and abs(float(loss)) < 1e-6
 
 
+def test_no_teacher_loss_is_the_ground_truth_term_alone():
+    s = torch.tensor([[-1.0, -2.0, -3.0], [-0.5, -0.1, -4.0]])
+    t = torch.tensor([[-3.0, -1.0, -2.0], [-1.0, -1.0, -1.0]])
+    ce = torch.nn.functional.cross_entropy(s, torch.zeros(2, dtype=torch.long))
+    for teacher, weight in ((None, 1.0), (t, 0.0)):
+        loss, kl = distill_loss(s, teacher, alpha=0.7, temperature=2.0, kl_weight=weight)
+        assert float(loss) == pytest.approx(0.7 * float(ce)) and float(kl) == 0.0
+    loss, kl = distill_loss(s, t, alpha=0.7, temperature=2.0)
+    assert float(kl) > 0 and float(loss) == pytest.approx(4 * float(kl) + 0.7 * float(ce), rel=1e-6)
+
+
+def test_no_teacher_baseline_never_runs_the_teacher(teacher, tmp_path, monkeypatch):
+    import molorec_train.distill as dm
+
+    calls = {"n": 0}
+    real = dm.candidate_scores
+
+    def counting(model, cases, pad):
+        if not model.training:
+            calls["n"] += 1
+        return real(model, cases, pad)
+
+    cfg = DistillConfig(layers=1, hidden=16, steps=6, lora_steps=2, batch_size=2, negatives=3, kl_weight=0.0, lora_rank=2, lora_alpha=4)
+    monkeypatch.setattr(dm, "mean_kl", lambda *a, **k: 0.0)
+    monkeypatch.setattr(dm, "candidate_scores", counting)
+    summary = dm.distill(teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "base-student", cfg, eval_cases=4, log=lambda *_: None)
+    assert calls["n"] == 0  # only the training student scored candidates
+    assert summary["withTeacher"] is False
+    assert json.loads((tmp_path / "base-student/molorec.json").read_text())["name"].endswith("-noteacher-1l")
+
+
 def test_distill_writes_a_valid_pack_that_moves_toward_the_teacher(teacher, tmp_path):
     import onnxruntime as ort
 
