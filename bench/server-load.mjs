@@ -331,7 +331,7 @@ const answered = drained.filter((x) => x.status === 200);
 const afterSignal = answered.filter((x) => x.at > signalledAt).length;
 const cut = drained.filter((x) => x.status !== 200 && !(x.status === 0 && x.error === "ECONNREFUSED"));
 const drainOk = cut.length === 0 && drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) && afterSignal > 0;
-console.log(`\nSIGTERM with ${heavy.length} adaptive requests sent: ${answered.length} answered (${afterSignal} of them after the signal, i.e. in flight), ${drained.length - answered.length - cut.length} refused before being accepted, ${cut.length} cut; answers ${drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) ? "all correct" : "NOT all correct"}; exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`);
+console.log(`\nSIGTERM with ${heavy.length} adaptive requests sent: ${answered.length} answered (${afterSignal} of them after the signal, i.e. in flight), ${drained.length - answered.length - cut.length} refused before being accepted, ${cut.length} cut${cut.length ? ` (${[...new Set(cut.map((x) => x.error ?? x.status))].join(", ")})` : ""}; answers ${drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) ? "all correct" : "NOT all correct"}; exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`);
 const refusedAfter = await post(batched.url, requests[0]);
 console.log(`after shutdown: new request ${refusedAfter.status === 0 ? `refused (${refusedAfter.error})` : `answered HTTP ${refusedAfter.status}`}`);
 await stop(unbatched);

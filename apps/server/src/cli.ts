@@ -33,6 +33,8 @@ Batching and back-pressure:
 Limits:
   --request-timeout-ms N  time to receive a request, and to answer a queued one (default 30000)
   --shutdown-timeout-ms N how long SIGTERM/SIGINT wait for in-flight requests (default 30000)
+  --shutdown-grace-ms N   how long a shutdown still accepts connections before it stops listening
+                          (default 500; health answers 503 meanwhile)
   --max-body-bytes N      largest request body (default 1048576)
   --max-candidates N      stricter than the pack's limit
   --max-history N         stricter than the pack's limit
@@ -87,6 +89,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       "max-batch-rows": { type: "string" },
       "request-timeout-ms": { type: "string" },
       "shutdown-timeout-ms": { type: "string" },
+      "shutdown-grace-ms": { type: "string" },
       "max-body-bytes": { type: "string" },
       "max-candidates": { type: "string" },
       "max-history": { type: "string" },
@@ -123,6 +126,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
   set("maxBatchRows", int(values["max-batch-rows"], "--max-batch-rows", 1));
   set("requestTimeoutMs", int(values["request-timeout-ms"], "--request-timeout-ms", 1));
   set("shutdownTimeoutMs", int(values["shutdown-timeout-ms"], "--shutdown-timeout-ms", 0));
+  set("shutdownGraceMs", int(values["shutdown-grace-ms"], "--shutdown-grace-ms", 0));
   set("maxBodyBytes", int(values["max-body-bytes"], "--max-body-bytes", 1));
   set("maxConnections", int(values["max-connections"], "--max-connections", 1));
   return opts;

@@ -51,6 +51,13 @@ export interface ServerOptions {
   requestTimeoutMs?: number;
   /** How long a shutdown waits for in-flight requests before cutting connections. Default 30 000 ms. */
   shutdownTimeoutMs?: number;
+  /**
+   * How long a shutdown keeps accepting connections (answered, with `connection: close`; health
+   * already says 503 "draining") before it stops listening. Closing the listener resets the
+   * connections still waiting in the kernel's accept queue, which clients see as lost requests.
+   * Default 500 ms; 0 stops listening at once.
+   */
+  shutdownGraceMs?: number;
   /** Largest request body. Default 1 MiB. */
   maxBodyBytes?: number;
   /** Request limits stricter than the packs' (candidates, history items, title characters). */
@@ -218,6 +225,7 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
   const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
   const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
+  const shutdownGraceMs = options.shutdownGraceMs ?? 500;
   let packs: ServedPack[] = [];
   const metrics = serverMetrics({
     queueDepth: () => packs.map((p) => [{ pack: p.name }, p.batcher.depth]),
@@ -328,6 +336,8 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
   );
 
   let closing: Promise<void> | null = null;
+  /** A shutdown closes idle connections only after this long with nothing in flight. */
+  const QUIET_MS = 100;
   const waitIdle = () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => idleWaiters.push(resolve)));
 
   function shutdown(reason = "shutdown"): Promise<void> {
@@ -335,12 +345,24 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     draining = true;
     closing = (async () => {
       const queued = packs.reduce((n, p) => n + p.batcher.depth + p.batcher.inFlight, 0);
-      log(`molorec-server: ${reason}: not accepting connections; finishing ${inFlight} in-flight request(s) (${queued} queued or scoring), at most ${shutdownTimeoutMs} ms`);
+      log(`molorec-server: ${reason}: draining (${shutdownGraceMs > 0 ? `accepting for ${shutdownGraceMs} ms more, then ` : ""}not accepting connections); finishing ${inFlight} in-flight request(s) (${queued} queued or scoring), at most ${shutdownTimeoutMs} ms`);
+      if (shutdownGraceMs > 0) {
+        await new Promise((r) => setTimeout(r, shutdownGraceMs));
+        // One more event-loop turn: a loop blocked past the timer accepts what is queued first.
+        await new Promise((r) => setImmediate(r));
+      }
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      server.closeIdleConnections();
+      // Accepted connections may hold a request the event loop has not read yet (it was busy
+      // scoring): wait until nothing is in flight for a quiet moment before closing idle ones.
       let timer: ReturnType<typeof setTimeout> | undefined;
       const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), shutdownTimeoutMs)));
-      const finished = await Promise.race([waitIdle().then(() => true as const), timeout]);
+      let finished = false;
+      for (;;) {
+        finished = await Promise.race([waitIdle().then(() => true as const), timeout]);
+        if (!finished) break;
+        await new Promise((r) => setTimeout(r, QUIET_MS));
+        if (inFlight === 0) break;
+      }
       clearTimeout(timer);
       const cut = inFlight;
       // Idle keep-alive connections close now; anything still open after a moment is cut.

@@ -287,7 +287,7 @@ describe("graceful shutdown", () => {
   it("on SIGTERM stops accepting, lets the in-flight request finish, then exits 0", async () => {
     const gate = gatedBackend();
     const lines: string[] = [];
-    const server = await start({ backend: gate.backend, maxBatch: 4, maxWaitMs: 0 }, lines);
+    const server = await start({ backend: gate.backend, maxBatch: 4, maxWaitMs: 0, shutdownGraceMs: 0 }, lines);
     const signals = new EventEmitter();
     const exited = new Promise<number>((resolve) => handleSignals(server, { signals, exit: resolve, log: (l) => lines.push(l) }));
     const body = JSON.stringify({ history: cases[0]!.history, candidates: cases[0]!.candidates });
@@ -308,8 +308,23 @@ describe("graceful shutdown", () => {
     expect(res.headers.get("connection")).toBe("close");
     expect(((await res.json()) as RecommendResponse).ranked).toHaveLength(cases[0]!.candidates.length);
     expect(await exited).toBe(0);
-    expect(lines.some((l) => l.includes("SIGTERM: not accepting connections; finishing 1 in-flight"))).toBe(true);
+    expect(lines.some((l) => l.includes("SIGTERM: draining (not accepting connections); finishing 1 in-flight"))).toBe(true);
     expect(lines.some((l) => l.includes("stopped (every in-flight request was answered)"))).toBe(true);
+  });
+});
+
+describe("graceful shutdown, grace period", () => {
+  it("answers connections made in the grace period (connection: close), then stops listening", async () => {
+    const server = await start({ maxBatch: 4, maxWaitMs: 0, shutdownGraceMs: 400 });
+    const stopped = server.shutdown("test");
+    // A client that connected just as the signal came (e.g. still in the accept queue) is served.
+    const res = await post(server, JSON.stringify({ history: cases[0]!.history, candidates: cases[0]!.candidates }));
+    expect(res.status).toBe(200);
+    expect(res.headers.get("connection")).toBe("close");
+    const health = await fetch(`${server.url}/v1/health`);
+    expect(health.status).toBe(503); // balancers stop routing here
+    await stopped;
+    await expect(fetch(`${server.url}/v1/health`)).rejects.toThrow();
   });
 });
 
