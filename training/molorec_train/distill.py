@@ -356,7 +356,7 @@ def distill(
     export_pack(
         student_dir, out, {n: p for n, p in adapters.items()}, tokenizer_dir=teacher_pack,
         name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l", prompt=spec,
-        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, log=log,
+        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, scoring_head=True, log=log,
     )
     summary = {
         "config": asdict(cfg),

@@ -199,7 +199,9 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     pack = work / "pack"
     with step("5. export the model pack", (pack / "molorec.json").exists()):
         if not (pack / "molorec.json").exists():
-            export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, log=log)
+            # scoring_head: the graph returns log p(target) per token, so candidate runs fetch one float
+            # per token instead of a vocabulary row (docs/performance.md).
+            export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, scoring_head=True, log=log)
 
     with step("6. calibrate λ per domain: entropy minimisation on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
