@@ -6,6 +6,7 @@
 //
 //   pnpm build && node bench/server-load.mjs [--pack DIR] [--requests 200] [--levels 1,4,8,16]
 //                                            [--ep cpu|auto|cuda] [--threads N] [--json FILE]
+//                                            [--domains a,b | all]  (default: the pack's default domain)
 //
 // It starts and stops its own servers (127.0.0.1, free ports). Bounded: at most --requests
 // answers and --run-seconds per run, and --max-seconds overall (then it stops what it started).
@@ -28,6 +29,7 @@ const { values } = parseArgs({
     "max-seconds": { type: "string", default: "480" },
     "distinct": { type: "string", default: "48" },
     ep: { type: "string", default: "cpu" },
+    domains: { type: "string" },
     threads: { type: "string" },
     "max-wait-ms": { type: "string", default: "5" },
     json: { type: "string" },
@@ -72,7 +74,10 @@ function syntheticTitles(r, n) {
 }
 
 const r = rng(7);
-const domains = Object.keys(manifest.domains);
+// One domain (the pack's default) unless --domains says otherwise: a run pays for every adapter
+// any of its rows uses, so the domain mix decides what batching can save (apps/server/README.md).
+const domains = values.domains === "all" ? Object.keys(manifest.domains) : values.domains ? values.domains.split(",") : [manifest.defaultDomain ?? Object.keys(manifest.domains)[0]].filter(Boolean);
+for (const d of domains) if (!(d in manifest.domains)) throw new Error(`--domains: ${d} is not a domain of ${manifest.name} (${Object.keys(manifest.domains).join(", ")})`);
 const pools = Object.fromEntries(domains.map((d) => [d, titlesOf(d) ?? syntheticTitles(r, 400)]));
 const titleSource = domains.map((d) => `${d}: ${titlesOf(d) ? "shared data" : "synthetic"}`).join(", ");
 const maxCandidates = Math.min(20, manifest.limits.maxCandidates);

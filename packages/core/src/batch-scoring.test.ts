@@ -202,6 +202,37 @@ describe("Recommender.recommendBatch", () => {
     expect(batched.map((b) => b.status)).toEqual(["fulfilled", "fulfilled", "rejected", "rejected", "fulfilled", "fulfilled"]);
   });
 
+  it("batches a request only with requests that use the same adapters (a run pays for all of them)", async () => {
+    const ranks: number[] = [];
+    const recording: InferenceBackend = {
+      name: "recording",
+      async createSession(model, options) {
+        const s = await backend.createSession(model, options);
+        return { ...s, run: (feeds, names) => (ranks.push(feeds.lora_scale!.dims[1]!), s.run(feeds, names)) };
+      },
+    };
+    const r = await createRecommender({ backend: recording, pack });
+    const cs = golden.cases.map((c) => c.request);
+    const requests = [
+      { ...cs[0], mixture: "domain" },
+      { ...cs[1], mixture: "general" },
+      { ...cs[2], mixture: "domain" },
+      { ...cs[3 % cs.length], mixture: "general" },
+    ];
+    const batched = await r.recommendBatch(requests);
+    const { general, "domain:movies": domain } = pack.manifest.adapters;
+    // two groups (general only: rank 4; domain only: rank 8), never one run with both (rank 12)
+    expect(new Set(ranks)).toEqual(new Set([general!.rank, domain!.rank]));
+    expect(ranks.length).toBe(4); // per group: one prompt run and one candidate run
+    for (const [i, body] of requests.entries()) {
+      const got = batched[i]!;
+      expect(got.status).toBe("fulfilled");
+      const alone = await r.recommend(body);
+      expect((got as PromiseFulfilledResult<typeof alone>).value.ranked.map((x) => x.index)).toEqual(alone.ranked.map((x) => x.index));
+    }
+    await r.close();
+  });
+
   it("answers a batch of one exactly as recommend", async () => {
     const body = { ...golden.cases[0]!.request, mixture: "calibrated" };
     const [only] = await rec.recommendBatch([body]);

@@ -99,7 +99,8 @@ export interface Recommender {
   recommend(request: unknown): Promise<RecommendResponse>;
   /**
    * Ranks several untrusted requests in shared model runs (`scoreBatchedJobs`): what a server
-   * does with requests that arrive together. Each request is validated on its own, so answer `i`
+   * does with requests that arrive together. Requests are batched with those using the same
+   * adapters (a run pays for every adapter any of its rows uses). Each request is validated on its own, so answer `i`
    * is request `i`'s response or its own coded error; scores equal `recommend`'s up to float
    * rounding (≤ 1e-5). With the `naive` strategy, requests are scored one by one.
    *
@@ -304,22 +305,31 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
           out[at] = { status: "rejected", reason };
         }
       };
-      if (ready.length === 1 || (ready.length > 1 && scoring.strategy === "naive")) {
-        for (const { at, prepared } of ready) {
-          try {
-            const result = await scoreCandidates(session, pack, mixer, prepared.job, prepared.needsObjective ? withEntropy : scoring);
-            settle(at, () => prepared.finish(result));
-          } catch (reason) {
-            out[at] = { status: "rejected", reason };
+      // Rows of one run pay for every adapter any row of it uses (the mixer concatenates them), so
+      // requests are batched only with requests that use the same adapters.
+      const groups = new Map<string, typeof ready>();
+      for (const r of ready) {
+        const key = [...new Set(r.prepared.job.mixtures.flatMap((w) => w.filter(([, x]) => x !== 0).map(([name]) => name)))].sort().join("|");
+        groups.set(key, [...(groups.get(key) ?? []), r]);
+      }
+      for (const group of groups.values()) {
+        if (group.length === 1 || scoring.strategy === "naive") {
+          for (const { at, prepared } of group) {
+            try {
+              const result = await scoreCandidates(session, pack, mixer, prepared.job, prepared.needsObjective ? withEntropy : scoring);
+              settle(at, () => prepared.finish(result));
+            } catch (reason) {
+              out[at] = { status: "rejected", reason };
+            }
           }
+          continue;
         }
-      } else if (ready.length > 1) {
         try {
-          const tokenEntropy = withEntropy.tokenEntropy && ready.some((r) => r.prepared.needsObjective);
-          const { results } = await scoreBatchedJobs(session, pack, mixer, ready.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows, tokenEntropy });
-          ready.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!)));
+          const tokenEntropy = withEntropy.tokenEntropy && group.some((r) => r.prepared.needsObjective);
+          const { results } = await scoreBatchedJobs(session, pack, mixer, group.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows, tokenEntropy });
+          group.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!)));
         } catch (reason) {
-          for (const { at } of ready) out[at] = { status: "rejected", reason };
+          for (const { at } of group) out[at] = { status: "rejected", reason };
         }
       }
       return out;
