@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
     r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
     r.add_argument("--force", action="store_true", help="redo every step")
+    r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
     r.set_defaults(func=_cmd_recipe)
 
     a = sub.add_parser("add-domain", help="plug a new domain into a pack: prepare its data, train its LoRA, add it")
@@ -166,7 +167,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     from .report import write_report
 
     cfg = quick_config() if args.quick else RecipeConfig()
-    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force)
+    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force, lora_jobs=args.lora_jobs)
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)
         print(f"wrote {args.report}")

@@ -8,10 +8,13 @@ redoes everything), so an interrupted run resumes.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import random
 import shutil
 import subprocess
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -124,7 +127,39 @@ def domain_name(folder: str) -> str:
     return folder
 
 
-def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, force: bool = False, log=print) -> dict:
+@dataclass(frozen=True)
+class LoraJob:
+    """One LoRA of the recipe: trained on the instruction data of ``domains``."""
+
+    name: str
+    domains: tuple[str, ...]
+    cfg: LoraTrainConfig
+    seed: int
+    max_rows_per_domain: int | None
+
+
+def _single_thread() -> None:
+    os.environ["MOLOREC_TORCH_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+
+def run_lora_job(job: LoraJob, *, prepared: str, tok_dir: str, base_dir: str, loras: str, spec: PromptSpec, pad: int, log: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+    """Builds the job's examples and trains its LoRA into ``loras/<name>`` (top-level: runs in a
+    worker process). Same examples and seed whether it runs alone or beside other jobs."""
+    encode, _, _ = load_encoder(Path(tok_dir))
+    rng = random.Random(job.seed)
+    examples = []
+    for d in job.domains:
+        rows = read_jsonl(Path(prepared) / d / "train.jsonl")
+        if job.max_rows_per_domain is not None:
+            rng.shuffle(rows)
+            rows = rows[: job.max_rows_per_domain]
+        examples += list(iter_examples(rows, encode, spec))
+    log(f"{job.name} LoRA: {len(examples)} examples from {', '.join(job.domains)}")
+    train_lora(Path(base_dir), examples, job.cfg, Path(loras) / job.name, pad, log, name=job.name)
+
+
+def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if force:
         for sub in ("prepared", "tokenizer", "base", "loras", "pack", "eval", "baselines", "permodule"):
@@ -177,24 +212,28 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
 
     loras = work / "loras"
     adapters: dict[str, Path] = {"general": loras / "general"}
-    with step("4a. general LoRA (general domains' instruction data)", (loras / "general/adapter_config.json").exists()):
-        if not (loras / "general/adapter_config.json").exists():
-            rng = random.Random(cfg.seed + 1)
-            examples = []
-            for d in cfg.general:
-                rows = read_jsonl(prepared / d / "train.jsonl")
-                rng.shuffle(rows)
-                examples += list(iter_examples(rows[: cfg.max_general_examples_per_domain], encode, spec))
-            log(f"general LoRA: {len(examples)} examples from {', '.join(cfg.general)}")
-            train_lora(base_dir, examples, cfg.general_lora, loras / "general", pad, log, name="general")
+    jobs: list[LoraJob] = [LoraJob("general", tuple(cfg.general), cfg.general_lora, cfg.seed + 1, cfg.max_general_examples_per_domain)]
     for t in cfg.targets:
-        out = loras / t
-        adapters[f"domain:{domain_name(t)}"] = out
-        with step(f"4b. domain LoRA: {t} (its training split, from the base model)", (out / "adapter_config.json").exists()):
-            if not (out / "adapter_config.json").exists():
-                examples = list(iter_examples(read_jsonl(prepared / t / "train.jsonl"), encode, spec))
-                log(f"{t} LoRA: {len(examples)} examples")
-                train_lora(base_dir, examples, replace(cfg.domain_lora, seed=cfg.seed + 2), out, pad, log, name=t)
+        adapters[f"domain:{domain_name(t)}"] = loras / t
+        jobs.append(LoraJob(t, (t,), replace(cfg.domain_lora, seed=cfg.seed + 2), cfg.seed + 2, None))
+    todo = [j for j in jobs if not (loras / j.name / "adapter_config.json").exists()]
+    n_jobs = max(1, min(lora_jobs if lora_jobs is not None else (os.cpu_count() or 1), len(todo) or 1))
+    title = "4. LoRAs from the base model: general (general domains' instruction data) + one per target domain (its training split)"
+    with step(f"{title}{f', {n_jobs} processes' if n_jobs > 1 else ''}", not todo):
+        common = dict(prepared=str(prepared), tok_dir=str(tok_dir), base_dir=str(base_dir), loras=str(loras), spec=spec, pad=pad)
+        if n_jobs == 1:
+            for j in todo:
+                run_lora_job(j, log=log, **common)
+        else:
+            # One process per LoRA, each single-threaded: on a few cores this beats one job with
+            # several threads (small matrices; OpenMP barriers), and the results are the same.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx, initializer=_single_thread) as pool:
+                futures = {pool.submit(run_lora_job, j, **common): j.name for j in todo}
+                log(f"training {len(todo)} LoRAs in {n_jobs} processes: {', '.join(futures.values())} (their progress lines interleave)")
+                for f in as_completed(futures):
+                    f.result()
+                    log(f"  LoRA {futures[f]} done")
 
     pack = work / "pack"
     with step("5. export the model pack", (pack / "molorec.json").exists()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
         sasrec_epochs=1,
     )
     torch.manual_seed(0)
-    results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", log=lambda *_: None)
+    results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", lora_jobs=2, log=lambda *_: None)
     cell = results["table"]["tgt/warm"]
     for key in ("random", "popularity", "sasrec", "general", "domain", "wa", "calibrated", "adaptive", "per-module", "calibrated-candidates", "adaptive-candidates"):
         assert key in cell, key
@@ -89,6 +90,18 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     manifest = json.loads((tmp_path / "pack/molorec.json").read_text())
     assert 0.0 <= manifest["domains"]["tgt"]["calibratedLambda"] <= 1.0
     assert "tgt@permodule" in manifest["domains"]
+    # LoRAs trained in worker processes equal one trained again here, alone
+    from safetensors.numpy import load_file
+
+    from molorec_train.recipe import LoraJob, run_lora_job
+    from molorec_train.train import load_encoder
+
+    work = tmp_path / "work"
+    _, eos, pad = load_encoder(work / "tokenizer")
+    job = LoraJob("tgt", ("tgt",), replace(cfg.domain_lora, seed=cfg.seed + 2), cfg.seed + 2, None)
+    run_lora_job(job, prepared=str(work / "prepared"), tok_dir=str(work / "tokenizer"), base_dir=str(work / "base"), loras=str(tmp_path / "again"), spec=replace(cfg.prompt, endTokenId=eos), pad=pad, log=lambda *_: None)
+    a, b = load_file(str(work / "loras/tgt/adapter_model.safetensors")), load_file(str(tmp_path / "again/tgt/adapter_model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     md = render(results, cfg, quick=True)
     assert "| Calibrated λ (token entropy, per domain) |" in md and "tgt/cold NDCG@1" in md
     assert "| Calibrated λ (candidate-score entropy, per domain) |" in md
