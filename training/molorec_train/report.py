@@ -103,6 +103,15 @@ Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {results["wall_seconds
 """
 
 
+# Everything after this line in an existing report is written by hand and kept by reruns.
+KEEP_MARKER = "<!-- Hand-written below this line: a rerun of the recipe regenerates everything above and keeps the rest. -->"
+
+
 def write_report(results: dict, cfg, path: Path, quick: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(results, cfg, quick))
+    kept = ""
+    if path.is_file():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            kept = old[old.index(KEEP_MARKER):]
+    path.write_text(render(results, cfg, quick) + ("\n" + kept if kept else ""))

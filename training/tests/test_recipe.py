@@ -108,3 +108,19 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     # the candidate-entropy row is evaluated at the λ its own calibration found
     assert cell["calibrated-candidates"]["lambda"] == pytest.approx(results["candidate_lambdas"]["tgt"])
     assert cell["calibrated"]["lambda"] == pytest.approx(manifest["domains"]["tgt"]["calibratedLambda"], abs=1e-4)
+
+
+def test_report_rerun_keeps_the_hand_written_part(tmp_path):
+    from molorec_train import report
+
+    path = tmp_path / "results.md"
+    path.write_text("old generated table\n\n" + report.KEEP_MARKER + "\n\n## Notes by hand\n")
+    orig = report.render
+    try:
+        report.render = lambda results, cfg, quick: "# new table\n"
+        report.write_report({}, None, path)
+    finally:
+        report.render = orig
+    text = path.read_text()
+    assert text.startswith("# new table\n") and "old generated" not in text
+    assert text.endswith(report.KEEP_MARKER + "\n\n## Notes by hand\n")
