@@ -184,8 +184,8 @@ const job = (r, mixtures = [mixture]) => ({ promptIds: r.promptIds, candidateIds
 const viaCore = (o, mixtures, options) => async (r) => core.scoreCandidates(o.session, o.pack, o.mixer, job(r, mixtures), options);
 
 add({ id: "naive", group: "scoring", label: "naive: one full pass per candidate (Node, core)", run: viaCore(main, [mixture], { strategy: "naive" }) });
-add({ id: "prefix", group: "scoring", label: "shared prefix, KV cache reused (Node, core default)", run: viaCore(main, [mixture]) });
-add({ id: "prefix-bucket", group: "scoring", label: "shared prefix + bucketByLength: batches of similar length (Node, core option)", run: viaCore(main, [mixture], { bucketByLength: true }) });
+add({ id: "prefix", group: "scoring", label: "shared prefix, KV cache reused, runs of similar length (Node, core default)", run: viaCore(main, [mixture]) });
+add({ id: "prefix-onebatch", group: "scoring", label: "shared prefix, all candidates in one run padded to the longest (bucketByLength: false)", run: viaCore(main, [mixture], { bucketByLength: false }) });
 
 let blockSession = null;
 if (prep.blockModel) blockSession = await backend.createSession(new Uint8Array(readFileSync(prep.blockModel)));
@@ -202,13 +202,6 @@ for (const [id, file, label] of [
   if (file) extraSessions[id] = await backend.createSession(new Uint8Array(readFileSync(file)));
   add({ id, group: "scoring", label, skip: file ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`, run: (r) => core.scoreCandidates(extraSessions[id], main.pack, main.mixer, job(r)) });
 }
-add({
-  id: "prefix-head-bucket",
-  group: "scoring",
-  label: "both: token_logprobs graph + bucketByLength (Node)",
-  skip: prep.headModel ? null : `needs the graph variant: ${prep.hfMissing}`,
-  run: (r) => core.scoreCandidates(extraSessions["prefix-head"], main.pack, main.mixer, job(r), { bucketByLength: true }),
-});
 
 const PY_VARIANTS = ["py-ort", "py-ort-head", "torch", "generate"];
 const py = opt["no-python"] ? null : { why: null };

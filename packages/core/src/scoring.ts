@@ -41,8 +41,11 @@ export interface ScoringOptions {
   maxBatchRows?: number;
   /**
    * Split candidate rows into batches of similar length when the padding saved is worth an extra
-   * run (candidates are padded to the longest one of their batch). Off by default: then a job of at
-   * most `maxBatchRows` rows is always one candidate run. Rows are sorted by length either way.
+   * run (candidates are padded to the longest one of their batch; a run costs about
+   * {@link RUN_COST_TOKENS} padded tokens). On by default: titles vary in length, and one batch
+   * padded to the longest title measured 1.3–1.7× slower on CPU and WASM (docs/performance.md).
+   * `false`: a job of at most `maxBatchRows` rows is always one candidate run. Rows are sorted by
+   * length either way.
    */
   bucketByLength?: boolean;
   /**
@@ -176,7 +179,7 @@ export async function scoreCandidates(
 
 async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, options: ScoringOptions): Promise<ScoreResult> {
   const maxBatchRows = options.maxBatchRows ?? 64;
-  const bucket = options.bucketByLength ?? false;
+  const bucket = options.bucketByLength ?? true;
   const wantEntropy = options.tokenEntropy ?? false;
   const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
   const P = job.promptIds.length;
