@@ -100,9 +100,10 @@ export interface Recommender {
   /**
    * Ranks several untrusted requests in shared model runs (`scoreBatchedJobs`): what a server
    * does with requests that arrive together. Requests are batched with those using the same
-   * adapters (a run pays for every adapter any of its rows uses). Each request is validated on its own, so answer `i`
-   * is request `i`'s response or its own coded error; scores equal `recommend`'s up to float
-   * rounding (≤ 1e-5). With the `naive` strategy, requests are scored one by one.
+   * adapters (a run pays for every adapter any of its rows uses). Each request is validated on its
+   * own, so answer `i` is request `i`'s response or its own coded error; scores equal
+   * `recommend`'s up to float rounding (≤ 1e-5). With the `naive` strategy, requests are scored
+   * one by one.
    *
    * @example
    * ```ts
