@@ -38,6 +38,9 @@ class QuantizeOptions:
     accuracy_level: int = 0
     per_channel: bool = True
     keep_lm_head: bool = False  # leave the LM head in float32
+    # also the token embedding (a Gather of a constant table; dynamic int8 only): at small sizes
+    # the float32 embedding is most of an int8 pack
+    embeddings: bool = False
 
     def resolved_method(self) -> str:
         method = self.method or ("dynamic" if self.bits == 8 else "nbits")
@@ -63,6 +66,12 @@ def _const_matmuls(model: onnx.ModelProto) -> tuple[list[str], str | None]:
     return names, lm_head
 
 
+def _const_gathers(model: onnx.ModelProto) -> list[str]:
+    """Names of Gather nodes that read a constant table (the token embedding)."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type == "Gather" and n.input and n.input[0] in inits]
+
+
 def _ensure_node_names(model: onnx.ModelProto) -> None:
     for i, node in enumerate(model.graph.node):
         if not node.name:
@@ -86,17 +95,20 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
         with tempfile.TemporaryDirectory() as tmp:
             named = Path(tmp) / "named.onnx"
             onnx.save(model, str(named), save_as_external_data=big)
+            gathers = _const_gathers(model) if options.embeddings else []
             quantize_dynamic(
                 str(named),
                 str(dst),
-                op_types_to_quantize=["MatMul"],
-                nodes_to_quantize=[n for n in matmuls if n not in exclude],
+                op_types_to_quantize=["MatMul", *(["Gather"] if gathers else [])],
+                nodes_to_quantize=[n for n in matmuls if n not in exclude] + gathers,
                 per_channel=options.per_channel,
                 weight_type=QuantType.QInt8,
                 use_external_data_format=big,
                 extra_options={"MatMulConstBOnly": True},
             )
     else:
+        if options.embeddings:
+            raise ExportError("--embeddings needs the dynamic int8 method")
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         q = MatMulNBitsQuantizer(
@@ -112,7 +124,7 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
         q.model.save_model_to_file(str(dst), use_external_data_format=big)
     quantized = len(matmuls) - len(exclude)
     log(f"quantized {quantized} MatMul weights ({method}, {options.bits} bits){' (LM head kept float32)' if exclude else ''}")
-    summary = {"method": method, "bits": options.bits, "matmuls": quantized, "keepLmHead": bool(exclude)}
+    summary = {"method": method, "bits": options.bits, "matmuls": quantized, "keepLmHead": bool(exclude), "embeddings": options.embeddings}
     if method == "nbits":
         summary |= {"blockSize": options.block_size, "accuracyLevel": options.accuracy_level}
     else:
@@ -190,6 +202,7 @@ def main_quantize(args) -> int:
         block_size=args.block_size,
         accuracy_level=args.accuracy_level,
         keep_lm_head=args.keep_lm_head,
+        embeddings=args.embeddings,
     )
     quantize_pack(args.pack, args.out, opts)
     print(f"max |logit diff| vs float32 on a random prompt: {max_logit_diff(args.pack, args.out):.4g}")

@@ -79,8 +79,9 @@ def request_titles():
         (QuantizeOptions(bits=8), "MatMulInteger", 0.15, 0.85),  # weights and activations int8
         (QuantizeOptions(bits=8, method="nbits"), "MatMulNBits", 0.08, 0.9),  # weight-only int8
         (QuantizeOptions(bits=4), "MatMulNBits", 1.0, 0.3),
+        (QuantizeOptions(bits=8, embeddings=True), "DequantizeLinear", 0.2, 0.8),  # + int8 embedding table
     ],
-    ids=["int8-dynamic", "int8-nbits", "int4"],
+    ids=["int8-dynamic", "int8-nbits", "int4", "int8-embeddings"],
 )
 def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, request_titles, options, op, max_diff, min_tau):
     out = tmp_path / "q"
@@ -95,6 +96,10 @@ def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, reque
     model = onnx.load(str(out / "model.onnx"))
     assert any(n.op_type == op for n in model.graph.node)
     assert (out / "model.onnx").stat().st_size < 0.6 * (built.pack_dir / "model.onnx").stat().st_size
+    if options.embeddings:  # no float table left behind a Gather
+        inits = {i.name: i for i in model.graph.initializer}
+        tables = [inits[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
+        assert tables and all(t.data_type == onnx.TensorProto.INT8 or t.data_type == onnx.TensorProto.UINT8 for t in tables)
     # the LoRA inputs, KV cache and logits stay float32 graph inputs and outputs
     sess = session(out / "model.onnx")
     ins = {i.name: i.type for i in sess.get_inputs()}
