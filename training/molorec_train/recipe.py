@@ -89,9 +89,12 @@ class Step:
     def __init__(self, log: Callable[[str], None]):
         self.log = log
         self.times: dict[str, float] = {}
+        self.cached: list[str] = []
 
     def __call__(self, name: str, done: bool):
         self.log(f"\n== {name}{' (cached)' if done else ''}")
+        if done:
+            self.cached.append(name)
         return _Timer(self, name)
 
 
@@ -274,6 +277,7 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     results = collect_results(work, cfg)
     results["wall_seconds"] = time.time() - started
     results["step_seconds"] = step.times
+    results["cached_steps"] = step.cached
     (work / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     if pack_out is not None:
         if pack_out.exists():

@@ -64,7 +64,9 @@ def render(results: dict, cfg, quick: bool) -> str:
                         f"vs popularity {metric(t.get('popularity'), 'ndcg1'):.4f}, SASRec {metric(t.get('sasrec'), 'ndcg1'):.4f}.")
     lam = ", ".join(f"{k}: {v:.3f}" for k, v in results["lambdas"].items() if v is not None)
     lam_c = ", ".join(f"{k}: {v:.3f}" for k, v in results.get("candidate_lambdas", {}).items())
-    steps = "\n".join(f"| {k} | {v / 60:.1f} min |" for k, v in results["step_seconds"].items())
+    cached = set(results.get("cached_steps", []))
+    steps = "\n".join(f"| {k} | {'reused from the work folder' if k in cached else f'{v / 60:.1f} min'} |" for k, v in results["step_seconds"].items())
+    wall = f"{results['wall_seconds'] / 60:.1f} min" + (f" (steps {', '.join(k.split('.')[0] for k in results['step_seconds'] if k in cached)} reused from an earlier run in the same work folder)" if cached else "")
     n_cases = {c: table[c].get("calibrated", {}).get("count") for c in cells}
     return f"""# Results: the MoLoRec recipe on real data
 
@@ -95,7 +97,7 @@ scripts/setup.sh
 .venv/bin/molorec-train recipe --data ../shared/data --work artifacts/recipe{" --quick" if quick else ""} --pack-out packs/demo --report docs/results.md
 ```
 
-Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {results["wall_seconds"] / 60:.1f} min.
+Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.
 
 | step | time |
 |---|---|
