@@ -191,6 +191,11 @@ def max_logit_diff(pack_a: str | Path, pack_b: str | Path, tokens: int = 16, see
                 feeds[f"past_key_values.{i}.{kind}"] = np.zeros((1, m["numKvHeads"], 0, m["headDim"]), np.float32)
         targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in man["lora"]["targets"]]
         feeds |= mixture_feeds(targets, [], [[]])
+        names = {i.name for i in sess.get_inputs()}
+        if "num_logits_to_keep" in names:  # packs exported with the scoring head: all logits
+            feeds["num_logits_to_keep"] = np.zeros(1, np.int64)
+        if "target_ids" in names:
+            feeds["target_ids"] = np.zeros((1, tokens), np.int64)
         out.append(sess.run(["logits"], feeds)[0])
     return float(np.max(np.abs(out[0] - out[1])))
 

@@ -172,3 +172,17 @@ def test_graph_variants_equal_the_pack_graph(built, tmp_path):
         np.testing.assert_allclose(out[-1], want_lp[:, kept], atol=1e-4)
         for got, want in zip(out[1:-1], ref[1:]):  # the KV cache is the whole sequence's
             np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_quantize_a_pack_with_the_scoring_head(built, tmp_path):
+    from molorec_train.export import export_pack
+    from molorec_train.quantize import max_logit_diff
+
+    head = tmp_path / "head"
+    export_pack(built.model_dir, head, built.adapters, scoring_head=True, log=lambda *_: None)
+    out = tmp_path / "q"
+    quantize_pack(head, out, QuantizeOptions(bits=8, embeddings=True), log=lambda *_: None)
+    names = {i.name for i in session(out / "model.onnx").get_inputs()}
+    assert {"num_logits_to_keep", "target_ids"} <= names  # the head survives quantization
+    assert 0 < max_logit_diff(head, out) < 1.0
+    assert max_logit_diff(head, built.pack_dir) < 1e-4  # same weights, with and without the head
