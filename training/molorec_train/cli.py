@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--block-size", type=int, default=32, help="MatMulNBits block size (nbits only)")
     q.add_argument("--accuracy-level", type=int, default=0, choices=[0, 1, 2, 3, 4], help="MatMulNBits compute type: 0 float32 (portable), 4 int8 (fast on x86)")
     q.add_argument("--keep-lm-head", action="store_true", help="leave the LM head in float32")
-    q.add_argument("--embeddings", action="store_true", help="also quantize the token embedding table (dynamic int8 only)")
+    q.add_argument("--embeddings", action="store_true", help="also store the token embedding table in int8 (weight-only)")
     q.set_defaults(func=_cmd_quantize)
 
     r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")

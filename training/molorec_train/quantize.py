@@ -38,7 +38,7 @@ class QuantizeOptions:
     accuracy_level: int = 0
     per_channel: bool = True
     keep_lm_head: bool = False  # leave the LM head in float32
-    # also the token embedding (a Gather of a constant table; dynamic int8 only): at small sizes
+    # also the token embedding (a Gather of a constant table, weight-only int8): at small sizes
     # the float32 embedding is most of an int8 pack
     embeddings: bool = False
 
@@ -107,9 +107,16 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
                 extra_options={"MatMulConstBOnly": True},
             )
     else:
-        if options.embeddings:
-            raise ExportError("--embeddings needs the dynamic int8 method")
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        if options.embeddings:  # weight-only int8 table first (Gather + DequantizeLinear), then the MatMuls
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            with tempfile.TemporaryDirectory() as tmp:
+                named, gathered = Path(tmp) / "named.onnx", Path(tmp) / "gathered.onnx"
+                onnx.save(model, str(named), save_as_external_data=big)
+                quantize_dynamic(str(named), str(gathered), op_types_to_quantize=["Gather"], nodes_to_quantize=_const_gathers(model), weight_type=QuantType.QInt8, use_external_data_format=big)
+                model = onnx.load(str(gathered))
 
         q = MatMulNBitsQuantizer(
             model,

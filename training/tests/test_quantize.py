@@ -80,8 +80,9 @@ def request_titles():
         (QuantizeOptions(bits=8, method="nbits"), "MatMulNBits", 0.08, 0.9),  # weight-only int8
         (QuantizeOptions(bits=4), "MatMulNBits", 1.0, 0.3),
         (QuantizeOptions(bits=8, embeddings=True), "DequantizeLinear", 0.2, 0.8),  # + int8 embedding table
+        (QuantizeOptions(bits=8, method="nbits", embeddings=True), "MatMulNBits", 0.1, 0.9),  # all weight-only
     ],
-    ids=["int8-dynamic", "int8-nbits", "int4", "int8-embeddings"],
+    ids=["int8-dynamic", "int8-nbits", "int4", "int8-embeddings", "int8-nbits-embeddings"],
 )
 def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, request_titles, options, op, max_diff, min_tau):
     out = tmp_path / "q"
