@@ -36,6 +36,27 @@ from molorec_train.export import read_manifest  # noqa: E402
 from molorec_train.prompt import PromptSpec, title_ids  # noqa: E402
 
 
+RUN_COST_TOKENS = 32  # core's scoring.ts
+
+
+def plan_runs(lengths: list[int], max_rows: int, run_cost: float) -> list[tuple[int, int]]:
+    """core's planRuns: rows sorted longest first → runs minimising padded tokens + run_cost per run."""
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n
+    frm = [0] * (n + 1)
+    for i in range(1, n + 1):
+        for j in range(max(0, i - max_rows), i):
+            cost = best[j] + run_cost + (i - j) * lengths[j]
+            if cost < best[i]:
+                best[i], frm[i] = cost, j
+    out = []
+    i = n
+    while i > 0:
+        out.insert(0, (frm[i], i))
+        i = frm[i]
+    return out
+
+
 class Worker:
     def __init__(self, pack: str, hf_model: str | None, threads: int, mixture: list[list], max_batch_rows: int = 64, graphs: dict | None = None):
         import onnxruntime as ort
@@ -88,7 +109,7 @@ class Worker:
     def ort_prefix(self, prompt: list[int], cands: list[list[int]], mixtures: list[list[tuple[str, float]]], graph: str | None = None):
         """core's scorePrefix; on a graph with num_logits_to_keep + token_logprobs, as core uses it."""
         sess = self.graphs[graph] if graph else self.sess
-        head = graph is not None and any(o.name == "token_logprobs" for o in sess.get_outputs())
+        head = any(o.name == "token_logprobs" for o in sess.get_outputs())  # the pack may have the head too
         P, M = len(prompt), len(mixtures)
         feeds = {
             "input_ids": np.tile(np.asarray(prompt, np.int64), (M, 1)),
@@ -110,9 +131,12 @@ class Worker:
         N = len(cands)
         scores = np.zeros((M, N))
         pairs = [(m, c) for m in range(M) for c in range(N)]
+        # as core: longest suffix first, cut into runs of similar length (bucketByLength, planRuns)
+        pairs.sort(key=lambda p: -(len(cands[p[1]]) - 1))
+        runs = plan_runs([len(cands[c]) - 1 for _, c in pairs], self.max_rows, RUN_COST_TOKENS)
         end = self.spec.endTokenId
-        for start in range(0, len(pairs), self.max_rows):
-            chunk = pairs[start:start + self.max_rows]
+        for start, stop in runs:
+            chunk = pairs[start:stop]
             B = len(chunk)
             ms = np.array([m for m, _ in chunk])
             L = max(len(cands[c]) - 1 for _, c in chunk)
@@ -159,8 +183,7 @@ class Worker:
                         np.add.at(sums, rows, sel[np.arange(len(rows)), toks] - lse)
             for b, (m, c) in enumerate(chunk):
                 scores[m, c] = sums[b] / (1 if self.spec.scoreNormalization == "sum" else len(cands[c]))
-        chunks = (len(pairs) + self.max_rows - 1) // self.max_rows
-        return scores.tolist(), 1 + (chunks if any(len(c) > 1 for c in cands) else 0)
+        return scores.tolist(), 1 + (len(runs) if any(len(c) > 1 for c in cands) else 0)
 
     # ---------------------------------------------------------------- transformers (PyTorch)
     def torch_model(self):
