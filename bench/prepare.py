@@ -207,11 +207,18 @@ def main() -> int:
                 with quiet():
                     export_onnx(model, targets, path, **kw)
             res[f"{name}Model"] = str(path)
-        path = cache / "model-nolora.onnx"
+        # The no-LoRA graph and the merged pack keep the pack graph's interface (scoring head or not),
+        # so that they differ from the pack only in how adapters are applied.
+        import onnx
+
+        pack_inputs = {i.name for i in onnx.load(str(pack / manifest["files"]["model"]), load_external_data=False).graph.input}
+        head_kw = {"logits_to_keep": True, "token_logprobs": True} if {"num_logits_to_keep", "target_ids"} <= pack_inputs else {}
+        suffix = "-head" if head_kw else ""
+        path = cache / f"model-nolora{suffix}.onnx"
         if not path.is_file():
             log("exporting a graph without LoRA inputs")
             with quiet():
-                export_onnx(model, [], path)
+                export_onnx(model, [], path, **head_kw)
         res["noLoraModel"] = str(path)
         # The merged pack: calibrated λ of the default domain folded into the weights.
         domain = manifest.get("defaultDomain")
@@ -219,7 +226,7 @@ def main() -> int:
             d = manifest["domains"][domain]
             lam = d.get("calibratedLambda", d.get("defaultLambda", 0.5))
             weights = {manifest["generalAdapter"]: 1 - lam, d["adapter"]: lam}
-            out = cache / f"pack-merged-{lam:.4f}"
+            out = cache / f"pack-merged-{lam:.4f}{suffix}"
             if not (out / "molorec.json").is_file():
                 from molorec_train.reference import merged_model
 
@@ -229,7 +236,7 @@ def main() -> int:
                 shutil.copytree(pack, out, ignore=shutil.ignore_patterns(manifest["files"]["model"], *manifest["files"].get("modelExternalData", [])))
                 with quiet():
                     merged = merged_model(hf, adapters, weights)
-                    export_onnx(merged, targets, out / manifest["files"]["model"])
+                    export_onnx(merged, targets, out / manifest["files"]["model"], **head_kw)
                 m2 = read_manifest(out)
                 m2["name"] = f"{manifest['name']}-merged"
                 m2["merged"] = {"domain": domain, "lambda": lam, "weights": weights}
