@@ -133,5 +133,10 @@ def test_distill_writes_a_valid_pack_that_moves_toward_the_teacher(teacher, tmp_
         elif "past" in inp.name:
             m = manifest["model"]
             feeds[inp.name] = np.zeros((1, m["numKvHeads"], 0, m["headDim"]), np.float32)
+        elif inp.name == "num_logits_to_keep":  # the student is exported with the scoring head
+            feeds[inp.name] = np.zeros(1, np.int64)
+        elif inp.name == "target_ids":
+            feeds[inp.name] = np.zeros((1, 3), np.int64)
+    assert {"num_logits_to_keep", "target_ids"} <= set(feeds)
     logits = sess.run(None, feeds)[0]
     assert logits.shape[-1] == manifest["model"]["vocabSize"] and np.isfinite(logits).all()
