@@ -137,7 +137,7 @@ class LoraJob:
     name: str
     domains: tuple[str, ...]
     cfg: LoraTrainConfig
-    seed: int
+    shuffle_seed: int  # picks the rows when a domain is capped (training is seeded by cfg.seed)
     max_rows_per_domain: int | None
 
 
@@ -150,7 +150,7 @@ def run_lora_job(job: LoraJob, *, prepared: str, tok_dir: str, base_dir: str, lo
     """Builds the job's examples and trains its LoRA into ``loras/<name>`` (top-level: runs in a
     worker process). Same examples and seed whether it runs alone or beside other jobs."""
     encode, _, _ = load_encoder(Path(tok_dir))
-    rng = random.Random(job.seed)
+    rng = random.Random(job.shuffle_seed)
     examples = []
     for d in job.domains:
         rows = read_jsonl(Path(prepared) / d / "train.jsonl")

@@ -4,7 +4,7 @@ import type { LoraMixer } from "./lora-mixture.js";
 import { kvNames } from "./manifest.js";
 import { logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
-import { graphExtras, meanRowEntropy, planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
+import { candidateEntropy, graphExtras, meanRowEntropy, planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
 /** Options of {@link scoreBatchedJobs}. */
@@ -300,10 +300,7 @@ export async function scoreBatchedJobs(
       const lp: number[] = [row.logits[row.logitsOffset + cand[0]!]! - row.lse.max - row.lse.logSum];
       for (let k = 1; k < cand.length; k++) lp.push(targets ? out![b * L + k - 1]! : logSoftmaxAt(out!, (b * L + k - 1) * V, V, cand[k]!));
       tokenLogProbs[row.job]![row.mixture]![c] = lp;
-      if (wantEntropy) {
-        const rest = cand.length - 1;
-        tokenEntropies[row.job]![row.mixture]![c] = (row.firstEntropy + (rest > 0 ? rest * meanRowEntropy(out!, b * L, rest, V) : 0)) / cand.length;
-      }
+      if (wantEntropy) tokenEntropies[row.job]![row.mixture]![c] = candidateEntropy(row.firstEntropy, out, b * L, cand.length - 1, V);
     });
   }
 

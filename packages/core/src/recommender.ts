@@ -311,7 +311,9 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       const groups = new Map<string, typeof ready>();
       for (const r of ready) {
         const key = [...new Set(r.prepared.job.mixtures.flatMap((w) => w.filter(([, x]) => x !== 0).map(([name]) => name)))].sort().join("|");
-        groups.set(key, [...(groups.get(key) ?? []), r]);
+        const group = groups.get(key);
+        if (group) group.push(r);
+        else groups.set(key, [r]);
       }
       for (const group of groups.values()) {
         if (group.length === 1 || scoring.strategy === "naive") {

@@ -117,6 +117,14 @@ export function graphExtras(session: InferenceSession, needLogits = false): Grap
   return { keep: session.inputNames.includes("num_logits_to_keep"), targetInput, targets: targetInput && !needLogits };
 }
 
+/**
+ * Mean next-token entropy along one candidate: `first` (the prompt's last position, which predicts
+ * its first token) and the `fed` rows of `logits` from `row` that predict the rest.
+ */
+export function candidateEntropy(first: number, logits: Float32Array | null, row: number, fed: number, V: number): number {
+  return (first + (fed > 0 ? fed * meanRowEntropy(logits!, row, fed, V) : 0)) / (fed + 1);
+}
+
 /** Mean of {@link logitsEntropy} over `count` consecutive rows of width `V` from `row`. */
 export function meanRowEntropy(logits: Float32Array, row: number, count: number, V: number): number {
   let h = 0;
@@ -292,10 +300,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         lp.push(extras.targets ? logits![b * L + k - 1]! : logSoftmaxAt(logits!, (b * L + k - 1) * V, V, cand[k]!));
       }
       tokenLogProbs[m]![c] = lp;
-      if (wantEntropy) {
-        const rest = cand.length - 1;
-        tokenEntropies[m]![c] = (firstEntropy[m]! + (rest > 0 ? rest * meanRowEntropy(logits!, b * L, rest, V) : 0)) / cand.length;
-      }
+      if (wantEntropy) tokenEntropies[m]![c] = candidateEntropy(firstEntropy[m]!, logits, b * L, cand.length - 1, V);
     });
   }
   return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, ...(wantEntropy ? { tokenEntropies } : {}), runs };
