@@ -130,13 +130,20 @@ class Worker:
         presents = out[1:]
         N = len(cands)
         scores = np.zeros((M, N))
-        pairs = [(m, c) for m in range(M) for c in range(N)]
-        # as core: longest suffix first, cut into runs of similar length (bucketByLength, planRuns)
-        pairs.sort(key=lambda p: -(len(cands[p[1]]) - 1))
-        runs = plan_runs([len(cands[c]) - 1 for _, c in pairs], self.max_rows, RUN_COST_TOKENS)
+        # as core: longest suffix first, cut into runs of similar length (bucketByLength, planRuns);
+        # a grouped-cache graph (past batch "past_batch") takes the prompt's cache as it is for
+        # runs of M × n rows, mixture-major, a concat graph a copy per row
+        grouped = next(i for i in sess.get_inputs() if i.name == "past_key_values.0.key").shape[0] == "past_batch"
+        if grouped:
+            order = sorted(range(N), key=lambda c: -(len(cands[c]) - 1))
+            runs = plan_runs([len(cands[c]) - 1 for c in order], max(1, self.max_rows // M), RUN_COST_TOKENS)
+            chunks = [[(m, c) for m in range(M) for c in order[start:stop]] for start, stop in runs]
+        else:
+            pairs = sorted(((m, c) for m in range(M) for c in range(N)), key=lambda p: -(len(cands[p[1]]) - 1))
+            runs = plan_runs([len(cands[c]) - 1 for _, c in pairs], self.max_rows, RUN_COST_TOKENS)
+            chunks = [pairs[start:stop] for start, stop in runs]
         end = self.spec.endTokenId
-        for start, stop in runs:
-            chunk = pairs[start:stop]
+        for chunk in chunks:
             B = len(chunk)
             ms = np.array([m for m, _ in chunk])
             L = max(len(cands[c]) - 1 for _, c in chunk)
@@ -156,8 +163,8 @@ class Worker:
                     **self.lora_feeds([mixtures[m] for m in ms]),
                 }
                 for i in range(self.layers):
-                    feeds[f"past_key_values.{i}.key"] = presents[2 * i][ms]
-                    feeds[f"past_key_values.{i}.value"] = presents[2 * i + 1][ms]
+                    feeds[f"past_key_values.{i}.key"] = presents[2 * i] if grouped else presents[2 * i][ms]
+                    feeds[f"past_key_values.{i}.value"] = presents[2 * i + 1] if grouped else presents[2 * i + 1][ms]
                 if head:
                     feeds["num_logits_to_keep"] = np.array([0], np.int64)
                     targets = ids.copy()

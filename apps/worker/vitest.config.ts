@@ -7,6 +7,8 @@ import { defineConfig } from "vitest/config";
 const here = fileURLToPath(new URL(".", import.meta.url));
 const repoRoot = join(here, "../..");
 const fixture = join(repoRoot, "test/fixtures/tiny-pack");
+// The same weights with a grouped KV cache and the scoring head (what trained packs ship).
+const groupedFixture = join(repoRoot, "test/fixtures/tiny-pack-grouped");
 
 function listFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -16,7 +18,11 @@ function listFiles(dir: string): string[] {
 }
 // The fixture pack as data-blob bindings: the "bundled bytes" way of shipping a pack.
 const packFiles = listFiles(fixture).map((f) => relative(fixture, f).split("\\").join("/"));
-const dataBlobBindings = Object.fromEntries(packFiles.map((f, i) => [`PACK_FILE_${i}`, join(fixture, f)]));
+const groupedFiles = listFiles(groupedFixture).map((f) => relative(groupedFixture, f).split("\\").join("/"));
+const dataBlobBindings = {
+  ...Object.fromEntries(packFiles.map((f, i) => [`PACK_FILE_${i}`, join(fixture, f)])),
+  ...Object.fromEntries(groupedFiles.map((f, i) => [`GROUPED_FILE_${i}`, join(groupedFixture, f)])),
+};
 
 const source = { conditions: ["@molorec/source"] };
 const workerdSource = { conditions: ["@molorec/source", "workerd", "worker", "browser", "import", "module", "default"] };
@@ -32,7 +38,7 @@ export default defineConfig({
               compatibilityDate: "2026-04-20",
               compatibilityFlags: ["nodejs_compat"],
               dataBlobBindings,
-              bindings: { PACK_FILES: packFiles },
+              bindings: { PACK_FILES: packFiles, GROUPED_FILES: groupedFiles },
               r2Buckets: ["PACK_BUCKET"],
               // As wrangler.jsonc: workerd compiles .wasm imports into a WebAssembly.Module.
               modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],

@@ -18,14 +18,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise ExportError(f"--adapter {spec!r}: expected NAME=FOLDER, e.g. general=out/general or domain:movies=out/movies")
         adapters[name] = Path(path)
-    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or (), scoring_head=args.scoring_head)
+    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or (), scoring_head=args.scoring_head, kv_cache=args.kv_cache)
     return 0
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
     from .fixture import build_fixture
 
-    build_fixture(args.out, args.golden)
+    build_fixture(args.out, args.golden, grouped_dir=args.out_grouped)
     return 0
 
 
@@ -81,12 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (default: the model folder)")
     e.add_argument("--name", help="pack name (default: the model folder's name)")
     e.add_argument("--targets", nargs="*", help="extra Linear names to expose as LoRA inputs (e.g. q_proj v_proj) for later plug-ins")
+    e.add_argument("--kv-cache", choices=["concat", "grouped"], default="concat", help="grouped: candidate rows share one copy of the prompt's KV cache (faster scoring; needs a runtime that reads model.kvCache)")
     e.add_argument("--scoring-head", action="store_true", help="add num_logits_to_keep / target_ids inputs and a token_logprobs output (faster scoring; needs a runtime that knows them, see docs/performance.md)")
     e.set_defaults(func=_cmd_export)
 
     f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
     f.add_argument("--out", type=Path, default=Path("test/fixtures/tiny-pack"))
     f.add_argument("--golden", type=Path, default=Path("test/fixtures/tiny-pack.golden.json"))
+    f.add_argument("--out-grouped", type=Path, default=Path("test/fixtures/tiny-pack-grouped"), help="the same weights with a grouped KV cache and the scoring head")
     f.set_defaults(func=_cmd_make_fixture)
 
     d = sub.add_parser("prepare-data", help="split domain folders into train/valid/test cases (warm + cold-start)")
@@ -141,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--work", type=Path, default=Path("artifacts/add-domain"))
     a.add_argument("--steps", type=int, default=800, help="LoRA training steps")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--rank-weight", type=float, default=0.0, help="weight of the optional listwise term (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper")
     a.set_defaults(func=_cmd_add_domain)
 
     s = sub.add_parser("distill", help="distil a pack into a smaller student pack (candidate-score KL + target CE)")
@@ -178,7 +181,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_add_domain(args: argparse.Namespace) -> int:
     from .recipe import add_domain
 
-    add_domain(args.data, args.domain, args.pack, args.base, args.work, steps=args.steps, seed=args.seed)
+    add_domain(args.data, args.domain, args.pack, args.base, args.work, steps=args.steps, seed=args.seed, rank_weight=args.rank_weight)
     return 0
 
 

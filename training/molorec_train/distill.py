@@ -42,7 +42,8 @@ import torch.nn.functional as F
 
 from .data import read_prepared_items
 from .export import export_pack, read_manifest
-from .prompt import PromptSpec, candidate_ids, prompt_ids
+from .prompt import PromptSpec
+from .ranking import Case, build_cases, candidate_scores
 from .reference import merged_model
 from .train import LINEAR_TARGETS, _cosine, load_encoder, read_jsonl, set_threads
 
@@ -65,71 +66,6 @@ class DistillConfig:
     lora_alpha: float = 8.0
     max_rows_per_domain: int = 20000
     seed: int = 0
-
-
-# --- data -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Case:
-    domain: str
-    prompt: list[int]
-    candidates: list[list[int]]  # target first
-
-
-def sample_cases(rows: Sequence[dict], titles: dict[str, str], held: frozenset[str], negatives: int, rng: random.Random) -> list[tuple[list[str], list[str]]]:
-    """(history, candidate titles with the target first) for each row with a history."""
-    pool = sorted(i for i in titles if i not in held)
-    out = []
-    for r in rows:
-        if not r.get("history"):
-            continue
-        excluded = set(r.get("history_ids") or []) | {r.get("target_id")}
-        excluded_titles = set(r["history"]) | {r["target"]}
-        negs: list[str] = []
-        tries = 0
-        while len(negs) < negatives and tries < negatives * 20:
-            tries += 1
-            i = pool[rng.randrange(len(pool))]
-            t = titles[i]
-            if i in excluded or t in excluded_titles or t in negs:
-                continue
-            negs.append(t)
-        out.append((list(r["history"]), [r["target"], *negs]))
-    return out
-
-
-# --- scoring (as the runtime does) -------------------------------------------------------
-
-
-def candidate_scores(model: torch.nn.Module, cases: Sequence[Case], pad: int) -> torch.Tensor:
-    """[len(cases), n_candidates] mean log-prob of each candidate's tokens (end token included)."""
-    seqs, spans = [], []
-    for c in cases:
-        for cand in c.candidates:
-            seqs.append(c.prompt + cand)
-            spans.append((len(c.prompt), len(cand)))
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-    logits = model(input_ids=ids, attention_mask=mask).logits  # right padding: causal rows unaffected
-    # positions predicting candidate tokens: start-1 .. start+len-2
-    rows, cols, toks, seg = [], [], [], []
-    for i, (start, n) in enumerate(spans):
-        for k in range(n):
-            rows.append(i)
-            cols.append(start - 1 + k)
-            toks.append(int(ids[i, start + k]))
-            seg.append(i)
-    rows_t, cols_t, toks_t = torch.tensor(rows), torch.tensor(cols), torch.tensor(toks)
-    logp = torch.log_softmax(logits[rows_t, cols_t].float(), dim=-1).gather(1, toks_t[:, None])[:, 0]
-    seg_t = torch.tensor(seg)
-    sums = torch.zeros(len(seqs), dtype=logp.dtype).index_add(0, seg_t, logp)
-    counts = torch.tensor([n for _, n in spans], dtype=logp.dtype)
-    return (sums / counts).view(len(cases), -1)
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor | None, alpha: float, temperature: float, kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -310,7 +246,7 @@ def distill(
         rows = read_jsonl(prepared / d / "train.jsonl")
         rng.shuffle(rows)
         rows = rows[: cfg.max_rows_per_domain]
-        built = [Case(d, prompt_ids(encode, spec, h), [candidate_ids(encode, spec, t) for t in cands]) for h, cands in sample_cases(rows, titles, held, cfg.negatives, rng)]
+        built = build_cases(d, rows, titles, held, cfg.negatives, encode, spec, rng)
         if len(built) < 2:
             raise ValueError(f"{d}: not enough training rows with a history")
         n_eval = min(eval_cases // len(domains), len(built) // 4) or 1
@@ -356,7 +292,7 @@ def distill(
     export_pack(
         student_dir, out, {n: p for n, p in adapters.items()}, tokenizer_dir=teacher_pack,
         name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l", prompt=spec,
-        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, scoring_head=True, log=log,
+        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, scoring_head=True, kv_cache="grouped", log=log,
     )
     summary = {
         "config": asdict(cfg),

@@ -71,6 +71,7 @@ def export_onnx(
     attention: str = "padding",
     logits_to_keep: bool = False,
     token_logprobs: bool = False,
+    kv_cache: str = "concat",
 ) -> None:
     """Writes the decoder graph. The defaults give the pack contract (DESIGN.md §3);
     ``attention="block"`` (a ``[batch, seq, total]`` attention_mask, for packed block-causal
@@ -78,7 +79,7 @@ def export_onnx(
     (a ``target_ids`` input and a ``token_logprobs`` output) are optional variants; see
     graph.ExportableDecoder. Runtimes use the last two when present and work without them."""
     shape = decoder_shape(model)
-    module = ExportableDecoder(model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs)
+    module = ExportableDecoder(model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs, kv_cache=kv_cache)
     batch, seq, past, rank = 2, 3, 4, 2
     g = torch.Generator().manual_seed(0)
     if attention == "block":
@@ -91,7 +92,7 @@ def export_onnx(
         torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
     ]
     for _ in range(shape.num_layers):
-        args += [torch.randn(batch, shape.num_kv_heads, past, shape.head_dim, generator=g) for _ in range(2)]
+        args += [torch.randn(1 if kv_cache == "grouped" else batch, shape.num_kv_heads, past, shape.head_dim, generator=g) for _ in range(2)]
     lora_names: list[str] = []
     for module_path, fin, fout in targets:
         args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
@@ -117,10 +118,11 @@ def export_onnx(
     if token_logprobs:
         dyn["target_ids"] = {0: "batch", 1: "seq"}
         dyn["token_logprobs"] = {0: "batch", 1: "logits_seq" if logits_to_keep else "seq"}
+    grouped = kv_cache == "grouped"
     for n in kv_input_names(shape.num_layers):
-        dyn[n] = {0: "batch", 2: "past_seq"}
+        dyn[n] = {0: "past_batch" if grouped else "batch", 2: "past_seq"}
     for n in kv_output_names(shape.num_layers):
-        dyn[n] = {0: "batch", 2: "total_seq"}
+        dyn[n] = {0: "batch", 2: "seq" if grouped else "total_seq"}
     for n in lora_names:
         dyn[n] = {0: "lora_rank"} if n.endswith(".A") else {1: "lora_rank"}
 
@@ -175,6 +177,7 @@ def export_pack(
     max_candidates: int = 100,
     max_history_items: int = 50,
     scoring_head: bool = False,
+    kv_cache: str = "concat",
     log=print,
 ) -> dict:
     """Writes a pack to ``out_dir`` and returns its manifest.
@@ -183,6 +186,8 @@ def export_pack(
     ``domain:<name>`` a domain-specific one (which also declares domain ``<name>``).
     ``scoring_head`` adds the optional ``num_logits_to_keep`` and ``target_ids`` inputs and the
     ``token_logprobs`` output (export_onnx); runtimes whose core predates them cannot run it.
+    ``kv_cache="grouped"`` exports the grouped KV cache (graph.ExportableDecoder; manifest
+    ``model.kvCache``): candidate runs share one copy of the prompt's cache.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir
@@ -201,7 +206,7 @@ def export_pack(
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"exporting ONNX graph ({shape.num_layers} layers, {len(targets)} LoRA targets)")
-    export_onnx(model, targets, out_dir / "model.onnx", logits_to_keep=scoring_head, token_logprobs=scoring_head)
+    export_onnx(model, targets, out_dir / "model.onnx", logits_to_keep=scoring_head, token_logprobs=scoring_head, kv_cache=kv_cache)
 
     shutil.copyfile(tok_path, out_dir / "tokenizer.json")
     tok_cfg_path = tokenizer_dir / "tokenizer_config.json"
@@ -243,6 +248,7 @@ def export_pack(
             "hiddenSize": shape.hidden_size,
             "vocabSize": shape.vocab_size,
             "maxPositions": shape.max_positions,
+            "kvCache": kv_cache,
         },
         "files": {
             "model": "model.onnx",

@@ -43,7 +43,10 @@ def fixture_titles(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(['', 'The '])}{rng.choice(ADJ)} {rng.choice(NOUN)} ({rng.randint(1950, 2023)})" for _ in range(n)]
 
 
-def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print) -> None:
+def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, grouped_dir: str | Path | None = None) -> None:
+    """Writes the fixture pack (the contract's minimal graph: concat KV cache, no scoring head),
+    optionally the same weights as ``grouped_dir`` with the variants core uses when present
+    (grouped KV cache, scoring head; one golden file serves both), and the golden scores."""
     from tokenizers import Tokenizer
 
     out_dir, golden_path = Path(out_dir), Path(golden_path)
@@ -58,6 +61,8 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print) -> No
         adapters = {"general": general, "domain:movies": domain}
         spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
         manifest = export_pack(model_dir, out_dir, adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log)
+        if grouped_dir is not None:
+            export_pack(model_dir, Path(grouped_dir), adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, scoring_head=True, kv_cache="grouped", log=log)
 
         tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
         encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731

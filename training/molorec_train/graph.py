@@ -18,6 +18,7 @@ SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausal
 LORA_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MASK_FILL = -1e9
 ATTENTION_MODES = ("padding", "block")
+KV_CACHE_MODES = ("concat", "grouped")
 
 
 class ExportError(ValueError):
@@ -100,6 +101,12 @@ class ExportableDecoder(nn.Module):
     the logits to the last k positions; with ``token_logprobs=True`` a last input ``target_ids``
     ``[batch, seq]`` and a last output ``token_logprobs`` ``[batch, kept]`` (the log-softmax
     of the logits at the target ids). core/scoring.ts uses them when a graph has them.
+
+    With ``kv_cache="grouped"`` (manifest ``model.kvCache: "grouped"``) the past batch may be any
+    divisor ``Bp`` of the input batch ``B``: input row ``b`` attends to past row ``b // (B / Bp)``,
+    and ``present`` holds this run's keys/values only (not the past again). A scorer feeds one
+    prompt's cache once for all its candidate rows instead of a copy per row, and attention over
+    the shared prefix runs as one matrix product per KV head for all rows.
     """
 
     def __init__(
@@ -110,10 +117,16 @@ class ExportableDecoder(nn.Module):
         attention: str = "padding",
         logits_to_keep: bool = False,
         token_logprobs: bool = False,
+        kv_cache: str = "concat",
     ):
         super().__init__()
         if attention not in ATTENTION_MODES:
             raise ExportError(f"attention {attention!r}: expected one of {ATTENTION_MODES}")
+        if kv_cache not in KV_CACHE_MODES:
+            raise ExportError(f"kv_cache {kv_cache!r}: expected one of {KV_CACHE_MODES}")
+        if kv_cache == "grouped" and attention != "padding":
+            raise ExportError('kv_cache="grouped" needs attention="padding"')
+        self.kv_cache = kv_cache
         # "padding" (the pack contract): attention_mask [batch, total] marks valid keys and
         # causality comes from cache positions. "block": attention_mask [batch, seq, total]
         # says which key each query may see, so one row can hold a prompt plus several
@@ -148,6 +161,35 @@ class ExportableDecoder(nn.Module):
         a, b = lora[2 * idx], lora[2 * idx + 1]
         down = torch.matmul(x, a.transpose(0, 1)) * scale.unsqueeze(1)
         return y + torch.matmul(down, b.transpose(0, 1))
+
+    def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Attention of q ``[B, heads, seq, hd]`` over a past ``[Bp, kv, P, hd]`` shared by groups of
+        ``G = B / Bp`` consecutive rows, then over the rows' own k/v; returns ``[B, kv, rep, seq, hd]``.
+
+        Scores live in a grouped layout ``[Bp, kv, G·rep·seq, keys]``: the past part is one matrix
+        product per (past row, KV head) for all its rows, heads and positions. No reshape has the
+        past length as a dimension (ONNX Reshape reads a 0 as "keep", and the prompt run's past is
+        empty)."""
+        s = self.shape
+        batch, seq = q.shape[0], q.shape[2]
+        kv, rep, hd = s.num_kv_heads, s.num_heads // s.num_kv_heads, s.head_dim
+        bp, p = pk.shape[0], pk.shape[2]
+        g = batch // bp
+
+        def to_groups(x: torch.Tensor, heads: int, width) -> torch.Tensor:  # [B, heads, rep, seq, w] -> [Bp, heads, G·rep·seq, w]
+            return x.reshape(bp, g, heads, rep, seq, width).transpose(1, 2).reshape(bp, heads, g * rep * seq, width)
+
+        def from_groups(x: torch.Tensor, width) -> torch.Tensor:  # [Bp, kv, G·rep·seq, w] -> [B, kv, rep, seq, w]
+            return x.reshape(bp, kv, g, rep, seq, width).transpose(1, 2).reshape(batch, kv, rep, seq, width)
+
+        qg = to_groups(q.reshape(batch, kv, rep, seq, hd), kv, hd)
+        own = torch.matmul(q.reshape(batch, kv, rep, seq, hd), k.unsqueeze(2).transpose(-1, -2))  # [B, kv, rep, seq, seq]
+        scores = torch.cat((torch.matmul(qg, pk.transpose(-1, -2)), to_groups(own, kv, seq)), dim=-1) * (hd ** -0.5)
+        mask = to_groups(allowed.reshape(batch, 1, 1, seq, p + seq).expand(batch, 1, rep, seq, p + seq), 1, p + seq)
+        scores = torch.where(mask, scores, torch.full_like(scores, MASK_FILL))
+        probs = torch.softmax(scores, dim=-1)
+        past_ctx = from_groups(torch.matmul(probs[..., :p], pv), hd)
+        return past_ctx + torch.matmul(from_groups(probs[..., p:], seq), v.unsqueeze(2))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor):
         s = self.shape
@@ -195,16 +237,20 @@ class ExportableDecoder(nn.Module):
             v = v.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
             q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
-            k = torch.cat((past[2 * i], k), dim=2)
-            v = torch.cat((past[2 * i + 1], v), dim=2)
-            presents += [k, v]
+            if self.kv_cache == "grouped":
+                presents += [k, v]
+                ctx = self._grouped_attention(q, k, v, past[2 * i], past[2 * i + 1], allowed)
+            else:
+                k = torch.cat((past[2 * i], k), dim=2)
+                v = torch.cat((past[2 * i + 1], v), dim=2)
+                presents += [k, v]
 
-            # Grouped-query attention without materialising repeated K/V.
-            qg = q.reshape(batch, s.num_kv_heads, rep, seq, s.head_dim)
-            scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
-            scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
-            probs = torch.softmax(scores, dim=-1)
-            ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, seq, hd]
+                # Grouped-query attention without materialising repeated K/V.
+                qg = q.reshape(batch, s.num_kv_heads, rep, seq, s.head_dim)
+                scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
+                scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
+                probs = torch.softmax(scores, dim=-1)
+                ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, seq, hd]
             ctx = ctx.reshape(batch, s.num_heads, seq, s.head_dim).transpose(1, 2).reshape(batch, seq, s.num_heads * s.head_dim)
             h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
 

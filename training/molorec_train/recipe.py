@@ -24,6 +24,7 @@ import torch
 from . import data as data_mod
 from .export import export_pack, read_manifest, write_manifest
 from .prompt import PromptSpec
+from .ranking import domain_cases
 from .train import (
     BaseModelConfig,
     LoraTrainConfig,
@@ -151,15 +152,18 @@ def run_lora_job(job: LoraJob, *, prepared: str, tok_dir: str, base_dir: str, lo
     worker process). Same examples and seed whether it runs alone or beside other jobs."""
     encode, _, _ = load_encoder(Path(tok_dir))
     rng = random.Random(job.shuffle_seed)
-    examples = []
+    examples, ranking = [], []
     for d in job.domains:
         rows = read_jsonl(Path(prepared) / d / "train.jsonl")
         if job.max_rows_per_domain is not None:
             rng.shuffle(rows)
             rows = rows[: job.max_rows_per_domain]
         examples += list(iter_examples(rows, encode, spec))
-    log(f"{job.name} LoRA: {len(examples)} examples from {', '.join(job.domains)}")
-    train_lora(Path(base_dir), examples, job.cfg, Path(loras) / job.name, pad, log, name=job.name)
+        if job.cfg.rank_weight > 0:
+            ranking += domain_cases(Path(prepared), d, rows, job.cfg.rank_negatives, encode, spec, job.cfg.seed)
+    extra = f", listwise term ×{job.cfg.rank_weight} on {len(ranking)} cases" if ranking else ""
+    log(f"{job.name} LoRA: {len(examples)} examples from {', '.join(job.domains)}{extra}")
+    train_lora(Path(base_dir), examples, job.cfg, Path(loras) / job.name, pad, log, name=job.name, ranking=ranking)
 
 
 def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
@@ -242,8 +246,9 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     with step("5. export the model pack", (pack / "molorec.json").exists()):
         if not (pack / "molorec.json").exists():
             # scoring_head: the graph returns log p(target) per token, so candidate runs fetch one float
-            # per token instead of a vocabulary row (docs/performance.md).
-            export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, scoring_head=True, log=log)
+            # per token instead of a vocabulary row; kv_cache "grouped": candidate rows share one copy
+            # of the prompt's KV cache (docs/performance.md).
+            export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, scoring_head=True, kv_cache="grouped", log=log)
 
     with step("6. calibrate λ per domain: entropy minimisation on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
@@ -310,7 +315,7 @@ def collect_results(work: Path, cfg: RecipeConfig) -> dict:
     }
 
 
-def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Path, *, steps: int = 800, seed: int = 0, log=print) -> None:
+def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Path, *, steps: int = 800, seed: int = 0, rank_weight: float = 0.0, log=print) -> None:
     """Plugs an unseen domain into an existing pack: only its domain LoRA is trained."""
     manifest = read_manifest(pack)
     base_cfg = json.loads((base_dir / "config.json").read_text())
@@ -320,14 +325,16 @@ def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Pa
     data_mod.prepare_all(data_dir, prepared, domains=[domain], targets=[domain], opts=data_mod.Options(seed=seed), log=log)
     encode, _, pad = load_encoder(pack)
     spec = PromptSpec(**manifest["prompt"])
-    examples = list(iter_examples(read_jsonl(prepared / domain / "train.jsonl"), encode, spec))
-    log(f"{domain} LoRA: {len(examples)} examples")
-    cfg = replace(LoraTrainConfig(steps=steps), seed=seed)
+    rows = read_jsonl(prepared / domain / "train.jsonl")
+    examples = list(iter_examples(rows, encode, spec))
+    cfg = replace(LoraTrainConfig(steps=steps), seed=seed, rank_weight=rank_weight)
+    ranking = domain_cases(prepared, domain, rows, cfg.rank_negatives, encode, spec, seed) if rank_weight > 0 else []
+    log(f"{domain} LoRA: {len(examples)} examples{f', listwise term ×{rank_weight} on {len(ranking)} cases' if ranking else ''}")
     graph_targets = {t["module"].rsplit(".", 1)[-1] for t in manifest["lora"]["targets"]}
     if not set(cfg.targets) <= graph_targets:
         cfg = replace(cfg, targets=tuple(sorted(graph_targets & set(cfg.targets))))
     out = work / "loras" / domain
-    train_lora(base_dir, examples, cfg, out, pad, log, name=domain)
+    train_lora(base_dir, examples, cfg, out, pad, log, name=domain, ranking=ranking)
     name = f"domain:{domain_name(domain)}"
     rel = f"adapters/{name.replace(':', '-')}"
     (pack / rel).mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 
 from .prompt import PromptSpec, candidate_ids, prompt_ids
+from .ranking import Case, candidate_scores, listwise_loss
 from .tiny import EOS, PAD, train_bpe_tokenizer
 
 LINEAR_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -54,6 +55,12 @@ class LoraTrainConfig:
     dropout: float = 0.05
     seed: int = 0
     targets: tuple[str, ...] = tuple(LINEAR_TARGETS)
+    # Optional listwise term (not in the paper, whose LoRAs are trained generatively): each step
+    # also scores rank_batch training prompts' target + rank_negatives sampled titles as the
+    # runtime does and adds rank_weight × the target's cross-entropy over them. 0: off.
+    rank_weight: float = 0.0
+    rank_batch: int = 4
+    rank_negatives: int = 7
 
 
 def log_progress(prefix: str, step: int, total: int, loss: float, started: float, log: Callable[[str], None]) -> None:
@@ -165,15 +172,20 @@ def optimise(
     seed: int,
     name: str,
     log: Callable[[str], None],
+    extra_loss: Callable[[random.Random], torch.Tensor] | None = None,
 ) -> list[float]:
     """The training loop shared by pretraining and LoRAs: warmup + cosine schedule, gradient
-    clipping, progress every 50 steps. Returns the loss curve (mean per 50 steps)."""
+    clipping, progress every 50 steps. Returns the loss curve (mean per 50 steps).
+    ``extra_loss`` adds a term per step (drawn from its own random stream)."""
     rng = random.Random(seed)
+    extra_rng = random.Random(seed + 1_000_003)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, steps, warmup))
     model.train()
     curve, running, started = [], 0.0, time.time()
     for step in range(1, steps + 1):
         loss = model(**next_batch(rng)).loss
+        if extra_loss is not None:
+            loss = loss + extra_loss(extra_rng)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -234,8 +246,10 @@ def train_lora(
     pad: int,
     log: Callable[[str], None] = print,
     name: str = "lora",
+    ranking: Sequence[Case] = (),
 ) -> list[float]:
-    """Trains one PEFT LoRA from the base model on instruction examples; saves it to out_dir."""
+    """Trains one PEFT LoRA from the base model on instruction examples; saves it to out_dir.
+    With ``cfg.rank_weight > 0``, ``ranking`` (cases with the target first) feeds the listwise term."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -253,8 +267,17 @@ def train_lora(
         ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad)
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
+    extra = None
+    if cfg.rank_weight > 0:
+        if not ranking:
+            raise ValueError(f"{name}: rank_weight > 0 needs ranking cases")
+
+        def extra(rng: random.Random) -> torch.Tensor:
+            cases = [ranking[rng.randrange(len(ranking))] for _ in range(cfg.rank_batch)]
+            return cfg.rank_weight * listwise_loss(candidate_scores(model, cases, pad))
+
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    curve = optimise(model, params, batch, steps=cfg.steps, optimizer=opt, warmup=max(1, cfg.steps // 20), seed=cfg.seed, name=name, log=log)
+    curve = optimise(model, params, batch, steps=cfg.steps, optimizer=opt, warmup=max(1, cfg.steps // 20), seed=cfg.seed, name=name, log=log, extra_loss=extra)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")

@@ -135,3 +135,63 @@ def test_export_rejects_bad_input_with_clear_errors(built, tmp_path):
         export_pack(tmp_path, tmp_path / "p2", {}, tokenizer_dir=built.model_dir, log=lambda *_: None)
     with pytest.raises(ExportError, match="adapter_config.json is missing"):
         export_pack(built.model_dir, tmp_path / "p3", {"general": tmp_path}, log=lambda *_: None)
+
+
+@pytest.fixture(scope="session")
+def grouped_session(built, tmp_path_factory):
+    from molorec_train.export import export_onnx, load_model
+
+    manifest = read_manifest(built.pack_dir)
+    targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in manifest["lora"]["targets"]]
+    path = tmp_path_factory.mktemp("grouped") / "model.onnx"
+    export_onnx(load_model(built.model_dir), targets, path, kv_cache="grouped")
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("groups,per_group", [(1, 3), (2, 2), (3, 1)])
+def test_grouped_kv_cache_shares_a_past_row_per_group(built, pack, grouped_session, groups, per_group):
+    """kv_cache="grouped": input row b attends to past row b // (B / Bp); present = this run's
+    keys only. Each row's logits equal transformers + PEFT on its whole sequence."""
+    lam = 0.4
+    rng = np.random.default_rng(groups)
+    prompt_len, suffix_len = 7, 4
+    prompts = rng.integers(2, 300, (groups, prompt_len))
+    ones = np.ones((groups, prompt_len), np.int64)
+    pos = np.tile(np.arange(prompt_len), (groups, 1))
+    feeds = {"input_ids": prompts, "attention_mask": ones, "position_ids": pos}
+    feeds |= mixture_feeds(pack.targets, pack.adapters, [[1 - lam, lam]] * groups)
+    empty = np.zeros((groups, pack.kv, 0, pack.hd), np.float32)
+    for i in range(pack.layers):
+        feeds[f"past_key_values.{i}.key"] = feeds[f"past_key_values.{i}.value"] = empty
+    out = grouped_session.run(None, feeds)
+    concat_out = pack.session.run(None, feeds)
+    for got, want in zip(out[1:], concat_out[1:]):  # an empty past: both present the prompt's keys
+        assert np.allclose(got, want, atol=1e-6)
+
+    B = groups * per_group
+    suffix = rng.integers(2, 300, (B, suffix_len))
+    lengths = [suffix_len - (b % 2) for b in range(B)]  # odd rows end with a padded slot
+    mask = np.zeros((B, prompt_len + suffix_len), np.int64)
+    for b, n in enumerate(lengths):
+        mask[b, : prompt_len + n] = 1
+    feeds = {"input_ids": suffix, "attention_mask": mask, "position_ids": np.tile(np.arange(prompt_len, prompt_len + suffix_len), (B, 1))}
+    feeds |= mixture_feeds(pack.targets, pack.adapters, [[1 - lam, lam]] * B)
+    for i in range(pack.layers):
+        feeds[f"past_key_values.{i}.key"], feeds[f"past_key_values.{i}.value"] = out[1 + 2 * i], out[2 + 2 * i]
+    logits, *present = grouped_session.run(None, feeds)
+    assert present[0].shape == (B, pack.kv, suffix_len, pack.hd)
+
+    full = np.concatenate([np.repeat(prompts, per_group, axis=0), suffix], axis=1)
+    ref = reference_logits(built, lam, full, mask, np.tile(np.arange(prompt_len + suffix_len), (B, 1)))[:, prompt_len:]
+    for b, n in enumerate(lengths):
+        assert rel_err(logits[b, :n], ref[b, :n]) <= TOL
+
+
+def test_grouped_kv_cache_in_the_manifest(built, tmp_path):
+    from molorec_train.export import export_pack
+
+    assert read_manifest(built.pack_dir)["model"]["kvCache"] == "concat"
+    m = export_pack(built.model_dir, tmp_path / "g", built.adapters, kv_cache="grouped", log=lambda *_: None)
+    assert m["model"]["kvCache"] == "grouped"
+    names = {i.name: i.shape for i in ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()}
+    assert names["past_key_values.0.key"][0] == "past_batch"

@@ -124,3 +124,28 @@ def test_report_rerun_keeps_the_hand_written_part(tmp_path):
     text = path.read_text()
     assert text.startswith("# new table\n") and "old generated" not in text
     assert text.endswith(report.KEEP_MARKER + "\n\n## Notes by hand\n")
+
+
+def test_listwise_term_teaches_the_lora_to_rank(built, tmp_path):
+    """rank_weight > 0 adds the cross-entropy of the target over its sampled candidates, scored as
+    the runtime scores: here the generative answers are always title B, the ranking cases always
+    put title A first, so only a LoRA trained with the term learns to rank A above the others."""
+    from molorec_train.ranking import Case, candidate_scores, listwise_loss
+    from molorec_train.reference import merged_model
+    from molorec_train.train import train_lora
+
+    rng = np.random.default_rng(0)
+    title = lambda: [int(t) for t in rng.integers(3, 300, 4)] + [0]  # noqa: E731
+    a, b = title(), title()
+    prompts = [[int(t) for t in rng.integers(3, 300, 12)] for _ in range(16)]
+    examples = [(p, b) for p in prompts]
+    cases = [Case("d", p, [a, *[title() for _ in range(5)]]) for p in prompts]
+    losses = {}
+    for w in (0.0, 1.0):
+        cfg = LoraTrainConfig(steps=40, batch_size=4, rank=4, alpha=8, lr=1e-2, seed=0, rank_weight=w, rank_batch=4, targets=("q_proj", "v_proj"))
+        train_lora(built.model_dir, examples, cfg, tmp_path / str(w), pad=1, log=lambda *_: None, ranking=cases)
+        with torch.no_grad():
+            losses[w] = float(listwise_loss(candidate_scores(merged_model(built.model_dir, {"d": tmp_path / str(w)}, {"d": 1.0}), cases, pad=1)))
+    assert losses[1.0] < 0.5 * losses[0.0], losses
+    with pytest.raises(ValueError, match="ranking cases"):
+        train_lora(built.model_dir, examples, LoraTrainConfig(steps=1, rank_weight=1.0), tmp_path / "x", pad=1, log=lambda *_: None)

@@ -30,6 +30,8 @@ const ARGS = [
 const APP = fileURLToPath(new URL("..", import.meta.url));
 const ARTIFACTS = join(APP, ".artifacts");
 const PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
+// The same weights with a grouped KV cache and the scoring head: the graph trained packs ship.
+const GROUPED_PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack-grouped", import.meta.url));
 
 interface GoldenCase {
   request: { history: string[]; candidates: string[]; domain: string; mixture: unknown };
@@ -61,8 +63,8 @@ let work: string;
 const consoleLines: string[] = [];
 
 /** Opens the storefront and waits until it is ready (or shows its error state). */
-async function open(query = "", p = page): Promise<string> {
-  await p.goto(`${server.url}${query}`);
+async function open(query = "", p = page, base = server.url): Promise<string> {
+  await p.goto(`${base}${query}`);
   await p.waitForFunction(() => document.body.dataset.state !== "loading", null, { timeout: 60_000 });
   return p.evaluate(() => document.body.dataset.state!);
 }
@@ -78,8 +80,8 @@ async function clickAndWait(selector: string): Promise<void> {
 }
 
 /** Runs golden requests in the page and checks scores and rankings. */
-async function checkGolden(which: number[] = cases.map((_, i) => i)): Promise<void> {
-  const results = await page.evaluate(async (reqs) => {
+async function checkGolden(which: number[] = cases.map((_, i) => i), p = page): Promise<void> {
+  const results = await p.evaluate(async (reqs) => {
     const out: Array<{ scores: number[]; ranking: number[]; entropy: number }> = [];
     for (const r of reqs) {
       const res = await window.molorec.recommend(r);
@@ -193,6 +195,23 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
     console.log(`WebGPU adapter: ${JSON.stringify(info.adapter)}`);
     expect(info.adapter?.isFallbackAdapter).toBe(true); // SwiftShader, as expected on this machine
     await checkGolden(WEBGPU_CASES);
+  });
+
+  it("a grouped-KV-cache pack with the scoring head reproduces the golden scores on WASM and WebGPU", { timeout: 150_000 }, async () => {
+    const site = join(work, "site-grouped");
+    await buildSite({ packDir: GROUPED_PACK, cataloguePath: null, outDir: site, fromSource: true, log: () => {} });
+    const grouped = await startServer({ root: site, packDir: GROUPED_PACK, port: 0 });
+    const p = await ctx.newPage();
+    try {
+      for (const device of ["wasm", "webgpu"] as const) {
+        expect(await open(`?device=${device}`, p, grouped.url)).toBe("ready");
+        expect(await p.evaluate(() => window.molorec.info()!.device)).toBe(device);
+        await checkGolden(device === "webgpu" ? WEBGPU_CASES : undefined, p);
+      }
+    } finally {
+      await p.close();
+      await grouped.close();
+    }
   });
 
   it("shows an error state, with the failure of each backend, when the runtime cannot start", async () => {

@@ -11,10 +11,18 @@ import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm";
 
 const files: Record<string, ArrayBuffer> = Object.fromEntries(env.PACK_FILES.map((path, i) => [path, env[`PACK_FILE_${i}`]!]));
 
+const groupedFiles: Record<string, ArrayBuffer> = Object.fromEntries(env.GROUPED_FILES.map((path, i) => [path, env[`GROUPED_FILE_${i}`]!]));
+
 conformanceSuite({
   name: "workerd (onnxruntime-web wasm, compiled module)",
   backend: () => workerBackend({ wasmModule: ortWasm }),
   loadFixturePack: () => loadPack(bundledSource(files, "bundled:tiny-pack")),
+});
+
+conformanceSuite({
+  name: "workerd (onnxruntime-web wasm), grouped KV cache + scoring head",
+  backend: () => workerBackend({ wasmModule: ortWasm }),
+  loadFixturePack: () => loadPack(bundledSource(groupedFiles, "bundled:tiny-pack-grouped")),
 });
 
 // Worker-specific checks share this file: each test file re-imports the 14 MB wasm module.

@@ -240,3 +240,36 @@ describe("Recommender.recommendBatch", () => {
     expect(await rec.recommendBatch([])).toEqual([]);
   });
 });
+
+describe("a grouped-KV-cache graph (test/fixtures/tiny-pack-grouped: same weights, scoring head)", () => {
+  it("scores alone and in cross-request batches as the concat graph does (≤ 1e-5), with the prompt's cache fed once", async () => {
+    const dir = fileURLToPath(new URL("../../../test/fixtures/tiny-pack-grouped", import.meta.url));
+    const grouped = await loadPack({ location: dir, readBytes: async (p) => new Uint8Array(await readFile(join(dir, p))) });
+    expect(grouped.manifest.model.kvCache).toBe("grouped");
+    const inner = await backend.createSession(grouped.model);
+    const pastBatches: number[] = [];
+    const recording: InferenceSession = {
+      ...inner,
+      run(feeds, names) {
+        const past = feeds["past_key_values.0.key"]!.dims;
+        if (past[2]! > 0) pastBatches.push(past[0]!); // candidate runs (on the prompt's cache)
+        return inner.run(feeds, names);
+      },
+    };
+    const groupedMixer = new LoraMixer(grouped);
+    for (const job of jobs) {
+      const want = await scoreCandidates(session, pack, mixer, job);
+      pastBatches.length = 0;
+      const got = await scoreCandidates(recording, grouped, groupedMixer, job);
+      expectClose(got.scores, want.scores);
+      // one past row per mixture, however many candidate rows
+      expect(pastBatches.length).toBe(got.runs - 1);
+      expect(pastBatches.length).toBeGreaterThan(0);
+      for (const b of pastBatches) expect(b).toBe(job.mixtures.length);
+    }
+    const want = await scoreBatchedJobs(session, pack, mixer, jobs);
+    const got = await scoreBatchedJobs(inner, grouped, groupedMixer, jobs);
+    got.results.forEach((r, j) => expectClose(r.scores, want.results[j]!.scores));
+    await inner.release();
+  });
+});

@@ -218,10 +218,12 @@ export async function scoreBatchedJobs(
     runs++;
     const logits = out.logits!.data as Float32Array;
     const kv = presentNames.map((name) => out[name]!.data as Float32Array);
+    // A grouped-cache graph returns this run's keys only; a concat graph the past slots too.
+    const kvWidth = pack.manifest.model.kvCache === "grouped" ? P : W0;
     chunk.forEach(({ job, mixture }, b) => {
       const logitsOffset = (keep ? b : b * P + P - 1) * V;
       const firstEntropy = wantEntropy ? meanRowEntropy(logits, logitsOffset / V, 1, V) : 0;
-      rows.push({ job, mixture, length: promptLength({ job }), kv, kvRow: b, kvWidth: W0, logits, logitsOffset, lse: logSumExp(logits, logitsOffset, V), firstEntropy });
+      rows.push({ job, mixture, length: promptLength({ job }), kv, kvRow: b, kvWidth, logits, logitsOffset, lse: logSumExp(logits, logitsOffset, V), firstEntropy });
     });
   }
 

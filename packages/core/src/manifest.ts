@@ -13,6 +13,14 @@ export interface ModelConfig {
   hiddenSize: number;
   vocabSize: number;
   maxPositions: number;
+  /**
+   * How the graph's KV cache pairs with its rows. `"concat"` (the contract's default): past row b
+   * serves input row b, and `present` is the past plus this run's keys/values. `"grouped"`: the
+   * past batch may be any divisor of the input batch (input row b attends to past row
+   * ⌊b / (B / Bp)⌋) and `present` holds this run's keys/values only, so a prompt's cache is fed
+   * once for all its candidate rows instead of once per row.
+   */
+  kvCache: "concat" | "grouped";
 }
 
 /** One LoRA-wrapped Linear layer of the exported graph. */
@@ -142,6 +150,11 @@ class ManifestReader {
     return v;
   }
 
+  oneOf<T extends string>(v: Json, path: string, allowed: readonly T[]): T {
+    if (!allowed.includes(v as T)) this.fail(path, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+    return v as T;
+  }
+
   stringArray(v: Json, path: string): string[] {
     if (!Array.isArray(v)) this.fail(path, "must be an array of strings");
     return v.map((x, i) => this.string(x, `${path}[${i}]`));
@@ -182,6 +195,7 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     hiddenSize: r.int(m.hiddenSize, "model.hiddenSize"),
     vocabSize: r.int(m.vocabSize, "model.vocabSize"),
     maxPositions: r.int(m.maxPositions, "model.maxPositions"),
+    kvCache: m.kvCache === undefined ? "concat" : r.oneOf(m.kvCache, "model.kvCache", ["concat", "grouped"] as const),
   };
   if (model.numHeads % model.numKvHeads !== 0) r.fail("model.numKvHeads", "must divide model.numHeads");
 

@@ -20,7 +20,7 @@ const pack = {
     formatVersion: 1,
     name: "bigram",
     dtype: "float32",
-    model: { architecture: "llama", numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 2, hiddenSize: 2, vocabSize: V, maxPositions: 64 },
+    model: { architecture: "llama", numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 2, hiddenSize: 2, vocabSize: V, maxPositions: 64, kvCache: "concat" },
     files: { model: "model.onnx", tokenizer: "tokenizer.json" },
     lora: { targets: [{ module: "m", inFeatures: 2, outFeatures: 2, inputA: "lora.m.A", inputB: "lora.m.B" }], scaleInput: "lora_scale" },
     adapters: {},

@@ -234,22 +234,36 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   const tokenLogProbs: number[][][] = Array.from({ length: M }, () => new Array<number[]>(N));
   const tokenEntropies: number[][] = Array.from({ length: M }, () => new Array<number>(N));
   const firstEntropy = wantEntropy ? Array.from({ length: M }, (_, m) => meanRowEntropy(promptLogits, firstRow(m) / V, 1, V)) : [];
-  const pairs: Array<[number, number]> = [];
-  for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
-  // Longest first, so that each batch pads its rows to a similar length.
-  const fed = (p: [number, number]) => job.candidateIds[p[1]]!.length - 1;
-  pairs.sort((a, b) => fed(b) - fed(a));
-  const rowKv = numKvHeads * (D + P) * headDim;
+  // The last candidate token is only scored, never fed.
+  const fedOf = (c: number) => job.candidateIds[c]!.length - 1;
+  const runCost = bucket ? RUN_COST_TOKENS : Infinity;
+  // A grouped-cache graph takes the prompt run's cache as it is (one past row per mixture) for
+  // runs of M × n rows, mixture-major; a concat graph needs a copy of it per row.
+  const grouped = pack.manifest.model.kvCache === "grouped";
+  const kvLen = grouped ? P : D + P;
+  const chunks: Array<Array<[number, number]>> = [];
+  if (grouped) {
+    // Longest first, so that each run pads its rows to a similar length.
+    const order = Array.from({ length: N }, (_, c) => c).sort((a, b) => fedOf(b) - fedOf(a));
+    for (const [start, end] of planRuns(order.map(fedOf), Math.max(1, Math.floor(maxBatchRows / M)), runCost)) {
+      const cs = order.slice(start, end);
+      chunks.push(job.mixtures.flatMap((_, m) => cs.map((c): [number, number] => [m, c])));
+    }
+  } else {
+    const pairs: Array<[number, number]> = [];
+    for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
+    pairs.sort((a, b) => fedOf(b[1]) - fedOf(a[1]));
+    for (const [start, end] of planRuns(pairs.map((p) => fedOf(p[1])), maxBatchRows, runCost)) chunks.push(pairs.slice(start, end));
+  }
+  const rowKv = numKvHeads * kvLen * headDim;
 
-  for (const [start, end] of planRuns(pairs.map(fed), maxBatchRows, bucket ? RUN_COST_TOKENS : Infinity)) {
-    const chunk = pairs.slice(start, end);
+  for (const chunk of chunks) {
     const B = chunk.length;
-    // The last candidate token is only scored, never fed.
-    const L = Math.max(...chunk.map(([, c]) => job.candidateIds[c]!.length - 1));
+    const L = Math.max(...chunk.map(([, c]) => fedOf(c)));
     let logits: Float32Array | null = null;
     if (L > 0) {
       const ids = new Array<number>(B * L).fill(pack.manifest.prompt.endTokenId);
-      const W = D + P + L;
+      const W = kvLen + L;
       const mask = new Array<number>(B * W).fill(0);
       const pos = new Array<number>(B * L);
       chunk.forEach(([, c], b) => {
@@ -257,19 +271,23 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
         for (let k = 0; k < L; k++) {
           if (k < cand.length - 1) {
             ids[b * L + k] = cand[k]!;
-            mask[b * W + D + P + k] = 1;
+            mask[b * W + kvLen + k] = 1;
           }
           pos[b * L + k] = P + k;
         }
-        for (let t = 0; t < P; t++) mask[b * W + D + t] = 1;
+        mask.fill(1, b * W + kvLen - P, b * W + kvLen);
       });
       const past: Record<string, TensorLike> = {};
       for (let i = 0; i < 2 * numLayers; i++) {
+        const name = i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1);
+        if (grouped) {
+          past[name] = prompt[presentNames[i]!]!;
+          continue;
+        }
         const src = present[i]!;
         const dst = new Float32Array(B * rowKv);
         chunk.forEach(([m], b) => dst.set(src.subarray(m * rowKv, (m + 1) * rowKv), b * rowKv));
-        const name = i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1);
-        past[name] = tensor("float32", dst, [B, numKvHeads, D + P, headDim]);
+        past[name] = tensor("float32", dst, [B, numKvHeads, kvLen, headDim]);
       }
       const feeds: Record<string, TensorLike> = {
         input_ids: int64(ids, [B, L]),
