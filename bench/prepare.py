@@ -207,13 +207,15 @@ def main() -> int:
                 with quiet():
                     export_onnx(model, targets, path, **kw)
             res[f"{name}Model"] = str(path)
-        # The no-LoRA graph and the merged pack keep the pack graph's interface (scoring head or not),
+        # The no-LoRA graph and the merged pack keep the pack graph's interface (scoring head or not, KV cache),
         # so that they differ from the pack only in how adapters are applied.
         import onnx
 
         pack_inputs = {i.name for i in onnx.load(str(pack / manifest["files"]["model"]), load_external_data=False).graph.input}
         head_kw = {"logits_to_keep": True, "token_logprobs": True} if {"num_logits_to_keep", "target_ids"} <= pack_inputs else {}
-        suffix = "-head" if head_kw else ""
+        kv_cache = manifest["model"].get("kvCache", "concat")
+        suffix = ("-head" if head_kw else "") + ("-grouped" if kv_cache == "grouped" else "")
+        head_kw["kv_cache"] = kv_cache
         path = cache / f"model-nolora{suffix}.onnx"
         if not path.is_file():
             log("exporting a graph without LoRA inputs")

@@ -184,7 +184,8 @@ const job = (r, mixtures = [mixture]) => ({ promptIds: r.promptIds, candidateIds
 const viaCore = (o, mixtures, options) => async (r) => core.scoreCandidates(o.session, o.pack, o.mixer, job(r, mixtures), options);
 
 add({ id: "naive", group: "scoring", label: "naive: one full pass per candidate (Node, core)", run: viaCore(main, [mixture], { strategy: "naive" }) });
-add({ id: "prefix", group: "scoring", label: "shared prefix, KV cache reused, runs of similar length (Node, core default)", run: viaCore(main, [mixture]) });
+const groupedKv = main.pack.manifest.model.kvCache === "grouped";
+add({ id: "prefix", group: "scoring", label: `shared prefix, KV cache reused, runs of similar length${groupedKv ? ", grouped KV cache (the prompt's cache fed once per run)" : ""} (Node, core default)`, run: viaCore(main, [mixture]) });
 add({ id: "prefix-onebatch", group: "scoring", label: "shared prefix, all candidates in one run padded to the longest (bucketByLength: false)", run: viaCore(main, [mixture], { bucketByLength: false }) });
 
 let blockSession = null;
@@ -193,14 +194,16 @@ const noBlock = prep.blockModel ? null : `needs the block-causal graph, exported
 add({ id: "packed", group: "scoring", label: "packed: prompt + all candidates in one sequence, block-causal mask (Node)", skip: noBlock, run: (r) => scorePacked(blockSession, main.pack, main.mixer, job(r)) });
 add({ id: "packed-cached", group: "scoring", label: "packed candidates on the cached prompt (one row, block mask) (Node)", skip: noBlock, run: (r) => scorePackedCached(blockSession, main.pack, main.mixer, job(r)) });
 
-// Graph variants core uses when present (scoring.ts GraphExtras), on the same pack.
+// Graph variants core uses when present (scoring.ts GraphExtras), on the same pack. They are
+// exported with the contract's concat KV cache, so core is told so whatever the pack's graph has.
+const concatPack = { ...main.pack, manifest: { ...main.pack.manifest, model: { ...main.pack.manifest.model, kvCache: "concat" } } };
 const extraSessions = {};
 for (const [id, file, label] of [
   ["prefix-keep", prep.keepModel, "shared prefix, graph with num_logits_to_keep (prompt returns 1 row of logits) (Node)"],
-  ["prefix-head", prep.headModel, "shared prefix, graph with num_logits_to_keep + token_logprobs (no vocab-sized outputs) (Node)"],
+  ["prefix-head", prep.headModel, "shared prefix, graph with num_logits_to_keep + token_logprobs (no vocab-sized outputs), concat KV cache (a copy of the prompt's cache per row) (Node)"],
 ]) {
   if (file) extraSessions[id] = await backend.createSession(new Uint8Array(readFileSync(file)));
-  add({ id, group: "scoring", label, skip: file ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`, run: (r) => core.scoreCandidates(extraSessions[id], main.pack, main.mixer, job(r)) });
+  add({ id, group: "scoring", label, skip: file ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`, run: (r) => core.scoreCandidates(extraSessions[id], concatPack, main.mixer, job(r)) });
 }
 
 const PY_VARIANTS = ["py-ort", "py-ort-head", "torch", "generate"];
