@@ -268,8 +268,26 @@ describe("a grouped-KV-cache graph (test/fixtures/tiny-pack-grouped: same weight
       for (const b of pastBatches) expect(b).toBe(job.mixtures.length);
     }
     const want = await scoreBatchedJobs(session, pack, mixer, jobs);
-    const got = await scoreBatchedJobs(inner, grouped, groupedMixer, jobs);
+    const shapes: Array<[rows: number, caches: number]> = [];
+    const watching: InferenceSession = {
+      ...inner,
+      run(feeds, names) {
+        const past = feeds["past_key_values.0.key"]!.dims;
+        if (past[2]! > 0) shapes.push([feeds.input_ids!.dims[0]!, past[0]!]);
+        return inner.run(feeds, names);
+      },
+    };
+    const got = await scoreBatchedJobs(watching, grouped, groupedMixer, jobs);
     got.results.forEach((r, j) => expectClose(r.scores, want.results[j]!.scores));
+    // every cache serves a whole number of rows; jobs with several candidates share one copy
+    for (const [rows, caches] of shapes) expect(rows % caches).toBe(0);
+    expect(shapes.some(([rows, caches]) => caches < rows)).toBe(true);
+    const totalRows = jobs.reduce((n, j) => n + j.mixtures.length * j.candidateIds.length, 0);
+    expect(shapes.reduce((n, [rows]) => n + rows, 0)).toBe(totalRows);
+    shapes.length = 0;
+    const small = await scoreBatchedJobs(watching, grouped, groupedMixer, jobs, { maxBatchRows: 3 });
+    small.results.forEach((r, j) => expectClose(r.scores, want.results[j]!.scores));
+    for (const [rows] of shapes) expect(rows).toBeLessThanOrEqual(3);
     await inner.release();
   });
 });

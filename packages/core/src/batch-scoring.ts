@@ -80,6 +80,53 @@ function planCandidateRuns(
 }
 
 
+/**
+ * Runs for a grouped-cache graph: a run feeds the caches of some prompt rows once, each serving
+ * the same number of consecutive candidate rows. Prompt rows are grouped by candidate count; each
+ * row's candidates, longest first, are cut into `s` slices (the `s` of least estimated cost, as
+ * {@link planCandidateRuns} estimates it), and slice k of several rows (longest prompts together)
+ * forms a run of at most `maxRows` rows.
+ */
+function planGroupedRuns(
+  promptRows: ReadonlyArray<{ length: number; fed: readonly number[] }>,
+  maxRows: number,
+  runCost: number,
+  costs: { token: number; key: number },
+  maxLogits: number,
+  vocab: number,
+): Array<{ pairs: Array<[number, number]>; past: number[] }> {
+  const byCount = new Map<number, number[]>();
+  promptRows.forEach((r, i) => {
+    if (r.fed.length > 0) byCount.set(r.fed.length, [...(byCount.get(r.fed.length) ?? []), i]);
+  });
+  const out: Array<{ pairs: Array<[number, number]>; past: number[] }> = [];
+  for (const [n, members] of byCount) {
+    members.sort((a, b) => promptRows[b]!.length - promptRows[a]!.length);
+    const order = new Map(members.map((r) => [r, promptRows[r]!.fed.map((_, c) => c).sort((a, b) => promptRows[r]!.fed[b]! - promptRows[r]!.fed[a]!)]));
+    let best: { cost: number; runs: Array<{ pairs: Array<[number, number]>; past: number[] }> } | null = null;
+    const minSlices = Math.ceil(n / maxRows);
+    for (let s = minSlices; s <= Math.min(n, minSlices + 3); s++) {
+      const g = Math.ceil(n / s);
+      const runs: Array<{ pairs: Array<[number, number]>; past: number[] }> = [];
+      let cost = 0;
+      for (let k = 0; k * g < n; k++) {
+        const sliceL = Math.max(...members.map((r) => promptRows[r]!.fed[order.get(r)![k * g]!]!));
+        const perRun = Math.max(1, Math.min(Math.floor(maxRows / g), sliceL > 0 ? Math.floor(maxLogits / (g * sliceL * vocab)) : Infinity));
+        for (let j = 0; j < members.length; j += perRun) {
+          const past = members.slice(j, j + perRun);
+          const pairs = past.flatMap((r) => order.get(r)!.slice(k * g, (k + 1) * g).map((c): [number, number] => [r, c]));
+          const L = Math.max(...pairs.map(([r, c]) => promptRows[r]!.fed[c]!));
+          if (L > 0) cost += runCost + pairs.length * L * (costs.token + costs.key * (promptRows[past[0]!]!.length + L));
+          runs.push({ pairs, past });
+        }
+      }
+      if (best === null || cost < best.cost) best = { cost, runs };
+    }
+    out.push(...best!.runs);
+  }
+  return out;
+}
+
 /** The answer of {@link scoreBatchedJobs}: one {@link ScoreResult} per job, in job order. */
 export interface BatchScoreResult {
   /** `results[j]` scores `jobs[j]`; its `runs` is the model runs of the whole batch, shared by all jobs. */
@@ -227,9 +274,10 @@ export async function scoreBatchedJobs(
     });
   }
 
-  // 2. Candidate runs on the prompt caches: (prompt row, candidate) pairs. Two orders are planned,
-  // longest suffix first (least suffix padding) and longest prompt first (fewest attended keys);
-  // the cheaper plan runs.
+  // 2. Candidate runs on the prompt caches: (prompt row, candidate) pairs. A grouped-cache graph
+  // gets each prompt row's cache once per run (planGroupedRuns). Otherwise every row gets its own
+  // copy, and two orders are planned, longest suffix first (least suffix padding) and longest
+  // prompt first (fewest attended keys); the cheaper plan runs.
   const all: Array<[row: number, candidate: number]> = [];
   rows.forEach((r, i) => jobs[r.job]!.candidateIds.forEach((_, c) => all.push([i, c])));
   // The last candidate token is only scored, never fed.
@@ -237,14 +285,21 @@ export async function scoreBatchedJobs(
   const plen = ([r]: [number, number]) => rows[r]!.length;
   const costs = tokenCosts(pack);
   const runCost = (options.runCostTokens ?? RUN_COST_TOKENS) * costs.token;
-  const plans = [
-    [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
-    [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
-  ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V) }));
-  const plan = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
+  // A run: its (prompt row, candidate) rows and, on a grouped-cache graph, the prompt rows whose
+  // caches it is fed (each serving the same number of consecutive rows); else one cache per row.
+  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }>;
+  if (pack.manifest.model.kvCache === "grouped") {
+    chunks = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V);
+  } else {
+    const plans = [
+      [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
+      [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
+    ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V) }));
+    const plan = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
+    chunks = plan.runs.map(([start, end]) => ({ pairs: plan.order.slice(start, end), past: null }));
+  }
 
-  for (const [start, end] of plan.runs) {
-    const chunk = plan.order.slice(start, end);
+  for (const { pairs: chunk, past: pastRows } of chunks) {
     const B = chunk.length;
     const L = Math.max(...chunk.map(fed));
     let out: Float32Array | null = null;
@@ -277,8 +332,9 @@ export async function scoreBatchedJobs(
         ...mixer.feeds(chunk.map(([r]) => jobs[rows[r]!.job]!.mixtures[rows[r]!.mixture]!)),
       };
       for (let i = 0; i < 2 * numLayers; i++) {
-        const dst = new Float32Array(B * numKvHeads * W0 * headDim);
-        chunk.forEach(([r], b) => {
+        const cacheRows = pastRows ?? chunk.map(([r]) => r);
+        const dst = new Float32Array(cacheRows.length * numKvHeads * W0 * headDim);
+        cacheRows.forEach((r, b) => {
           const row = rows[r]!;
           const src = row.kv[i]!;
           const n = row.length * headDim;
@@ -288,7 +344,7 @@ export async function scoreBatchedJobs(
             dst.set(src.subarray(from, from + n), ((b * numKvHeads + h) * W0 + W0 - row.length) * headDim);
           }
         });
-        feeds[i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1)] = tensor("float32", dst, [B, numKvHeads, W0, headDim]);
+        feeds[i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1)] = tensor("float32", dst, [cacheRows.length, numKvHeads, W0, headDim]);
       }
       if (keep) feeds.num_logits_to_keep = int64([0], [1]);
       if (tgt) feeds.target_ids = int64(tgt, [B, L]);
