@@ -154,6 +154,17 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
       await session.release();
     });
 
+    it("the `answer` objective is the golden token entropy along the top-ranked candidate", async () => {
+      await ready;
+      const byAnswer = await createRecommender({ backend: rt.backend(), pack, entropyObjective: "answer" });
+      for (const c of cases.filter((x) => x.lambda !== null)) {
+        const mixtures = [byAnswer.resolveMixture(c.request.domain, { lambda: c.lambda! }).weights];
+        const { objective } = await byAnswer.scoreWithEntropy({ ...c.request, mixtures });
+        expect(objective[0]).toBeCloseTo(c.tokenEntropies[c.ranking[0]!]!, 4);
+      }
+      await byAnswer.close();
+    });
+
     it("adaptive mixture picks the λ with the least entropy objective (tokens by default, or candidates)", async () => {
       await ready;
       const req = cases[0]!.request;

@@ -37,6 +37,15 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _listwise(cfg) -> str:
+    w = {"general": cfg.general_lora.rank_weight, "domain": cfg.domain_lora.rank_weight}
+    if not any(w.values()):
+        return " only (as in the paper)"
+    c = cfg.domain_lora
+    return (f" plus the listwise term (target vs {c.rank_negatives} sampled titles of {c.rank_batch} prompts per step, scored as the runtime scores; "
+            f"weight {w['general']:g} for the general LoRA, {w['domain']:g} for the domain LoRAs; training/README.md)")
+
+
 def render(results: dict, cfg, quick: bool) -> str:
     table = results["table"]
     cells = list(table)
@@ -75,9 +84,11 @@ def render(results: dict, cfg, quick: bool) -> str:
 Target domains: {", ".join(cfg.targets)} (general domains: {", ".join(cfg.general)}). Each test
 case ranks 1 positive among {cfg.negatives + 1} candidates (negatives drawn from the same pool
 as the positive, fixed by seed {cfg.seed} and saved). *Warm*: positives seen in training; *cold*:
-positives among the ~20 % of items held out from all training. Cases per cell: {n_cases}.
+positives among the ~20 % of items held out from all training. Cases per cell: {', '.join(f'{c} {n}' for c, n in n_cases.items())}.
 LLM rows are evaluated through the TypeScript runtime (`molorec eval`, onnxruntime-node CPU);
 baselines on the same saved cases in Python. λ is the weight of the domain LoRA.
+LoRAs (rank {cfg.domain_lora.rank}, all linear layers): general {cfg.general_lora.steps} steps, each domain {cfg.domain_lora.steps} steps of {cfg.domain_lora.batch_size} prompts, the
+generative loss on the next title{_listwise(cfg)}.
 
 {chr(10).join(lines)}
 

@@ -21,6 +21,7 @@ export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPac
 export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
 export {
   createRecommender,
+  ENTROPY_OBJECTIVES,
   type EntropyObjective,
   type LambdaScores,
   type RankedCandidate,

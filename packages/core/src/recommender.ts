@@ -42,10 +42,16 @@ export interface RecommendResponse {
  * What the entropy-guided policies (`adaptive`, calibration) minimise, on unlabeled requests.
  * `tokens` (default): the mean entropy of the model's next-token distributions along the request's
  * candidate titles (the paper's token-level entropy, teacher-forced on the candidates rather than
- * on greedy generations). `candidates`: the entropy of the softmax over the candidates' scores.
- * On the demo pack, `candidates` prefers an adapter that is confidently wrong (docs/results.md).
+ * on greedy generations). `answer`: the same entropy along the one candidate the mixture ranks
+ * first — the model's own answer, as the paper measures entropy on what the model generates, so
+ * that an adapter trained to reject wrong titles is not penalised for its surprise on them.
+ * `candidates`: the entropy of the softmax over the candidates' scores. On the demo pack,
+ * `candidates` prefers an adapter that is confidently wrong (docs/results.md).
  */
-export type EntropyObjective = "tokens" | "candidates";
+export type EntropyObjective = "tokens" | "answer" | "candidates";
+
+/** The objectives {@link EntropyObjective} allows. */
+export const ENTROPY_OBJECTIVES: readonly EntropyObjective[] = ["tokens", "answer", "candidates"];
 
 /** Options of {@link createRecommender}. */
 export interface RecommenderOptions {
@@ -149,15 +155,21 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   };
   const adaptive = options.adaptiveLambdas ?? DEFAULT_ADAPTIVE;
   const objectiveKind: EntropyObjective = options.entropyObjective ?? "tokens";
-  if (objectiveKind !== "tokens" && objectiveKind !== "candidates") {
-    throw new MolorecError("INVALID_REQUEST", `entropyObjective must be "tokens" or "candidates", got ${JSON.stringify(objectiveKind)}`);
+  if (!ENTROPY_OBJECTIVES.includes(objectiveKind)) {
+    throw new MolorecError("INVALID_REQUEST", `entropyObjective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, got ${JSON.stringify(objectiveKind)}`);
   }
   const scoring = { strategy: options.strategy ?? "prefix", maxBatchRows: options.maxBatchRows ?? 64 } as const;
-  const withEntropy = { ...scoring, tokenEntropy: objectiveKind === "tokens" };
+  const withEntropy = { ...scoring, tokenEntropy: objectiveKind !== "candidates" };
 
   /** The objective per mixture of one scored request. */
   function objectiveOf(result: ScoreResult): number[] {
     if (objectiveKind === "candidates") return result.scores.map((s) => entropy(softmax(s)));
+    if (objectiveKind === "answer") {
+      return result.tokenEntropies!.map((row, m) => {
+        const s = result.scores[m]!;
+        return row[s.indexOf(Math.max(...s))]!;
+      });
+    }
     return result.tokenEntropies!.map((row) => row.reduce((a, b) => a + b, 0) / row.length);
   }
 

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
   createRecommender,
+  ENTROPY_OBJECTIVES,
   evaluatePolicies,
   type EntropyObjective,
   isMolorecError,
@@ -35,7 +36,8 @@ recommend options:
   --json           print the response as JSON
   --ep EP          execution provider: auto (default), cpu, cuda
   --objective O    what adaptive and calibrate minimise: tokens (default; mean next-token entropy
-                   along the candidate titles) or candidates (entropy over the candidates' scores)
+                   along the candidate titles), answer (the same along the top-ranked candidate
+                   only) or candidates (entropy over the candidates' scores)
 
 eval options:
   --mixture LIST   comma-separated policies (default general,domain,wa,calibrated,adaptive)
@@ -109,7 +111,7 @@ export async function main(argv: string[]): Promise<number> {
   const packDir = values.pack ?? process.env.MOLOREC_PACK;
   if (!packDir) throw new MolorecError("INVALID_REQUEST", "no pack: pass --pack DIR (the folder holding molorec.json) or set MOLOREC_PACK");
   if (!["auto", "cpu", "cuda"].includes(values.ep!)) throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
-  if (!["tokens", "candidates"].includes(values.objective!)) throw new MolorecError("INVALID_REQUEST", `--objective must be tokens or candidates, not ${values.objective}`);
+  if (!ENTROPY_OBJECTIVES.includes(values.objective as EntropyObjective)) throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, not ${values.objective}`);
 
   if (command === "info") {
     const pack = await loadPackFromDir(packDir);
