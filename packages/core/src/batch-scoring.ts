@@ -94,12 +94,13 @@ function planGroupedRuns(
   costs: { token: number; key: number },
   maxLogits: number,
   vocab: number,
-): Array<{ pairs: Array<[number, number]>; past: number[] }> {
+): { runs: Array<{ pairs: Array<[number, number]>; past: number[] }>; cost: number } {
   const byCount = new Map<number, number[]>();
   promptRows.forEach((r, i) => {
     if (r.fed.length > 0) byCount.set(r.fed.length, [...(byCount.get(r.fed.length) ?? []), i]);
   });
   const out: Array<{ pairs: Array<[number, number]>; past: number[] }> = [];
+  let total = 0;
   for (const [n, members] of byCount) {
     members.sort((a, b) => promptRows[b]!.length - promptRows[a]!.length);
     const order = new Map(members.map((r) => [r, promptRows[r]!.fed.map((_, c) => c).sort((a, b) => promptRows[r]!.fed[b]! - promptRows[r]!.fed[a]!)]));
@@ -123,9 +124,16 @@ function planGroupedRuns(
       if (best === null || cost < best.cost) best = { cost, runs };
     }
     out.push(...best!.runs);
+    total += best!.cost;
   }
-  return out;
+  return { runs: out, cost: total };
 }
+
+/**
+ * A grouped plan is kept unless the per-row plan is estimated this much cheaper: the estimate
+ * counts padded tokens and runs, not the per-row cache copies the grouped plan saves.
+ */
+const GROUPED_PREFERENCE = 0.85;
 
 /** The answer of {@link scoreBatchedJobs}: one {@link ScoreResult} per job, in job order. */
 export interface BatchScoreResult {
@@ -287,16 +295,22 @@ export async function scoreBatchedJobs(
   const runCost = (options.runCostTokens ?? RUN_COST_TOKENS) * costs.token;
   // A run: its (prompt row, candidate) rows and, on a grouped-cache graph, the prompt rows whose
   // caches it is fed (each serving the same number of consecutive rows); else one cache per row.
-  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }>;
+  // Requests with different candidate counts cannot share a grouped run; when that costs clearly
+  // more than copying each row's cache (the estimates below), the grouped graph takes copies too.
+  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> | null = null;
+  let groupedCost = Infinity;
   if (pack.manifest.model.kvCache === "grouped") {
-    chunks = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V);
-  } else {
+    const grouped = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V);
+    chunks = grouped.runs;
+    groupedCost = grouped.cost;
+  }
+  {
     const plans = [
       [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
       [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
     ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V) }));
     const plan = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
-    chunks = plan.runs.map(([start, end]) => ({ pairs: plan.order.slice(start, end), past: null }));
+    if (chunks === null || plan.cost < GROUPED_PREFERENCE * groupedCost) chunks = plan.runs.map(([start, end]) => ({ pairs: plan.order.slice(start, end), past: null }));
   }
 
   for (const { pairs: chunk, past: pastRows } of chunks) {
