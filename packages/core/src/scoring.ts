@@ -48,6 +48,8 @@ export interface ScoringOptions {
    * length either way.
    */
   bucketByLength?: boolean;
+  /** A candidate run's fixed cost in padded tokens, for `bucketByLength`. Default {@link RUN_COST_TOKENS}. */
+  runCostTokens?: number;
   /**
    * Also return {@link ScoreResult.tokenEntropies} (the token-level entropy objective of the
    * `tokens` mixing criterion). Needs the graph's full `logits`, so packs exported with
@@ -236,7 +238,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   const firstEntropy = wantEntropy ? Array.from({ length: M }, (_, m) => meanRowEntropy(promptLogits, firstRow(m) / V, 1, V)) : [];
   // The last candidate token is only scored, never fed.
   const fedOf = (c: number) => job.candidateIds[c]!.length - 1;
-  const runCost = bucket ? RUN_COST_TOKENS : Infinity;
+  const runCost = bucket ? (options.runCostTokens ?? RUN_COST_TOKENS) : Infinity;
   // A grouped-cache graph takes the prompt run's cache as it is (one past row per mixture) for
   // runs of M × n rows, mixture-major; a concat graph needs a copy of it per row.
   const grouped = pack.manifest.model.kvCache === "grouped";
