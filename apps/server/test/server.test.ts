@@ -315,7 +315,9 @@ describe("graceful shutdown", () => {
 
 describe("graceful shutdown, grace period", () => {
   it("answers connections made in the grace period (connection: close), then stops listening", async () => {
-    const server = await start({ maxBatch: 4, maxWaitMs: 0, shutdownGraceMs: 400 });
+    // A grace period longer than a cold first scoring run on a busy CI machine (the two requests
+    // below must both land inside it; with 400 ms a loaded 2-core run refused the second).
+    const server = await start({ maxBatch: 4, maxWaitMs: 0, shutdownGraceMs: 2500 });
     const stopped = server.shutdown("test");
     // A client that connected just as the signal came (e.g. still in the accept queue) is served.
     const res = await post(server, JSON.stringify({ history: cases[0]!.history, candidates: cases[0]!.candidates }));
