@@ -226,7 +226,6 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
   );
   runs++;
   const promptLogits = prompt.logits!.data as Float32Array;
-  const present = presentNames.map((name) => prompt[name]!.data as Float32Array);
   // The prompt's last position scores every candidate's first token: normalise it once per mixture.
   const firstRow = (m: number) => (extras.keep ? m : m * P + P - 1) * V;
   const firstLse = Array.from({ length: M }, (_, m) => logSumExp(promptLogits, firstRow(m), V));
@@ -286,7 +285,7 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
           past[name] = prompt[presentNames[i]!]!;
           continue;
         }
-        const src = present[i]!;
+        const src = prompt[presentNames[i]!]!.data as Float32Array;
         const dst = new Float32Array(B * rowKv);
         chunk.forEach(([m], b) => dst.set(src.subarray(m * rowKv, (m + 1) * rowKv), b * rowKv));
         past[name] = tensor("float32", dst, [B, numKvHeads, kvLen, headDim]);
