@@ -50,8 +50,6 @@ def sample_cases(rows: Sequence[dict], titles: dict[str, str], held: frozenset[s
     return out
 
 
-
-
 def candidate_scores(model: torch.nn.Module, cases: Sequence[Case], pad: int) -> torch.Tensor:
     """[len(cases), n_candidates] mean log-prob of each candidate's tokens (end token included)."""
     seqs, spans = [], []

@@ -220,6 +220,7 @@ export async function scoreBatchedJobs(
   const { keep, targets, targetInput } = graphExtras(session, wantEntropy);
   // Sessions that cannot take zero-sized tensors start from a 1-slot past that the mask hides.
   const D = session.acceptsEmptyTensors === false ? 1 : 0;
+  const grouped = pack.manifest.model.kvCache === "grouped";
   let runs = 0;
 
   const specs: Array<{ job: number; mixture: number }> = [];
@@ -274,7 +275,7 @@ export async function scoreBatchedJobs(
     const logits = out.logits!.data as Float32Array;
     const kv = presentNames.map((name) => out[name]!.data as Float32Array);
     // A grouped-cache graph returns this run's keys only; a concat graph the past slots too.
-    const kvWidth = pack.manifest.model.kvCache === "grouped" ? P : W0;
+    const kvWidth = grouped ? P : W0;
     chunk.forEach(({ job, mixture }, b) => {
       const logitsOffset = (keep ? b : b * P + P - 1) * V;
       const firstEntropy = wantEntropy ? meanRowEntropy(logits, logitsOffset / V, 1, V) : 0;
@@ -297,20 +298,16 @@ export async function scoreBatchedJobs(
   // caches it is fed (each serving the same number of consecutive rows); else one cache per row.
   // Requests with different candidate counts cannot share a grouped run; when that costs clearly
   // more than copying each row's cache (the estimates below), the grouped graph takes copies too.
-  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> | null = null;
-  let groupedCost = Infinity;
-  if (pack.manifest.model.kvCache === "grouped") {
-    const grouped = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V);
-    chunks = grouped.runs;
-    groupedCost = grouped.cost;
-  }
-  {
-    const plans = [
-      [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
-      [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
-    ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024), V) }));
-    const plan = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
-    if (chunks === null || plan.cost < GROUPED_PREFERENCE * groupedCost) chunks = plan.runs.map(([start, end]) => ({ pairs: plan.order.slice(start, end), past: null }));
+  const maxLogits = targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024);
+  const plans = [
+    [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
+    [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
+  ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, maxLogits, V) }));
+  const perRow = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
+  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> = perRow.runs.map(([start, end]) => ({ pairs: perRow.order.slice(start, end), past: null }));
+  if (grouped) {
+    const plan = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, maxLogits, V);
+    if (perRow.cost >= GROUPED_PREFERENCE * plan.cost) chunks = plan.runs;
   }
 
   for (const { pairs: chunk, past: pastRows } of chunks) {
