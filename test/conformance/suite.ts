@@ -185,6 +185,65 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
       await byCandidates.close();
     });
 
+    // Calibration on unlabeled requests: the distinct golden requests (3, 1 and 15 history titles)
+    // and a fourth history, so that groups of 2 make 2 groups with different shared candidates.
+    const unlabeled = () => {
+      const distinct = cases.filter((c) => c.request.mixture === "domain").map((c) => ({ history: c.request.history, candidates: c.request.candidates }));
+      return [...distinct, { history: [...distinct[2]!.history].reverse().slice(0, 6), candidates: distinct[1]!.candidates }];
+    };
+
+    it("calibrates on an entropy objective: each evaluated value is the mean objective over the requests", async () => {
+      await ready;
+      const reqs = unlabeled();
+      const res = await rec.calibrate("movies", reqs, { objective: "candidates", gridPoints: 3, refineRounds: 0 });
+      expect(res.objectiveKind).toBe("candidates");
+      expect(res.evaluated.map((e) => e.lambda)).toEqual([0, 0.5, 1]);
+      for (const e of res.evaluated) {
+        let sum = 0;
+        for (const r of reqs) sum += entropy(softmax((await rec.scoreLambdas({ ...r, domain: "movies", lambdas: [e.lambda] })).scores[0]!));
+        expect(e.objective).toBeCloseTo(sum / reqs.length, 6);
+      }
+      expect(res.objective).toBe(Math.min(...res.evaluated.map((e) => e.objective)));
+      expect(res.lambda).toBe(res.evaluated.find((e) => e.objective === res.objective)!.lambda);
+    });
+
+    it("calibrates on the information objective: minus the history–pick mutual information on shared candidates", async () => {
+      await ready;
+      const reqs = unlabeled();
+      const res = await rec.calibrate("movies", reqs, { objective: "information", groupSize: 2, gridPoints: 3, refineRounds: 1, refinePoints: 3 });
+      expect(res.objectiveKind).toBe("information");
+      // Round-robin groups of 2: requests 0 and 2 on request 0's candidates, 1 and 3 on request 1's.
+      const groups = [[reqs[0]!, reqs[2]!], [reqs[1]!, reqs[3]!]];
+      for (const e of res.evaluated) {
+        let total = 0;
+        for (const g of groups) {
+          const ps: number[][] = [];
+          for (const r of g) ps.push(softmax((await rec.scoreLambdas({ history: r.history, candidates: g[0]!.candidates, domain: "movies", lambdas: [e.lambda] })).scores[0]!));
+          const mean = ps[0]!.map((_, k) => ps.reduce((a, p) => a + p[k]!, 0) / ps.length);
+          const mi = entropy(mean) - ps.reduce((a, p) => a + entropy(p), 0) / ps.length;
+          total += (mi * g.length) / reqs.length;
+        }
+        expect(-e.objective).toBeCloseTo(total, 6);
+        expect(-e.objective).toBeGreaterThan(1e-6); // these histories do change the picks
+      }
+      expect(res.lambda).toBe(res.evaluated.find((e) => e.objective === Math.min(...res.evaluated.map((x) => x.objective)))!.lambda);
+      // Requests that share one history carry no information about it, whatever λ.
+      const same = reqs.map((r) => ({ ...r, history: reqs[0]!.history }));
+      const flat = await rec.calibrate("movies", same, { objective: "information", groupSize: 2, gridPoints: 3, refineRounds: 0 });
+      for (const e of flat.evaluated) expect(Math.abs(e.objective)).toBeLessThan(1e-9);
+    });
+
+    it("refuses a calibration it cannot run, with coded errors", async () => {
+      await ready;
+      const reqs = unlabeled();
+      const code = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => (isMolorecError(e) ? e.code : String(e)));
+      expect(await code(rec.calibrate("movies", reqs, { objective: "perplexity" as never }))).toBe("INVALID_REQUEST");
+      expect(await code(rec.calibrate("movies", reqs.slice(0, 1), { objective: "information" }))).toBe("INVALID_REQUEST");
+      expect(await code(rec.calibrate("movies", reqs, { objective: "information", groupSize: 1 }))).toBe("INVALID_REQUEST");
+      expect(await code(rec.calibrate("books", reqs, { objective: "information" }))).toBe("UNKNOWN_DOMAIN");
+      expect(await code(rec.calibrate("movies", []))).toBe("INVALID_REQUEST");
+    });
+
     it("answers repeated requests identically (no state carried between requests)", async () => {
       await ready;
       const req = { ...cases.find((c) => c.request.history.length > 10)!.request, mixture: "wa" };

@@ -20,8 +20,12 @@ export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
 export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
 export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
 export {
+  CALIBRATION_OBJECTIVES,
   createRecommender,
   ENTROPY_OBJECTIVES,
+  type CalibrationObjective,
+  type CalibrationOptions,
+  type CalibrationResult,
   type EntropyObjective,
   type LambdaScores,
   type RankedCandidate,

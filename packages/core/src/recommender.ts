@@ -9,6 +9,23 @@ import { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringStrategy 
 import { checkScoreJob, scoreBatchedJobs } from "./batch-scoring.js";
 import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 
+/**
+ * Groups of requests for the `information` objective: round-robin into ⌊n / size⌋ groups (at
+ * least one), each scored on the candidates of its first request with ≥ 2 candidates.
+ */
+function informationGroups(requests: ReadonlyArray<{ history: string[]; candidates: string[] }>, size: number): Array<{ candidates: string[]; histories: string[][] }> {
+  if (!(Number.isInteger(size) && size >= 2)) throw new MolorecError("INVALID_REQUEST", `groupSize must be an integer ≥ 2, got ${size}`);
+  if (requests.length < 2) throw new MolorecError("INVALID_REQUEST", `the information objective needs at least 2 unlabeled requests (it compares histories), got ${requests.length}`);
+  const n = Math.max(1, Math.floor(requests.length / size));
+  const groups = Array.from({ length: n }, () => [] as Array<{ history: string[]; candidates: string[] }>);
+  requests.forEach((r, i) => groups[i % n]!.push(r));
+  return groups.map((members) => {
+    const shared = members.find((r) => Array.isArray(r.candidates) && r.candidates.length >= 2);
+    if (!shared) throw new MolorecError("INVALID_REQUEST", "the information objective needs requests with at least 2 candidates");
+    return { candidates: shared.candidates, histories: members.map((r) => r.history) };
+  });
+}
+
 /** One ranked candidate of a {@link RecommendResponse}. */
 export interface RankedCandidate {
   /** Position of the candidate in the request. */
@@ -52,6 +69,41 @@ export type EntropyObjective = "tokens" | "answer" | "candidates";
 
 /** The objectives {@link EntropyObjective} allows. */
 export const ENTROPY_OBJECTIVES: readonly EntropyObjective[] = ["tokens", "answer", "candidates"];
+
+/**
+ * What {@link Recommender.calibrate} optimises over unlabeled requests: one of the
+ * {@link EntropyObjective}s (their mean is minimised), or `information`: the mutual information
+ * between a request's history and the candidate it picks, maximised — the entropy of the mean
+ * candidate distribution minus the mean entropy (information maximisation, as in test-time
+ * adaptation's SHOT), measured on candidate sets shared by groups of requests so that the two
+ * entropies are over the same items. Plain entropy minimisation rewards a mixture that is
+ * confident about the same candidates whatever the history (a prior, e.g. an adapter that never saw
+ * the domain); the marginal term penalises exactly that. Not per request: `adaptive` keeps its
+ * entropy objective.
+ */
+export type CalibrationObjective = EntropyObjective | "information";
+
+/** The objectives {@link CalibrationObjective} allows. */
+export const CALIBRATION_OBJECTIVES: readonly CalibrationObjective[] = [...ENTROPY_OBJECTIVES, "information"];
+
+/** Options of {@link Recommender.calibrate}: the λ search's, and the objective. */
+export interface CalibrationOptions extends LambdaSearchOptions {
+  /** Default: the recommender's {@link RecommenderOptions.entropyObjective}. */
+  objective?: CalibrationObjective;
+  /**
+   * `information` only: requests per shared candidate set (each group is scored on the candidates
+   * of its first request). Default 16; fewer than 2 requests per group is refused.
+   */
+  groupSize?: number;
+}
+
+/**
+ * A calibration result. `objective` (and each `evaluated[].objective`) is the value minimised: the
+ * mean entropy in nats, or, for `information`, minus the mutual information in nats.
+ */
+export interface CalibrationResult extends LambdaSearchResult {
+  objectiveKind: CalibrationObjective;
+}
 
 /** Options of {@link createRecommender}. */
 export interface RecommenderOptions {
@@ -129,8 +181,17 @@ export interface Recommender {
   scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }>;
   /** Scores candidates under several λ of a domain (rows of one batch). */
   scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores>;
-  /** Finds the λ minimising the mean {@link EntropyObjective} over unlabeled requests of a domain. */
-  calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: LambdaSearchOptions): Promise<LambdaSearchResult>;
+  /**
+   * Finds a domain's λ on unlabeled requests (labels are never needed): minimising the mean
+   * {@link EntropyObjective}, or maximising the history–pick mutual information
+   * (`objective: "information"`, see {@link CalibrationObjective}).
+   *
+   * @example
+   * ```ts
+   * const { lambda } = await rec.calibrate("movies", unlabeled, { objective: "information" });
+   * ```
+   */
+  calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: CalibrationOptions): Promise<CalibrationResult>;
   close(): Promise<void>;
 }
 
@@ -162,16 +223,18 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   const withEntropy = { ...scoring, tokenEntropy: objectiveKind !== "candidates" };
 
   /** The objective per mixture of one scored request. */
-  function objectiveOf(result: ScoreResult): number[] {
-    if (objectiveKind === "candidates") return result.scores.map((s) => entropy(softmax(s)));
-    if (objectiveKind === "answer") {
-      return result.tokenEntropies!.map((row, m) => {
-        const s = result.scores[m]!;
-        return row[s.indexOf(Math.max(...s))]!;
-      });
+  function objectiveFor(kind: EntropyObjective): (result: ScoreResult) => number[] {
+    if (kind === "candidates") return (result) => result.scores.map((s) => entropy(softmax(s)));
+    if (kind === "answer") {
+      return (result) =>
+        result.tokenEntropies!.map((row, m) => {
+          const s = result.scores[m]!;
+          return row[s.indexOf(Math.max(...s))]!;
+        });
     }
-    return result.tokenEntropies!.map((row) => row.reduce((a, b) => a + b, 0) / row.length);
+    return (result) => result.tokenEntropies!.map((row) => row.reduce((a, b) => a + b, 0) / row.length);
   }
+  const objectiveOf = objectiveFor(objectiveKind);
 
   function domainOf(name: string | null | undefined): string | null {
     if (name == null) return m.defaultDomain;
@@ -350,17 +413,48 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       return out;
     },
 
-    async calibrate(domain, requests, searchOptions) {
+    async calibrate(domain, requests, calibration = {}) {
       domainOf(domain);
+      const { objective: kind = objectiveKind, groupSize = 16, ...searchOptions } = calibration;
+      if (!CALIBRATION_OBJECTIVES.includes(kind)) {
+        throw new MolorecError("INVALID_REQUEST", `calibration objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, got ${JSON.stringify(kind)}`);
+      }
       if (requests.length === 0) throw new MolorecError("INVALID_REQUEST", "calibration needs at least one unlabeled request");
-      return searchLambda(async (lambdas) => {
+      if (kind === "information") {
+        const groups = informationGroups(requests, groupSize);
+        const result = await searchLambda(async (lambdas) => {
+          const mixtures = lambdas.map((l) => weightsFor(domain, l));
+          const total = new Array<number>(lambdas.length).fill(0);
+          for (const group of groups) {
+            const shared = group.candidates;
+            const meanP = lambdas.map(() => new Array<number>(shared.length).fill(0));
+            const meanH = new Array<number>(lambdas.length).fill(0);
+            for (const history of group.histories) {
+              const scores = await scoreMixtures({ history, candidates: shared, mixtures });
+              scores.forEach((s, i) => {
+                const p = softmax(s);
+                p.forEach((q, k) => (meanP[i]![k]! += q / group.histories.length));
+                meanH[i]! += entropy(p) / group.histories.length;
+              });
+            }
+            // Minus the group's mutual information, weighted by its share of the requests.
+            lambdas.forEach((_, i) => (total[i]! += ((meanH[i]! - entropy(meanP[i]!)) * group.histories.length) / requests.length));
+          }
+          return total;
+        }, searchOptions);
+        return { ...result, objectiveKind: kind };
+      }
+      const byKind = kind === objectiveKind ? objectiveOf : objectiveFor(kind);
+      const options = { ...scoring, tokenEntropy: kind !== "candidates" };
+      const result = await searchLambda(async (lambdas) => {
         const sums = new Array<number>(lambdas.length).fill(0);
         for (const r of requests) {
-          const { objective } = await scoreWithEntropy({ ...r, mixtures: lambdas.map((l) => weightsFor(domain, l)) });
-          objective.forEach((h, i) => (sums[i]! += h));
+          const res = await scoreCandidates(session, pack, mixer, jobOf({ ...r, mixtures: lambdas.map((l) => weightsFor(domain, l)) }), options);
+          byKind(res).forEach((h, i) => (sums[i]! += h));
         }
         return sums.map((s) => s / requests.length);
       }, searchOptions);
+      return { ...result, objectiveKind: kind };
     },
 
     async close() {

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -51,8 +51,28 @@ describe("molorec recommend", () => {
     [["recommend", "--pack", join(root, "test/fixtures"), "--request", join(root, "examples/request.json")], "PACK_FILE_MISSING"],
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--ep", "tpu"], "INVALID_REQUEST"],
     [["calibrate", "--pack", pack, "--domain", "movies", "--data", "x", "--objective", "perplexity"], "INVALID_REQUEST"],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--objective", "information"], "INVALID_REQUEST"],
   ])("fails with a coded error: %j", async (argv, code) => {
     capture();
     await expect(main(argv)).rejects.toMatchObject({ code });
+  });
+});
+
+describe("molorec calibrate", () => {
+  it("maximises the mutual information on unlabeled valid cases and writes λ into the pack", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));
+    const copy = join(dir, "pack");
+    cpSync(pack, copy, { recursive: true });
+    const rows = golden.cases.filter((c) => c.request.mixture === "domain").map((c, i) => ({ history: c.request.history, candidates: c.request.candidates, label: i % c.request.candidates.length }));
+    writeFileSync(join(dir, "valid.jsonl"), [...rows, { ...rows[0]!, history: rows[2]!.history.slice(0, 5) }].map((r) => JSON.stringify(r)).join("\n") + "\n");
+    const { out } = capture();
+    expect(await main(["calibrate", "--pack", copy, "--domain", "movies", "--data", dir, "--objective", "information", "--write", "--ep", "cpu"])).toBe(0);
+    const head = out.find((l) => l.startsWith("calibrated movies"))!;
+    expect(head).toMatch(/on 4 unlabeled prompts .*: λ = (\d\.\d{3}) \(mutual information \d\.\d{4}\)/);
+    const lambda = Number(/λ = (\d\.\d{3})/.exec(head)![1]);
+    const manifest = JSON.parse(readFileSync(join(copy, "molorec.json"), "utf8"));
+    expect(manifest.domains.movies.calibratedLambda).toBeCloseTo(lambda, 3);
+    // Every evaluated λ is printed with its (non-negative) mutual information.
+    expect(out.filter((l) => /^ {2}λ \d\.\d{3} {2}mutual information \d\.\d{4}$/.test(l)).length).toBeGreaterThanOrEqual(11);
   });
 });

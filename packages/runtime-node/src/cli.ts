@@ -3,8 +3,9 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import {
   createRecommender,
-  ENTROPY_OBJECTIVES,
+  CALIBRATION_OBJECTIVES,
   evaluatePolicies,
+  type CalibrationObjective,
   type EntropyObjective,
   isMolorecError,
   MolorecError,
@@ -37,7 +38,8 @@ recommend options:
   --ep EP          execution provider: auto (default), cpu, cuda
   --objective O    what adaptive and calibrate minimise: tokens (default; mean next-token entropy
                    along the candidate titles), answer (the same along the top-ranked candidate
-                   only) or candidates (entropy over the candidates' scores)
+                   only) or candidates (entropy over the candidates' scores); calibrate also
+                   takes information (maximise the mutual information between history and pick)
 
 eval options:
   --mixture LIST   comma-separated policies (default general,domain,wa,calibrated,adaptive)
@@ -45,8 +47,10 @@ eval options:
   --out FILE       also write the results as JSON
 
 calibrate: reads DIR/valid.jsonl (only history and candidates: labels are never used), searches
-λ ∈ [0,1] minimising the mean entropy objective (--objective); --write stores it in the pack's
-molorec.json as the domain's calibratedLambda.
+λ ∈ [0,1] minimising the mean entropy objective (--objective), or with --objective information
+maximising the mutual information between a request's history and the candidate it picks (groups
+of 16 requests scored on shared candidates; suits adapters trained with a ranking loss); --write
+stores it in the pack's molorec.json as the domain's calibratedLambda.
 
 The pack may also be given by the MOLOREC_PACK environment variable.`;
 
@@ -111,7 +115,10 @@ export async function main(argv: string[]): Promise<number> {
   const packDir = values.pack ?? process.env.MOLOREC_PACK;
   if (!packDir) throw new MolorecError("INVALID_REQUEST", "no pack: pass --pack DIR (the folder holding molorec.json) or set MOLOREC_PACK");
   if (!["auto", "cpu", "cuda"].includes(values.ep!)) throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
-  if (!ENTROPY_OBJECTIVES.includes(values.objective as EntropyObjective)) throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, not ${values.objective}`);
+  if (!CALIBRATION_OBJECTIVES.includes(values.objective as CalibrationObjective)) throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, not ${values.objective}`);
+  if (values.objective === "information" && command !== "calibrate") {
+    throw new MolorecError("INVALID_REQUEST", `--objective information is for calibrate only (it compares many requests; adaptive chooses λ per request): use tokens, answer or candidates with ${command}`);
+  }
 
   if (command === "info") {
     const pack = await loadPackFromDir(packDir);
@@ -156,7 +163,8 @@ async function openRecommender(packDir: string, values: Values) {
   return createRecommender({
     backend: nodeBackend({ executionProvider: values.ep as NodeExecutionProvider }),
     pack,
-    entropyObjective: values.objective as EntropyObjective,
+    // `information` is a calibration objective only; the recommender keeps the default for the rest.
+    entropyObjective: values.objective === "information" ? "tokens" : (values.objective as EntropyObjective),
   });
 }
 
@@ -206,9 +214,12 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
   const rec = await openRecommender(packDir, values);
   try {
     const started = Date.now();
-    const res = await rec.calibrate(domain, requests);
-    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (mean ${rec.entropyObjective} entropy ${res.objective.toFixed(4)})`);
-    for (const e of res.evaluated) console.log(`  λ ${e.lambda.toFixed(3)}  entropy ${e.objective.toFixed(4)}`);
+    const res = await rec.calibrate(domain, requests, { objective: values.objective as CalibrationObjective });
+    const info = res.objectiveKind === "information";
+    // The search minimises; for `information` that is minus the mutual information, printed as MI.
+    const shown = (o: number) => (info ? `mutual information ${(-o).toFixed(4)}` : `entropy ${o.toFixed(4)}`);
+    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (${info ? "" : `mean ${res.objectiveKind} `}${shown(res.objective)})`);
+    for (const e of res.evaluated) console.log(`  λ ${e.lambda.toFixed(3)}  ${shown(e.objective)}`);
     if (values.write) {
       const file = join(packDir, "molorec.json");
       const manifest = JSON.parse(await readFile(file, "utf8"));
@@ -216,7 +227,7 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
       await writeFile(file, JSON.stringify(manifest, null, 2) + "\n");
       console.log(`wrote calibratedLambda to ${file}`);
     }
-    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, entropyObjective: rec.entropyObjective, ...res }, null, 2) + "\n");
+    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, entropyObjective: res.objectiveKind, ...res }, null, 2) + "\n");
   } finally {
     await rec.close();
   }
