@@ -444,7 +444,7 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         }, searchOptions);
         return { ...result, objectiveKind: kind };
       }
-      const byKind = kind === objectiveKind ? objectiveOf : objectiveFor(kind);
+      const byKind = objectiveFor(kind);
       const options = { ...scoring, tokenEntropy: kind !== "candidates" };
       const result = await searchLambda(async (lambdas) => {
         const sums = new Array<number>(lambdas.length).fill(0);
