@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .graph import ExportError
@@ -133,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
     r.add_argument("--force", action="store_true", help="redo every step")
     r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
+    r.add_argument("--rank-weight", type=float, default=0.0, help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper")
+    r.add_argument("--calibration-objective", choices=["tokens", "information"], default="tokens", help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)")
     r.set_defaults(func=_cmd_recipe)
 
     a = sub.add_parser("add-domain", help="plug a new domain into a pack: prepare its data, train its LoRA, add it")
@@ -171,6 +174,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     from .report import write_report
 
     cfg = quick_config() if args.quick else RecipeConfig()
+    cfg = replace(cfg, domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight), calibration_objective=args.calibration_objective)
     results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force, lora_jobs=args.lora_jobs)
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)

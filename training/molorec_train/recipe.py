@@ -65,6 +65,9 @@ class RecipeConfig:
     title_passes: int = 3
     prompt: PromptSpec = field(default_factory=lambda: PromptSpec(maxTitleTokens=24, maxHistoryTokens=256))
     sasrec_epochs: int | None = None  # None: chosen from the data size (baselines.py)
+    # What the stored λ is chosen by (`molorec calibrate --objective`): "tokens" (token entropy, the
+    # paper's) or "information" (history–pick mutual information: for LoRAs trained with rank_weight).
+    calibration_objective: str = "tokens"
 
 
 def quick_config() -> RecipeConfig:
@@ -166,6 +169,20 @@ def run_lora_job(job: LoraJob, *, prepared: str, tok_dir: str, base_dir: str, lo
     train_lora(Path(base_dir), examples, job.cfg, Path(loras) / job.name, pad, log, name=job.name, ranking=ranking)
 
 
+def stale_lora(folder: Path, cfg: LoraTrainConfig) -> str | None:
+    """How the LoRA saved in `folder` was trained differently from `cfg` (None: the same, or no record).
+
+    Settings a record predates (e.g. ``rank_weight``) count as their defaults.
+    """
+    record = folder / "training.json"
+    if not record.exists():
+        return None
+    saved = json.loads(record.read_text()).get("config", {})
+    want, default = (json.loads(json.dumps(asdict(c))) for c in (cfg, LoraTrainConfig()))
+    diff = [f"{k} {saved.get(k, default[k])!r}, not {v!r}" for k, v in want.items() if saved.get(k, default[k]) != v]
+    return "; ".join(diff) or None
+
+
 def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if force:
@@ -223,6 +240,10 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     for t in cfg.targets:
         adapters[f"domain:{domain_name(t)}"] = loras / t
         jobs.append(LoraJob(t, (t,), replace(cfg.domain_lora, seed=cfg.seed + 2), cfg.seed + 2, None))
+    for j in jobs:
+        why = stale_lora(loras / j.name, j.cfg)
+        if why is not None and (loras / j.name / "adapter_config.json").exists():
+            raise ValueError(f"{loras / j.name} was trained with another configuration ({why}); pass --force, or another --work folder")
     todo = [j for j in jobs if not (loras / j.name / "adapter_config.json").exists()]
     n_jobs = max(1, min(lora_jobs if lora_jobs is not None else (os.cpu_count() or 1), len(todo) or 1))
     title = "4. LoRAs from the base model: general (general domains' instruction data) + one per target domain (its training split)"
@@ -254,7 +275,7 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
         for t in cfg.targets:
             common = ["--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--ep", "cpu"]
             # The pack stores the token-entropy λ; the candidate-entropy λ is kept for the comparison rows.
-            run_node(["calibrate", *common, "--write", "--out", str(work / f"calibration-{t}.json")], log)
+            run_node(["calibrate", *common, "--write", "--objective", cfg.calibration_objective, "--out", str(work / f"calibration-{t}.json")], log)
             run_node(["calibrate", *common, "--objective", "candidates", "--out", str(work / f"calibration-candidates-{t}.json")], log)
 
     with step("7. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)", False):

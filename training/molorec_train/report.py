@@ -46,13 +46,30 @@ def _listwise(cfg) -> str:
             f"weight {w['general']:g} for the general LoRA, {w['domain']:g} for the domain LoRAs; training/README.md)")
 
 
+def _calibration_text(cfg, lam, lam_c) -> str:
+    if getattr(cfg, "calibration_objective", "tokens") == "information":
+        return f"""Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels), stored in the pack: maximising
+the **mutual information** between a request's history and the candidate it picks (entropy of the
+mean candidate distribution minus the mean entropy, groups of 16 prompts scored on shared
+candidates; `--calibration-objective information`): {lam}; for comparison, minimising the
+**candidate-score entropy** (entropy of the softmax over the candidates' scores): {lam_c}.
+The adaptive rows minimise the token entropy per request."""
+    return f"""Calibrated λ per domain, minimising on {cfg.calibration_prompts} unlabeled valid prompts (no labels) either
+the **token entropy** (mean entropy of the next-token distributions along the request's candidate
+titles: the paper's token-level objective, and the runtime's default; stored in the pack): {lam};
+or the **candidate-score entropy** (entropy of the softmax over the candidates' scores): {lam_c}."""
+
+
 def render(results: dict, cfg, quick: bool) -> str:
     table = results["table"]
     cells = list(table)
     head = "| | " + " | ".join(f"{c} NDCG@1 | {c} NDCG@3" for c in cells) + " |"
     sep = "|---|" + "---|" * (2 * len(cells))
     lines = [head, sep]
+    info = getattr(cfg, "calibration_objective", "tokens") == "information"
     for label, key in ROWS:
+        if key == "calibrated" and info:
+            label = "Calibrated λ (mutual information, per domain)"
         vals = []
         for c in cells:
             row = table[c].get(key)
@@ -92,10 +109,7 @@ generative loss on the next title{_listwise(cfg)}.
 
 {chr(10).join(lines)}
 
-Calibrated λ per domain, minimising on {cfg.calibration_prompts} unlabeled valid prompts (no labels) either
-the **token entropy** (mean entropy of the next-token distributions along the request's candidate
-titles: the paper's token-level objective, and the runtime's default; stored in the pack): {lam};
-or the **candidate-score entropy** (entropy of the softmax over the candidates' scores): {lam_c}.
+{_calibration_text(cfg, lam, lam_c)}
 
 ## Where the mixture does and does not help
 

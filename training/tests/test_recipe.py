@@ -108,6 +108,26 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     # the candidate-entropy row is evaluated at the λ its own calibration found
     assert cell["calibrated-candidates"]["lambda"] == pytest.approx(results["candidate_lambdas"]["tgt"])
     assert cell["calibrated"]["lambda"] == pytest.approx(manifest["domains"]["tgt"]["calibratedLambda"], abs=1e-4)
+    # The stored λ chosen by the information objective instead: the same work folder, steps 6-9 again.
+    info_cfg = replace(cfg, calibration_objective="information")
+    info = run_recipe(data, work, info_cfg, lora_jobs=1, log=lambda *_: None)
+    cal = json.loads((work / "calibration-tgt.json").read_text())
+    assert cal["entropyObjective"] == "information" and all(e["objective"] <= 1e-9 for e in cal["evaluated"])  # minus an MI
+    assert info["table"]["tgt/warm"]["calibrated"]["lambda"] == pytest.approx(cal["lambda"], abs=1e-4)
+    assert "| Calibrated λ (mutual information, per domain) |" in render(info, info_cfg, quick=True)
+    # LoRAs trained with other settings are never silently reused.
+    with pytest.raises(ValueError, match="rank_weight 0.0, not 1.0"):
+        run_recipe(data, work, replace(cfg, domain_lora=replace(cfg.domain_lora, rank_weight=1.0)), log=lambda *_: None)
+
+
+def test_stale_lora_reports_settings_that_differ(tmp_path):
+    from molorec_train.recipe import stale_lora
+
+    assert stale_lora(tmp_path, LoraTrainConfig()) is None  # no record
+    (tmp_path / "training.json").write_text(json.dumps({"config": {"steps": 600, "seed": 2}}))  # predates rank_weight
+    assert stale_lora(tmp_path, LoraTrainConfig(steps=600, seed=2)) is None
+    assert stale_lora(tmp_path, LoraTrainConfig(steps=600, seed=2, rank_weight=1.0)) == "rank_weight 0.0, not 1.0"
+    assert stale_lora(tmp_path, LoraTrainConfig(steps=300, seed=2)) == "steps 600, not 300"
 
 
 def test_report_rerun_keeps_the_hand_written_part(tmp_path):
