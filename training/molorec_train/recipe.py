@@ -271,7 +271,8 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
             # of the prompt's KV cache (docs/performance.md).
             export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, scoring_head=True, kv_cache="grouped", log=log)
 
-    with step("6. calibrate λ per domain: entropy minimisation on unlabeled valid prompts (TS runtime)", False):
+    how = "mutual-information maximisation" if cfg.calibration_objective == "information" else "entropy minimisation"
+    with step(f"6. calibrate λ per domain: {how} on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
             common = ["--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--ep", "cpu"]
             # The pack stores the token-entropy λ; the candidate-entropy λ is kept for the comparison rows.
