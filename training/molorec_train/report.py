@@ -46,6 +46,16 @@ def _listwise(cfg) -> str:
             f"weight {w['general']:g} for the general LoRA, {w['domain']:g} for the domain LoRAs; training/README.md)")
 
 
+def _options(cfg) -> str:
+    """The recipe flags that reproduce `cfg`'s non-default options."""
+    out = ""
+    if cfg.domain_lora.rank_weight:
+        out += f" --rank-weight {cfg.domain_lora.rank_weight:g}"
+    if getattr(cfg, "calibration_objective", "tokens") != "tokens":
+        out += f" --calibration-objective {cfg.calibration_objective}"
+    return out
+
+
 def _calibration_text(cfg, lam, lam_c) -> str:
     if getattr(cfg, "calibration_objective", "tokens") == "information":
         return f"""Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels), stored in the pack: maximising
@@ -119,7 +129,7 @@ generative loss on the next title{_listwise(cfg)}.
 
 ```sh
 scripts/setup.sh
-.venv/bin/molorec-train recipe --data ../shared/data --work artifacts/recipe{" --quick" if quick else ""} --pack-out packs/demo --report docs/results.md
+.venv/bin/molorec-train recipe --data ../shared/data --work artifacts/recipe{" --quick" if quick else ""}{_options(cfg)} --pack-out packs/demo --report docs/results.md
 ```
 
 Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.
