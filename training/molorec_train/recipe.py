@@ -241,8 +241,7 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
         adapters[f"domain:{domain_name(t)}"] = loras / t
         jobs.append(LoraJob(t, (t,), replace(cfg.domain_lora, seed=cfg.seed + 2), cfg.seed + 2, None))
     for j in jobs:
-        why = stale_lora(loras / j.name, j.cfg)
-        if why is not None and (loras / j.name / "adapter_config.json").exists():
+        if (loras / j.name / "adapter_config.json").exists() and (why := stale_lora(loras / j.name, j.cfg)):
             raise ValueError(f"{loras / j.name} was trained with another configuration ({why}); pass --force, or another --work folder")
     todo = [j for j in jobs if not (loras / j.name / "adapter_config.json").exists()]
     n_jobs = max(1, min(lora_jobs if lora_jobs is not None else (os.cpu_count() or 1), len(todo) or 1))
@@ -275,7 +274,7 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     with step(f"6. calibrate λ per domain: {how} on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
             common = ["--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--ep", "cpu"]
-            # The pack stores the token-entropy λ; the candidate-entropy λ is kept for the comparison rows.
+            # The pack stores the λ of cfg.calibration_objective; the candidate-entropy λ is kept for the comparison rows.
             run_node(["calibrate", *common, "--write", "--objective", cfg.calibration_objective, "--out", str(work / f"calibration-{t}.json")], log)
             run_node(["calibrate", *common, "--objective", "candidates", "--out", str(work / f"calibration-candidates-{t}.json")], log)
 

@@ -51,13 +51,13 @@ def _options(cfg) -> str:
     out = ""
     if cfg.domain_lora.rank_weight:
         out += f" --rank-weight {cfg.domain_lora.rank_weight:g}"
-    if getattr(cfg, "calibration_objective", "tokens") != "tokens":
+    if cfg.calibration_objective != "tokens":
         out += f" --calibration-objective {cfg.calibration_objective}"
     return out
 
 
 def _calibration_text(cfg, lam, lam_c) -> str:
-    if getattr(cfg, "calibration_objective", "tokens") == "information":
+    if cfg.calibration_objective == "information":
         return f"""Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels), stored in the pack: maximising
 the **mutual information** between a request's history and the candidate it picks (entropy of the
 mean candidate distribution minus the mean entropy, groups of 16 prompts scored on shared
@@ -76,7 +76,7 @@ def render(results: dict, cfg, quick: bool) -> str:
     head = "| | " + " | ".join(f"{c} NDCG@1 | {c} NDCG@3" for c in cells) + " |"
     sep = "|---|" + "---|" * (2 * len(cells))
     lines = [head, sep]
-    info = getattr(cfg, "calibration_objective", "tokens") == "information"
+    info = cfg.calibration_objective == "information"
     for label, key in ROWS:
         if key == "calibrated" and info:
             label = "Calibrated λ (mutual information, per domain)"
