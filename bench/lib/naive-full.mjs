@@ -3,22 +3,17 @@
 // `model(input_ids).logits`, logits_to_keep = 0), then the log-softmax of each candidate token.
 // core's `strategy: "naive"` is the same loop with the logits trimmed to the candidate's positions
 // (num_logits_to_keep), which a generic user does not do; the benchmark reports both.
-import { kvNames, logSoftmaxAt, tensor } from "../../packages/core/dist/index.js";
-
-function i64(values) {
-  const out = new BigInt64Array(values.length);
-  for (let i = 0; i < values.length; i++) out[i] = BigInt(values[i]);
-  return out;
-}
+import { int64, logSoftmaxAt } from "../../packages/core/dist/index.js";
+import { aggregate, emptyPast } from "./packed.mjs";
 
 /**
  * Scores `job` (one or more mixtures) on a graph with `num_logits_to_keep` and a concat KV cache,
  * asking for all positions' logits. Returns { scores, runs } as core's scorers do.
  */
 export async function scoreNaiveFull(session, pack, mixer, job) {
-  const { vocabSize: V, numLayers, numKvHeads, headDim } = pack.manifest.model;
+  const V = pack.manifest.model.vocabSize;
   const P = job.promptIds.length;
-  const empty = tensor("float32", new Float32Array(0), [1, numKvHeads, 0, headDim]);
+  const past = emptyPast(pack, 1);
   const scores = [];
   let runs = 0;
   for (const mixture of job.mixtures) {
@@ -28,22 +23,17 @@ export async function scoreNaiveFull(session, pack, mixer, job) {
       const seq = [...job.promptIds, ...cand.slice(0, -1)];
       const S = seq.length;
       const feeds = {
-        input_ids: tensor("int64", i64(seq), [1, S]),
-        attention_mask: tensor("int64", i64(new Array(S).fill(1)), [1, S]),
-        position_ids: tensor("int64", i64(seq.map((_, i) => i)), [1, S]),
-        num_logits_to_keep: tensor("int64", i64([0]), [1]),
+        input_ids: int64(seq, [1, S]),
+        attention_mask: int64(new Array(S).fill(1), [1, S]),
+        position_ids: int64(seq.map((_, i) => i), [1, S]),
+        num_logits_to_keep: int64([0], [1]),
+        ...past,
         ...lora,
       };
-      for (let i = 0; i < numLayers; i++) {
-        feeds[kvNames.pastKey(i)] = empty;
-        feeds[kvNames.pastValue(i)] = empty;
-      }
       const out = await session.run(feeds, ["logits"]);
       runs++;
       const logits = out.logits.data;
-      let sum = 0;
-      for (let k = 0; k < cand.length; k++) sum += logSoftmaxAt(logits, (P - 1 + k) * V, V, cand[k]);
-      row.push(pack.manifest.prompt.scoreNormalization === "sum" ? sum : sum / cand.length);
+      row.push(aggregate(pack, cand.map((tok, k) => logSoftmaxAt(logits, (P - 1 + k) * V, V, tok))));
     }
     scores.push(row);
   }

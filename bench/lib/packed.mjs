@@ -15,7 +15,7 @@ function i64(values) {
   return out;
 }
 
-function emptyPast(pack, batch) {
+export function emptyPast(pack, batch) {
   const { numLayers, numKvHeads, headDim } = pack.manifest.model;
   const feeds = {};
   const empty = tensor("float32", new Float32Array(0), [batch, numKvHeads, 0, headDim]);
@@ -26,7 +26,7 @@ function emptyPast(pack, batch) {
   return feeds;
 }
 
-function aggregate(pack, lps) {
+export function aggregate(pack, lps) {
   const s = lps.reduce((a, b) => a + b, 0);
   return pack.manifest.prompt.scoreNormalization === "sum" ? s : s / lps.length;
 }
