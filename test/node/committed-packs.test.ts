@@ -46,6 +46,7 @@ function heldOutCases(n: number): Array<{ history: string[]; candidates: string[
 
 describe.skipIf(!existsSync(movies))("the committed packs", () => {
   const open: Recommender[] = [];
+  let heldOut: ReturnType<typeof heldOutCases> | null = null;
   afterAll(async () => Promise.all(open.map((r) => r.close())));
 
   for (const [dir, minHitRate] of [
@@ -55,7 +56,7 @@ describe.skipIf(!existsSync(movies))("the committed packs", () => {
     it(`${dir} ranks held-out MovieLens next items above chance (hit@1 ≥ ${minHitRate}, chance 0.05)`, async () => {
       const rec = await createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: await loadPackFromDir(`${root}${dir}`) });
       open.push(rec);
-      const cases = heldOutCases(100);
+      const cases = (heldOut ??= heldOutCases(100));
       expect(cases.length).toBe(100);
       let hits = 0;
       for (const c of cases) {
