@@ -163,29 +163,30 @@ class ExportableDecoder(nn.Module):
         return y + torch.matmul(down, b.transpose(0, 1))
 
     def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Attention of q ``[B, heads, seq, hd]`` over a past ``[Bp, kv, P, hd]`` shared by groups of
-        ``G = B / Bp`` consecutive rows, then over the rows' own k/v; returns ``[B, kv, rep, seq, hd]``.
+        """Attention of q ``[B, heads, qs, hd]`` over a past ``[Bp, kv, P, hd]`` shared by groups of
+        ``G = B / Bp`` consecutive rows, then over the rows' own k/v ``[B, kv, seq, hd]``; returns
+        ``[B, kv, rep, qs, hd]``. ``qs`` < ``seq`` when only the last queries are kept.
 
-        Scores live in a grouped layout ``[Bp, kv, G·rep·seq, keys]``: the past part is one matrix
+        Scores live in a grouped layout ``[Bp, kv, G·rep·qs, keys]``: the past part is one matrix
         product per (past row, KV head) for all its rows, heads and positions. No reshape has the
         past length as a dimension (ONNX Reshape reads a 0 as "keep", and the prompt run's past is
         empty)."""
         s = self.shape
-        batch, seq = q.shape[0], q.shape[2]
+        batch, qs, seq = q.shape[0], q.shape[2], k.shape[2]
         kv, rep, hd = s.num_kv_heads, s.num_heads // s.num_kv_heads, s.head_dim
         bp, p = pk.shape[0], pk.shape[2]
         g = batch // bp
 
-        def to_groups(x: torch.Tensor, heads: int, width) -> torch.Tensor:  # [B, heads, rep, seq, w] -> [Bp, heads, G·rep·seq, w]
-            return x.reshape(bp, g, heads, rep, seq, width).transpose(1, 2).reshape(bp, heads, g * rep * seq, width)
+        def to_groups(x: torch.Tensor, heads: int, width) -> torch.Tensor:  # [B, heads, rep, qs, w] -> [Bp, heads, G·rep·qs, w]
+            return x.reshape(bp, g, heads, rep, qs, width).transpose(1, 2).reshape(bp, heads, g * rep * qs, width)
 
-        def from_groups(x: torch.Tensor, width) -> torch.Tensor:  # [Bp, kv, G·rep·seq, w] -> [B, kv, rep, seq, w]
-            return x.reshape(bp, kv, g, rep, seq, width).transpose(1, 2).reshape(batch, kv, rep, seq, width)
+        def from_groups(x: torch.Tensor, width) -> torch.Tensor:  # [Bp, kv, G·rep·qs, w] -> [B, kv, rep, qs, w]
+            return x.reshape(bp, kv, g, rep, qs, width).transpose(1, 2).reshape(batch, kv, rep, qs, width)
 
-        qg = to_groups(q.reshape(batch, kv, rep, seq, hd), kv, hd)
-        own = torch.matmul(q.reshape(batch, kv, rep, seq, hd), k.unsqueeze(2).transpose(-1, -2))  # [B, kv, rep, seq, seq]
+        qg = to_groups(q.reshape(batch, kv, rep, qs, hd), kv, hd)
+        own = torch.matmul(q.reshape(batch, kv, rep, qs, hd), k.unsqueeze(2).transpose(-1, -2))  # [B, kv, rep, qs, seq]
         scores = torch.cat((torch.matmul(qg, pk.transpose(-1, -2)), to_groups(own, kv, seq)), dim=-1) * (hd ** -0.5)
-        mask = to_groups(allowed.reshape(batch, 1, 1, seq, p + seq).expand(batch, 1, rep, seq, p + seq), 1, p + seq)
+        mask = to_groups(allowed.reshape(batch, 1, 1, qs, p + seq).expand(batch, 1, rep, qs, p + seq), 1, p + seq)
         scores = torch.where(mask, scores, torch.full_like(scores, MASK_FILL))
         probs = torch.softmax(scores, dim=-1)
         past_ctx = from_groups(torch.matmul(probs[..., :p], pv), hd)
@@ -223,20 +224,40 @@ class ExportableDecoder(nn.Module):
             allowed = causal.unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
             allowed = allowed.unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total] for grouped heads
 
+        kept = None
+        if keep is not None:
+            # Keep positions [seq - k, seq) for 0 < k, all for k = 0 (traced: no Python ints).
+            n = torch.ones_like(input_ids[0]).sum()
+            k = keep.reshape(-1)[0]
+            start = torch.where(k > 0, torch.clamp(n - k, min=0), torch.zeros_like(n))
+            kept = torch.arange(start, n, device=h.device)
+
         rep = s.num_heads // s.num_kv_heads
+        last = len(m.layers) - 1
         presents: list[torch.Tensor] = []
+        qs = seq
         for i, layer in enumerate(m.layers):
             prefix = f"model.layers.{i}"
             attn = layer.self_attn
             x = _rms_norm(h, layer.input_layernorm.weight, self.eps)
-            q = self._linear(f"{prefix}.self_attn.q_proj", attn.q_proj, x, lora, scale)
             k = self._linear(f"{prefix}.self_attn.k_proj", attn.k_proj, x, lora, scale)
             v = self._linear(f"{prefix}.self_attn.v_proj", attn.v_proj, x, lora, scale)
-            q = q.view(batch, seq, s.num_heads, s.head_dim).transpose(1, 2)
             k = k.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
             v = v.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
             k = k * cos + _rotate_half(k) * sin
+            q_cos, q_sin = cos, sin
+            if i == last and kept is not None:
+                # Only the kept positions' logits are returned, and the last layer's output at a
+                # position feeds nothing but that position's logits: every position needs this
+                # layer's keys and values (the cache), only the kept ones its queries, attention
+                # and MLP. A prompt run keeping 1 position skips most of a layer.
+                h, x = h.index_select(1, kept), x.index_select(1, kept)
+                q_cos, q_sin = cos.index_select(2, kept), sin.index_select(2, kept)
+                allowed = allowed.index_select(3, kept)
+                qs = kept.shape[0]
+            q = self._linear(f"{prefix}.self_attn.q_proj", attn.q_proj, x, lora, scale)
+            q = q.view(batch, qs, s.num_heads, s.head_dim).transpose(1, 2)
+            q = q * q_cos + _rotate_half(q) * q_sin
             if self.kv_cache == "grouped":
                 presents += [k, v]
                 ctx = self._grouped_attention(q, k, v, past[2 * i], past[2 * i + 1], allowed)
@@ -246,12 +267,12 @@ class ExportableDecoder(nn.Module):
                 presents += [k, v]
 
                 # Grouped-query attention without materialising repeated K/V.
-                qg = q.reshape(batch, s.num_kv_heads, rep, seq, s.head_dim)
+                qg = q.reshape(batch, s.num_kv_heads, rep, qs, s.head_dim)
                 scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
                 scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
                 probs = torch.softmax(scores, dim=-1)
                 ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, seq, hd]
-            ctx = ctx.reshape(batch, s.num_heads, seq, s.head_dim).transpose(1, 2).reshape(batch, seq, s.num_heads * s.head_dim)
+            ctx = ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
             h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
 
             mlp = layer.mlp
@@ -261,15 +282,8 @@ class ExportableDecoder(nn.Module):
             h = h + self._linear(f"{prefix}.mlp.down_proj", mlp.down_proj, torch.nn.functional.silu(gate) * up, lora, scale)
 
         h = _rms_norm(h, m.norm.weight, self.eps)
-        if keep is not None:
-            # Keep positions [seq - k, seq) for 0 < k, all for k = 0 (traced: no Python ints).
-            n = torch.ones_like(input_ids[0]).sum()
-            k = keep.reshape(-1)[0]
-            start = torch.where(k > 0, torch.clamp(n - k, min=0), torch.zeros_like(n))
-            kept = torch.arange(start, n, device=h.device)
-            h = h.index_select(1, kept)
-            if targets is not None:
-                targets = targets.index_select(1, kept)
+        if kept is not None and targets is not None:
+            targets = targets.index_select(1, kept)
         logits = torch.nn.functional.linear(h, self.hf.lm_head.weight, getattr(self.hf.lm_head, "bias", None))
         if targets is not None:
             logp = torch.log_softmax(logits, dim=-1)

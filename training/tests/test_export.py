@@ -195,3 +195,56 @@ def test_grouped_kv_cache_in_the_manifest(built, tmp_path):
     assert m["model"]["kvCache"] == "grouped"
     names = {i.name: i.shape for i in ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()}
     assert names["past_key_values.0.key"][0] == "past_batch"
+
+
+@pytest.fixture(scope="session", params=["concat", "grouped"])
+def head_session(built, tmp_path_factory, request):
+    """The scoring-head variant (num_logits_to_keep + token_logprobs) of each KV-cache layout."""
+    from molorec_train.export import export_onnx, load_model
+
+    manifest = read_manifest(built.pack_dir)
+    targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in manifest["lora"]["targets"]]
+    path = tmp_path_factory.mktemp(f"head-{request.param}") / "model.onnx"
+    export_onnx(load_model(built.model_dir), targets, path, logits_to_keep=True, token_logprobs=True, kv_cache=request.param)
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("keep", [1, 3, 0])
+def test_kept_logits_and_full_cache_match_transformers(built, pack, head_session, keep):
+    """num_logits_to_keep = k returns the last k positions' logits (0: all) and their target
+    log-probabilities, while present still holds every position's keys: a prompt run keeping one
+    position (the last layer skipped for the others) continues exactly like the full sequence."""
+    lam = 0.6
+    ids, mask, pos = padded_batch([9, 6], vocab=300, seed=5)
+    split, b = 7, ids.shape[0]
+    rng = np.random.default_rng(keep)
+
+    def feeds_for(sl, past, k, row_mask):
+        f = {"input_ids": ids[:, sl], "attention_mask": row_mask, "position_ids": pos[:, sl]}
+        for i in range(pack.layers):
+            for j, kind in enumerate(("key", "value")):
+                f[f"past_key_values.{i}.{kind}"] = past[2 * i + j] if past else np.zeros((b, pack.kv, 0, pack.hd), np.float32)
+        f |= mixture_feeds(pack.targets, pack.adapters, [[1 - lam, lam]] * b)
+        f["num_logits_to_keep"] = np.array([k], np.int64)
+        f["target_ids"] = rng.integers(0, 300, ids[:, sl].shape)
+        return f
+
+    ref = reference_logits(built, lam, ids, mask, pos)
+    head_feeds = feeds_for(slice(0, split), None, keep, mask[:, :split])
+    logits, *present, logp = head_session.run(None, head_feeds)
+    kept = split if keep == 0 else keep
+    assert logits.shape == (b, kept, ref.shape[-1]) and logp.shape == (b, kept)
+    want = ref[:, split - kept:split]
+    real = mask[:, split - kept:split].astype(bool)  # left padding has no reference
+    assert rel_err(logits[real], want[real]) <= TOL
+    top = want.max(-1, keepdims=True)
+    log_softmax = want - top - np.log(np.exp(want - top).sum(-1, keepdims=True))
+    targets = head_feeds["target_ids"][:, split - kept:]
+    want_logp = np.take_along_axis(log_softmax, targets[..., None], -1)[..., 0]
+    assert np.max(np.abs(logp[real] - want_logp[real])) <= 1e-4
+
+    # the cache of a pruned run continues to the right logits for the rest of the sequence
+    tail_feeds = feeds_for(slice(split, None), [np.ascontiguousarray(p) for p in present], 0, mask)
+    tail = head_session.run(["logits"], tail_feeds)[0]
+    valid = mask[:, split:].astype(bool)
+    assert rel_err(tail[valid], ref[:, split:][valid]) <= TOL
