@@ -5,32 +5,50 @@ import { median } from "./util.mjs";
 
 /**
  * FLOPs a shared-prefix request needs, split by where they go. `weights` are the pack's
- * constant MatMul shapes (bench/prepare.py: [K, N] and whether it is the LM head).
+ * constant MatMul shapes in graph order (bench/prepare.py: [K, N] and whether it is the LM head).
  * Only what the scores need is counted: the body for the prompt and for each candidate's fed
  * tokens, the LM head for the last prompt position and each fed candidate token, LoRA terms
- * at the mixture's rank, attention over the true context (no padding).
+ * at the mixture's rank, attention over the true context (no padding). The prompt's last
+ * layer needs keys and values at every position (the cache) but queries, attention, output
+ * projection and MLP only at the last one: its output elsewhere feeds no score.
  */
 export function requestFlops(manifest, weights, loraRank, promptLen, candidateIds) {
-  const { numLayers, numHeads, headDim } = manifest.model;
+  const { numLayers, numHeads, numKvHeads, headDim, hiddenSize } = manifest.model;
   const body = weights.filter((w) => !w.lmHead);
   const head = weights.filter((w) => w.lmHead);
-  const perTokenBody = body.reduce((s, w) => s + 2 * w.K * w.N, 0);
-  const perTokenLora = manifest.lora.targets.reduce((s, t) => s + 2 * loraRank * (t.inFeatures + t.outFeatures), 0);
+  // The last layer's weights are the last body MatMuls; its K and V projections are the two
+  // [hidden, kvHeads·headDim] ones (with equal shapes any two of them: the same FLOPs).
+  const perLayer = body.length / numLayers;
+  const kvWidth = numKvHeads * headDim;
+  let kvLeft = 2;
+  const promptTokens = body.map((w, i) => {
+    if (i < body.length - perLayer) return promptLen;
+    if (kvLeft > 0 && w.K === hiddenSize && w.N === kvWidth) {
+      kvLeft -= 1;
+      return promptLen;
+    }
+    return 1;
+  });
+  const lastLayer = `layers.${numLayers - 1}.`;
+  const isKv = (m) => /(^|\.)(k_proj|v_proj)$/.test(m);
+  const loraPerToken = (t) => 2 * loraRank * (t.inFeatures + t.outFeatures);
+  const loraPrompt = manifest.lora.targets.reduce((s, t) => s + loraPerToken(t) * (t.module.includes(lastLayer) && !isKv(t.module) ? 1 : promptLen), 0);
+  const perTokenLora = manifest.lora.targets.reduce((s, t) => s + loraPerToken(t), 0);
   const perTokenHead = head.reduce((s, w) => s + 2 * w.K * w.N, 0);
   const candTokens = candidateIds.reduce((s, c) => s + c.length - 1, 0);
-  const attnPerCtx = numLayers * numHeads * headDim * 4; // QKᵀ and PV, 2 FLOPs per MAC
-  let ctx = (promptLen * (promptLen + 1)) / 2;
-  for (const c of candidateIds) for (let k = 0; k < c.length - 1; k++) ctx += promptLen + k + 1;
+  const attnPerCtx = numHeads * headDim * 4; // QKᵀ and PV per layer, 2 FLOPs per MAC
+  let ctx = (numLayers - 1) * ((promptLen * (promptLen + 1)) / 2) + promptLen;
+  for (const c of candidateIds) for (let k = 0; k < c.length - 1; k++) ctx += numLayers * (promptLen + k + 1);
   return {
     promptTokens: promptLen,
     candTokens,
     shapes: [
-      ...body.map((w) => ({ ...w, tokensPrompt: promptLen, tokensCand: candTokens })),
+      ...body.map((w, i) => ({ ...w, tokensPrompt: promptTokens[i], tokensCand: candTokens })),
       ...head.map((w) => ({ ...w, tokensPrompt: 0, tokensCand: candTokens + 1 })),
     ],
-    body: (promptLen + candTokens) * perTokenBody,
+    body: body.reduce((s, w, i) => s + 2 * w.K * w.N * (promptTokens[i] + candTokens), 0),
     head: (candTokens + 1) * perTokenHead,
-    lora: (promptLen + candTokens) * perTokenLora,
+    lora: loraPrompt + candTokens * perTokenLora,
     attention: ctx * attnPerCtx,
   };
 }
