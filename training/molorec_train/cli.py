@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="redo every step")
     r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
     r.add_argument("--rank-weight", type=float, default=0.0, help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper")
+    r.add_argument("--general-rank-weight", type=float, default=0.0, help="the same listwise term on the general LoRA, on the general domains' cases (its candidates come from the same domain); 0: generative loss only, as in the paper")
     r.add_argument("--calibration-objective", choices=["tokens", "information"], default="tokens", help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)")
     r.set_defaults(func=_cmd_recipe)
 
@@ -174,7 +175,12 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     from .report import write_report
 
     cfg = quick_config() if args.quick else RecipeConfig()
-    cfg = replace(cfg, domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight), calibration_objective=args.calibration_objective)
+    cfg = replace(
+        cfg,
+        general_lora=replace(cfg.general_lora, rank_weight=args.general_rank_weight),
+        domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight),
+        calibration_objective=args.calibration_objective,
+    )
     results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force, lora_jobs=args.lora_jobs)
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)

@@ -51,6 +51,8 @@ def _options(cfg) -> str:
     out = ""
     if cfg.domain_lora.rank_weight:
         out += f" --rank-weight {cfg.domain_lora.rank_weight:g}"
+    if cfg.general_lora.rank_weight:
+        out += f" --general-rank-weight {cfg.general_lora.rank_weight:g}"
     if cfg.calibration_objective != "tokens":
         out += f" --calibration-objective {cfg.calibration_objective}"
     return out

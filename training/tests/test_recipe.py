@@ -169,3 +169,18 @@ def test_listwise_term_teaches_the_lora_to_rank(built, tmp_path):
     assert losses[1.0] < 0.5 * losses[0.0], losses
     with pytest.raises(ValueError, match="ranking cases"):
         train_lora(built.model_dir, examples, LoraTrainConfig(steps=1, rank_weight=1.0), tmp_path / "x", pad=1, log=lambda *_: None)
+
+
+def test_report_reproduce_line_carries_the_recipe_options():
+    from molorec_train.recipe import RecipeConfig
+    from molorec_train.report import _options
+
+    cfg = RecipeConfig()
+    assert _options(cfg) == ""
+    cfg = replace(
+        cfg,
+        general_lora=replace(cfg.general_lora, rank_weight=0.5),
+        domain_lora=replace(cfg.domain_lora, rank_weight=1.0),
+        calibration_objective="information",
+    )
+    assert _options(cfg) == " --rank-weight 1 --general-rank-weight 0.5 --calibration-objective information"
