@@ -98,9 +98,11 @@ class ExportableDecoder(nn.Module):
     Optional variants (not part of the pack contract; benchmarks and future packs): with
     ``attention="block"`` the attention_mask is ``[batch, seq, total]``; with
     ``logits_to_keep=True`` an input ``num_logits_to_keep`` (int64 ``[1]``, 0 = all) trims
-    the logits to the last k positions; with ``token_logprobs=True`` a last input ``target_ids``
-    ``[batch, seq]`` and a last output ``token_logprobs`` ``[batch, kept]`` (the log-softmax
-    of the logits at the target ids). core/scoring.ts uses them when a graph has them.
+    the logits to the last k positions (the last layer then computes queries, attention and
+    MLP at those positions only: nothing else reads them); with ``token_logprobs=True`` a last
+    input ``target_ids`` ``[batch, seq]`` and a last output ``token_logprobs`` ``[batch, kept]``
+    (the log-softmax of the logits at the target ids). core/scoring.ts uses them when a graph
+    has them.
 
     With ``kv_cache="grouped"`` (manifest ``model.kvCache: "grouped"``) the past batch may be any
     divisor ``Bp`` of the input batch ``B``: input row ``b`` attends to past row ``b // (B / Bp)``,
@@ -228,8 +230,8 @@ class ExportableDecoder(nn.Module):
         if keep is not None:
             # Keep positions [seq - k, seq) for 0 < k, all for k = 0 (traced: no Python ints).
             n = torch.ones_like(input_ids[0]).sum()
-            k = keep.reshape(-1)[0]
-            start = torch.where(k > 0, torch.clamp(n - k, min=0), torch.zeros_like(n))
+            want = keep.reshape(-1)[0]
+            start = torch.where(want > 0, torch.clamp(n - want, min=0), torch.zeros_like(n))
             kept = torch.arange(start, n, device=h.device)
 
         rep = s.num_heads // s.num_kv_heads
@@ -271,7 +273,7 @@ class ExportableDecoder(nn.Module):
                 scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
                 scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
                 probs = torch.softmax(scores, dim=-1)
-                ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, seq, hd]
+                ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, qs, hd]
             ctx = ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
             h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
 
