@@ -14,14 +14,13 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
 import { floorMs, matmulThroughput, requestFlops } from "./lib/floor.mjs";
 import { scoreNaiveFull } from "./lib/naive-full.mjs";
 import { scorePacked, scorePackedCached } from "./lib/packed.mjs";
 import { startPythonWorker } from "./lib/python.mjs";
 import { wasmBackend } from "./lib/wasm.mjs";
 import { makeRequests } from "./lib/requests.mjs";
-import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, p90, rng } from "./lib/util.mjs";
+import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, p90, parseCli, rng } from "./lib/util.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
@@ -49,8 +48,8 @@ const USAGE = `pnpm bench:scoring [options]   (node --expose-gc bench/scoring.mj
   --md FILE          also write the table as Markdown`;
 
 // ------------------------------------------------------------------------------------ options
-const { values: opt } = parseArgs({
-  options: {
+const opt = parseCli(
+  {
     pack: { type: "string" },
     "hf-model": { type: "string" },
     data: { type: "string" },
@@ -69,13 +68,9 @@ const { values: opt } = parseArgs({
     python: { type: "string", default: join(REPO, ".venv/bin/python") },
     json: { type: "string", default: join(HERE, "results/scoring.json") },
     md: { type: "string" },
-    help: { type: "boolean", default: false },
   },
-});
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+  USAGE,
+);
 const quick = opt.quick;
 const cfg = {
   sizes: opt.candidates.split(",").map(Number),

@@ -15,12 +15,12 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, platform, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseArgs } from "node:util";
-import { rng } from "./lib/util.mjs";
+import { parseCli, rng } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const { values } = parseArgs({
-  options: {
+const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const values = parseCli(
+  {
     pack: { type: "string" },
     data: { type: "string", default: resolve(root, "../shared/data") },
     requests: { type: "string", default: "200" },
@@ -35,11 +35,8 @@ const { values } = parseArgs({
     json: { type: "string" },
     help: { type: "boolean", default: false },
   },
-});
-if (values.help) {
-  console.log(readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).join("\n"));
-  process.exit(0);
-}
+  USAGE,
+);
 
 const started = Date.now();
 const deadline = started + Number(values["max-seconds"]) * 1000;

@@ -14,19 +14,20 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { createRequire } from "node:module";
 import { cpus, platform, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { median } from "./lib/util.mjs";
+import { median, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const { values } = parseArgs({
-  options: {
+const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const values = parseCli(
+  {
     pack: { type: "string", default: existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack") },
     request: { type: "string", default: join(root, "examples/request.json") },
     warm: { type: "string", default: "10" },
     json: { type: "boolean", default: false },
   },
-});
+  USAGE,
+);
 const warm = Math.min(100, Math.max(1, Number(values.warm)));
 const packDir = resolve(values.pack);
 const CHROMIUM = process.env.MOLOREC_CHROMIUM ?? "/usr/bin/chromium";

@@ -13,19 +13,21 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import { cpus, platform, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const { values } = parseArgs({
-  options: {
+const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 11).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const values = parseCli(
+  {
     pack: { type: "string", default: join(root, "test/fixtures/tiny-pack") },
     request: { type: "string" },
     runs: { type: "string", default: "3" },
     warm: { type: "string", default: "20" },
     json: { type: "boolean", default: false },
   },
-});
+  USAGE,
+);
 const runs = Math.min(10, Math.max(1, Number(values.runs)));
 const warm = Math.min(200, Math.max(1, Number(values.warm)));
 const packDir = resolve(values.pack);

@@ -1,4 +1,24 @@
-// Small helpers of the scoring benchmark: seeded randomness, statistics, formatting.
+// Small helpers of the benchmarks: command line, seeded randomness, statistics, formatting.
+import { parseArgs } from "node:util";
+
+/**
+ * parseArgs with `--help` (prints `usage`, exits 0) and a usage error instead of a stack trace for
+ * an unknown or malformed option (exits 2).
+ */
+export function parseCli(options, usage) {
+  let values;
+  try {
+    ({ values } = parseArgs({ options: { ...options, help: { type: "boolean", default: false } } }));
+  } catch (e) {
+    console.error(`${e.message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  return values;
+}
 
 /** mulberry32: a small seeded PRNG, so every run draws the same requests. */
 export function rng(seed) {
