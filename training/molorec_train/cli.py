@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--work", type=Path, default=Path("artifacts/recipe"), help="work folder (steps already done there are skipped)")
     r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
     r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
+    r.add_argument("--base-out", type=Path, help="copy the pack's transformers base checkpoint here (e.g. packs/demo-base: re-exports and the benchmark's PyTorch rows use it)")
     r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
     r.add_argument("--force", action="store_true", help="redo every step")
     r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
@@ -181,7 +182,7 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
         domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight),
         calibration_objective=args.calibration_objective,
     )
-    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, force=args.force, lora_jobs=args.lora_jobs)
+    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, base_out=args.base_out, force=args.force, lora_jobs=args.lora_jobs)
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)
         print(f"wrote {args.report}")

@@ -183,7 +183,7 @@ def stale_lora(folder: Path, cfg: LoraTrainConfig) -> str | None:
     return "; ".join(diff) or None
 
 
-def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
+def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, base_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if force:
         for sub in ("prepared", "tokenizer", "base", "loras", "pack", "eval", "baselines", "permodule"):
@@ -310,6 +310,13 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
             shutil.rmtree(pack_out)
         shutil.copytree(pack, pack_out)
         log(f"\ncopied the pack to {pack_out}")
+    if base_out is not None:
+        # The pack's own base checkpoint: what re-exports (graph variants) and the benchmark's
+        # PyTorch rows start from, without rerunning the recipe.
+        if base_out.exists():
+            shutil.rmtree(base_out)
+        shutil.copytree(base_dir, base_out)
+        log(f"copied the base checkpoint to {base_out}")
     log(f"\nrecipe done in {results['wall_seconds'] / 60:.1f} min")
     return results
 

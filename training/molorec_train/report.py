@@ -131,7 +131,7 @@ generative loss on the next title{_listwise(cfg)}.
 
 ```sh
 scripts/setup.sh
-.venv/bin/molorec-train recipe --data ../shared/data --work artifacts/recipe{" --quick" if quick else ""}{_options(cfg)} --pack-out packs/demo --report docs/results.md
+.venv/bin/molorec-train recipe --data ../shared/data --work artifacts/recipe{" --quick" if quick else ""}{_options(cfg)} --pack-out packs/demo --base-out packs/demo-base --report docs/results.md
 ```
 
 Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.

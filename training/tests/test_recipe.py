@@ -82,7 +82,7 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
         sasrec_epochs=1,
     )
     torch.manual_seed(0)
-    results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", lora_jobs=2, log=lambda *_: None)
+    results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", base_out=tmp_path / "base", lora_jobs=2, log=lambda *_: None)
     cell = results["table"]["tgt/warm"]
     for key in ("random", "popularity", "sasrec", "general", "domain", "wa", "calibrated", "adaptive", "per-module", "calibrated-candidates", "adaptive-candidates"):
         assert key in cell, key
@@ -90,6 +90,9 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     manifest = json.loads((tmp_path / "pack/molorec.json").read_text())
     assert 0.0 <= manifest["domains"]["tgt"]["calibratedLambda"] <= 1.0
     assert "tgt@permodule" in manifest["domains"]
+    from molorec_train.export import load_model
+
+    assert load_model(tmp_path / "base").config.hidden_size == 32  # the pack's base, loadable by transformers
     # LoRAs trained in worker processes equal one trained again here, alone
     from safetensors.numpy import load_file
 
