@@ -133,7 +133,7 @@ def check_checkpoint(model, pack_model: Path) -> str | None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", required=True, type=Path)
-    ap.add_argument("--hf-model", type=Path)
+    ap.add_argument("--hf-model", type=Path, action="append", default=[], help="transformers checkpoint of the pack's base model (repeatable: the first that matches the pack is used)")
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--quant", default=",".join(QUANT_VARIANTS))
     ap.add_argument("--no-hf", action="store_true", help="skip everything that needs the transformers checkpoint")
@@ -169,9 +169,7 @@ def main() -> int:
 
     # Everything that needs the transformers checkpoint: the given one if it is this pack's base
     # model, else (fixture pack only) the fixture's, rebuilt from its seeds.
-    candidates = []
-    if args.hf_model is not None and (args.hf_model / "config.json").is_file():
-        candidates.append(("given", args.hf_model.resolve()))
+    candidates = [("given", p.resolve()) for p in args.hf_model if (p / "config.json").is_file()]
     if manifest["name"] == "tiny-fixture":
         candidates.append(("rebuilt from the fixture's seeds", None))
     hf, problems = None, []
@@ -179,7 +177,8 @@ def main() -> int:
         problems.append("--no-hf given")
         candidates = []
     elif not candidates:
-        problems.append(f"no transformers checkpoint (config.json) at {args.hf_model}: pass --hf-model DIR (the recipe writes artifacts/recipe/base)")
+        where = ", ".join(str(p) for p in args.hf_model) or "(none given)"
+        problems.append(f"no transformers checkpoint (config.json) at {where}: pass --hf-model DIR (the recipe writes artifacts/recipe/base, and packs/demo-base with --base-out)")
     if candidates:
         import torch
 

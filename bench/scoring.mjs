@@ -29,7 +29,8 @@ const USAGE = `pnpm bench:scoring [options]   (node --expose-gc bench/scoring.mj
 
   --pack DIR         model pack (default: packs/demo if present, else test/fixtures/tiny-pack)
   --hf-model DIR     transformers checkpoint of the pack's base model, for the PyTorch rows and the
-                     derived graphs (default: artifacts/recipe/base; the fixture's is rebuilt)
+                     derived graphs (default: artifacts/recipe/base, else packs/demo-base, the first
+                     that is this pack's base; the fixture's is rebuilt)
   --data DIR         shared data folder, for real titles of the pack's domain (default: ../shared/data)
   --quick            few repeats, short time budgets (a couple of minutes on 2 loaded cores)
   --candidates LIST  candidate counts (default 20,50,100)
@@ -86,7 +87,7 @@ const cfg = {
   minSamples: quick ? 3 : 5,
 };
 const packDir = resolve(opt.pack ?? (existsSync(join(REPO, "packs/demo/molorec.json")) ? join(REPO, "packs/demo") : join(REPO, "test/fixtures/tiny-pack")));
-const hfModel = resolve(opt["hf-model"] ?? join(REPO, "artifacts/recipe/base"));
+const hfModels = opt["hf-model"] ? [resolve(opt["hf-model"])] : [join(REPO, "artifacts/recipe/base"), join(REPO, "packs/demo-base")];
 const dataDir = resolve(opt.data ?? join(REPO, "../shared/data"));
 const only = opt.variants ? new Set(opt.variants.split(",")) : null;
 const log = (line) => process.stderr.write(`${line}\n`);
@@ -135,7 +136,7 @@ const { manifest } = main.pack;
 // ---------------------------------------------------------------------- derived models (Python)
 let prep = { weights: null, quantized: {}, matmul: [], hfMissing: "bench/prepare.py did not run" };
 {
-  const args = [join(HERE, "prepare.py"), "--pack", packDir, "--out", join(HERE, ".cache"), "--hf-model", hfModel];
+  const args = [join(HERE, "prepare.py"), "--pack", packDir, "--out", join(HERE, ".cache"), ...hfModels.flatMap((m) => ["--hf-model", m])];
   if (opt["no-python"]) args.push("--no-hf");
   const r = spawnSync(opt.python, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, TOKENIZERS_PARALLELISM: "false" } });
   if (r.status === 0) prep = JSON.parse(r.stdout.trim().split("\n").pop());
