@@ -27,7 +27,7 @@ class Pack:
         self.targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in self.manifest["lora"]["targets"]]
         self.adapters = [load_adapter(n, built.pack_dir / e["path"]) for n, e in self.manifest["adapters"].items()]
 
-    def run(self, ids, mask, pos, row_lambdas, past=None):
+    def feeds(self, ids, mask, pos, row_lambdas, past=None):
         """row_lambdas[b] = λ of the domain adapter (general gets 1 − λ); None = no adapter."""
         b = ids.shape[0]
         feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": pos}
@@ -40,7 +40,10 @@ class Pack:
             feeds |= mixture_feeds(self.targets, [], [[] for _ in range(b)])
         else:
             feeds |= mixture_feeds(self.targets, self.adapters, [[1 - lam, lam] for lam in row_lambdas])
-        out = self.session.run(None, feeds)
+        return feeds
+
+    def run(self, ids, mask, pos, row_lambdas, past=None):
+        out = self.session.run(None, self.feeds(ids, mask, pos, row_lambdas, past))
         return out[0], out[1:]
 
 
@@ -220,14 +223,8 @@ def test_kept_logits_and_full_cache_match_transformers(built, pack, head_session
     rng = np.random.default_rng(keep)
 
     def feeds_for(sl, past, k, row_mask):
-        f = {"input_ids": ids[:, sl], "attention_mask": row_mask, "position_ids": pos[:, sl]}
-        for i in range(pack.layers):
-            for j, kind in enumerate(("key", "value")):
-                f[f"past_key_values.{i}.{kind}"] = past[2 * i + j] if past else np.zeros((b, pack.kv, 0, pack.hd), np.float32)
-        f |= mixture_feeds(pack.targets, pack.adapters, [[1 - lam, lam]] * b)
-        f["num_logits_to_keep"] = np.array([k], np.int64)
-        f["target_ids"] = rng.integers(0, 300, ids[:, sl].shape)
-        return f
+        f = pack.feeds(ids[:, sl], row_mask, pos[:, sl], [lam] * b, past)
+        return f | {"num_logits_to_keep": np.array([k], np.int64), "target_ids": rng.integers(0, 300, ids[:, sl].shape)}
 
     ref = reference_logits(built, lam, ids, mask, pos)
     head_feeds = feeds_for(slice(0, split), None, keep, mask[:, :split])
