@@ -220,7 +220,9 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     throw new MolorecError("INVALID_REQUEST", `entropyObjective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, got ${JSON.stringify(objectiveKind)}`);
   }
   const scoring = { strategy: options.strategy ?? "prefix", maxBatchRows: options.maxBatchRows ?? 64 } as const;
-  const withEntropy = { ...scoring, tokenEntropy: objectiveKind !== "candidates" };
+  /** Scoring options that also compute what `kind` reads (token entropies, unless it is `candidates`). */
+  const optionsFor = (kind: EntropyObjective) => ({ ...scoring, tokenEntropy: kind !== "candidates" });
+  const withEntropy = optionsFor(objectiveKind);
 
   /** The objective per mixture of one scored request. */
   function objectiveFor(kind: EntropyObjective): (result: ScoreResult) => number[] {
@@ -289,9 +291,17 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     return (await scoreCandidates(session, pack, mixer, jobOf(input), scoring)).scores;
   }
 
-  async function scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }> {
-    const res = await scoreCandidates(session, pack, mixer, jobOf(input), withEntropy);
-    return { scores: res.scores, objective: objectiveOf(res) };
+  /** Scores the mixtures of one request and evaluates `kind` on each. */
+  async function scoreObjective(
+    input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] },
+    kind: EntropyObjective,
+  ): Promise<{ scores: number[][]; objective: number[] }> {
+    const res = await scoreCandidates(session, pack, mixer, jobOf(input), optionsFor(kind));
+    return { scores: res.scores, objective: objectiveFor(kind)(res) };
+  }
+
+  function scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }> {
+    return scoreObjective(input, objectiveKind);
   }
 
   async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
@@ -444,13 +454,11 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         }, searchOptions);
         return { ...result, objectiveKind: kind };
       }
-      const byKind = objectiveFor(kind);
-      const options = { ...scoring, tokenEntropy: kind !== "candidates" };
       const result = await searchLambda(async (lambdas) => {
         const sums = new Array<number>(lambdas.length).fill(0);
         for (const r of requests) {
-          const res = await scoreCandidates(session, pack, mixer, jobOf({ ...r, mixtures: lambdas.map((l) => weightsFor(domain, l)) }), options);
-          byKind(res).forEach((h, i) => (sums[i]! += h));
+          const { objective } = await scoreObjective({ ...r, mixtures: lambdas.map((l) => weightsFor(domain, l)) }, kind);
+          objective.forEach((h, i) => (sums[i]! += h));
         }
         return sums.map((s) => s / requests.length);
       }, searchOptions);
