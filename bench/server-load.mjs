@@ -15,10 +15,10 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus, loadavg, platform, release, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseCli, rng } from "./lib/util.mjs";
+import { headerUsage, parseCli, rng } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const USAGE = headerUsage(import.meta.url, 1, 12);
 const values = parseCli(
   {
     pack: { type: "string" },

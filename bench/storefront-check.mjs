@@ -15,10 +15,10 @@ import { createRequire } from "node:module";
 import { cpus, platform, release, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { median, parseCli } from "./lib/util.mjs";
+import { headerUsage, median, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 12).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const USAGE = headerUsage(import.meta.url, 1, 12);
 const values = parseCli(
   {
     pack: { type: "string", default: existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack") },

@@ -14,10 +14,10 @@ import { createRequire } from "node:module";
 import { cpus, platform, release, tmpdir, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { parseCli } from "./lib/util.mjs";
+import { headerUsage, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const USAGE = readFileSync(fileURLToPath(import.meta.url), "utf8").split("\n").slice(1, 11).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+const USAGE = headerUsage(import.meta.url, 1, 11);
 const values = parseCli(
   {
     pack: { type: "string", default: join(root, "test/fixtures/tiny-pack") },

@@ -1,5 +1,12 @@
 // Small helpers of the benchmarks: command line, seeded randomness, statistics, formatting.
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+
+/** A script's usage text: its header comment (lines `from` to `to` of the file), without `//`. */
+export function headerUsage(moduleUrl, from, to) {
+  return readFileSync(fileURLToPath(moduleUrl), "utf8").split("\n").slice(from, to).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+}
 
 /**
  * parseArgs with `--help` (prints `usage`, exits 0) and a usage error instead of a stack trace for
