@@ -17,6 +17,14 @@ from torch import nn
 SUPPORTED_ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}
 LORA_LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MASK_FILL = -1e9
+# The grouped graph caps masked scores at this finite value (Min(score, cap)) instead of filling
+# them with MASK_FILL: a masked score is then at most -50, where exp(score - max) is a small normal
+# float. ~1e9 below the max, onnxruntime's exp() returns subnormals, which x86 handles ~100× slower:
+# the prompt run's causal mask (half its scores masked) made Softmax 2–5× slower (measured,
+# docs/performance.md). A masked key's weight is at most exp(-50 - best valid score) / Σ, below
+# float32's resolution (2^-24) whenever a query's best valid score exceeds -33 (the demo pack's
+# lowest over real prompts: -3.5).
+GROUPED_MASK_FILL = -50.0
 ATTENTION_MODES = ("padding", "block")
 KV_CACHE_MODES = ("concat", "grouped")
 
@@ -164,35 +172,48 @@ class ExportableDecoder(nn.Module):
         down = torch.matmul(x, a.transpose(0, 1)) * scale.unsqueeze(1)
         return y + torch.matmul(down, b.transpose(0, 1))
 
-    def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Attention of q ``[B, heads, qs, hd]`` over a past ``[Bp, kv, P, hd]`` shared by groups of
-        ``G = B / Bp`` consecutive rows, then over the rows' own k/v ``[B, kv, seq, hd]``; returns
-        ``[B, kv, rep, qs, hd]``. ``qs`` < ``seq`` when only the last queries are kept.
+    def _grouped_mask(self, allowed: torch.Tensor, past_batch: torch.Tensor) -> torch.Tensor:
+        """``allowed`` ``[B, 1, 1, qs, keys]`` as a score cap in the grouped layout ``[Bp, 1,
+        G·rep·qs, keys]`` that ``_grouped_attention`` scores in (rows ordered group row, head in
+        group, position): +max float where a key is allowed, ``GROUPED_MASK_FILL`` where not.
+        Built once per run for every layer; ``Min(scores, cap)`` masks with one cheap broadcast
+        instead of a ``Where`` and a filled tensor per layer."""
+        rep = self.shape.num_heads // self.shape.num_kv_heads
+        batch, qs, keys = allowed.shape[0], allowed.shape[3], allowed.shape[4]
+        a = allowed.reshape(batch, 1, qs, keys).expand(batch, rep, qs, keys)
+        a = a.reshape(past_batch, 1, (batch // past_batch) * rep * qs, keys)
+        return torch.where(a, torch.tensor(torch.finfo(torch.float32).max), torch.tensor(GROUPED_MASK_FILL))
 
-        Scores live in a grouped layout ``[Bp, kv, G·rep·qs, keys]``: the past part is one matrix
-        product per (past row, KV head) for all its rows, heads and positions. No reshape has the
-        past length as a dimension (ONNX Reshape reads a 0 as "keep", and the prompt run's past is
+    def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+        """Attention of q ``[B, heads, qs, hd]`` (already scaled by hd^-0.5) over a past
+        ``[Bp, kv, P, hd]`` shared by groups of ``G = B / Bp`` consecutive rows, then over the rows'
+        own k/v ``[B, kv, seq, hd]``; ``cap`` from ``_grouped_mask``. Returns ``[B, qs, hidden]``.
+
+        Scores live in a grouped layout ``[Bp, kv, G·rep·qs, P + seq]``: the past part is one matrix
+        product per (past row, KV head) for all its rows, heads and positions, and so is its
+        context (the past values padded with zeros over the own columns, so the probabilities are
+        read whole instead of sliced). The per-row products take all heads of a KV head at once
+        (``rep·qs`` rows), which halves the number of small matrix products. No reshape has the past
+        length as a dimension (ONNX Reshape reads a 0 as "keep", and the prompt run's past is
         empty)."""
         s = self.shape
         batch, qs, seq = q.shape[0], q.shape[2], k.shape[2]
         kv, rep, hd = s.num_kv_heads, s.num_heads // s.num_kv_heads, s.head_dim
         bp, p = pk.shape[0], pk.shape[2]
         g = batch // bp
+        rows = rep * qs
 
-        def to_groups(x: torch.Tensor, heads: int, width) -> torch.Tensor:  # [B, heads, rep, qs, w] -> [Bp, heads, G·rep·qs, w]
-            return x.reshape(bp, g, heads, rep, qs, width).transpose(1, 2).reshape(bp, heads, g * rep * qs, width)
+        def to_groups(x: torch.Tensor, width) -> torch.Tensor:  # [B, kv, rep·qs, w] -> [Bp, kv, G·rep·qs, w]
+            return x.reshape(bp, g, kv, rows, width).transpose(1, 2).reshape(bp, kv, g * rows, width)
 
-        def from_groups(x: torch.Tensor, width) -> torch.Tensor:  # [Bp, kv, G·rep·qs, w] -> [B, kv, rep, qs, w]
-            return x.reshape(bp, kv, g, rep, qs, width).transpose(1, 2).reshape(batch, kv, rep, qs, width)
-
-        qg = to_groups(q.reshape(batch, kv, rep, qs, hd), kv, hd)
-        own = torch.matmul(q.reshape(batch, kv, rep, qs, hd), k.unsqueeze(2).transpose(-1, -2))  # [B, kv, rep, qs, seq]
-        scores = torch.cat((torch.matmul(qg, pk.transpose(-1, -2)), to_groups(own, kv, seq)), dim=-1) * (hd ** -0.5)
-        mask = to_groups(allowed.reshape(batch, 1, 1, qs, p + seq).expand(batch, 1, rep, qs, p + seq), 1, p + seq)
-        scores = torch.where(mask, scores, torch.full_like(scores, MASK_FILL))
-        probs = torch.softmax(scores, dim=-1)
-        past_ctx = from_groups(torch.matmul(probs[..., :p], pv), hd)
-        return past_ctx + torch.matmul(from_groups(probs[..., p:], seq), v.unsqueeze(2))
+        q_rows = q.reshape(batch, kv, rows, hd)
+        own = torch.matmul(q_rows, k.transpose(-1, -2))  # [B, kv, rep·qs, seq]
+        scores = torch.cat((torch.matmul(to_groups(q_rows, hd), pk.transpose(-1, -2)), to_groups(own, seq)), dim=-1)
+        probs = torch.softmax(torch.minimum(scores, cap), dim=-1)
+        past_ctx = torch.matmul(probs, torch.cat((pv, torch.zeros_like(v[:1]).expand(bp, kv, seq, hd)), dim=2))
+        own_probs = probs[..., p:].reshape(bp, kv, g, rows, seq).transpose(1, 2).reshape(batch, kv, rows, seq)
+        ctx = past_ctx + to_groups(torch.matmul(own_probs, v), hd)  # [Bp, kv, G·rep·qs, hd]
+        return ctx.reshape(bp, kv, g, rep, qs, hd).permute(0, 2, 4, 1, 3, 5).reshape(batch, qs, s.num_heads * hd)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor):
         s = self.shape
@@ -235,6 +256,14 @@ class ExportableDecoder(nn.Module):
             kept = torch.arange(start, n, device=h.device)
 
         rep = s.num_heads // s.num_kv_heads
+        grouped = self.kv_cache == "grouped"
+        if grouped:
+            # hd^-0.5 folded into the queries' rotation (one multiply per run instead of one over
+            # the scores per layer), and the mask laid out as a score cap once per run for every layer.
+            q_cos_all, q_sin_all = cos * s.head_dim ** -0.5, sin * s.head_dim ** -0.5
+            cap = self._grouped_mask(allowed, past[0].shape[0])
+        else:
+            q_cos_all, q_sin_all = cos, sin
         last = len(m.layers) - 1
         presents: list[torch.Tensor] = []
         qs = seq
@@ -247,22 +276,24 @@ class ExportableDecoder(nn.Module):
             k = k.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
             v = v.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
             k = k * cos + _rotate_half(k) * sin
-            q_cos, q_sin = cos, sin
+            q_cos, q_sin = q_cos_all, q_sin_all
             if i == last and kept is not None:
                 # Only the kept positions' logits are returned, and the last layer's output at a
                 # position feeds nothing but that position's logits: every position needs this
                 # layer's keys and values (the cache), only the kept ones its queries, attention
                 # and MLP. A prompt run keeping 1 position skips most of a layer.
                 h, x = h.index_select(1, kept), x.index_select(1, kept)
-                q_cos, q_sin = cos.index_select(2, kept), sin.index_select(2, kept)
+                q_cos, q_sin = q_cos.index_select(2, kept), q_sin.index_select(2, kept)
                 allowed = allowed.index_select(3, kept)
                 qs = kept.shape[0]
+                if grouped:
+                    cap = self._grouped_mask(allowed, past[0].shape[0])
             q = self._linear(f"{prefix}.self_attn.q_proj", attn.q_proj, x, lora, scale)
             q = q.view(batch, qs, s.num_heads, s.head_dim).transpose(1, 2)
             q = q * q_cos + _rotate_half(q) * q_sin
-            if self.kv_cache == "grouped":
+            if grouped:
                 presents += [k, v]
-                ctx = self._grouped_attention(q, k, v, past[2 * i], past[2 * i + 1], allowed)
+                ctx = self._grouped_attention(q, k, v, past[2 * i], past[2 * i + 1], cap)
             else:
                 k = torch.cat((past[2 * i], k), dim=2)
                 v = torch.cat((past[2 * i + 1], v), dim=2)
@@ -274,7 +305,7 @@ class ExportableDecoder(nn.Module):
                 scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
                 probs = torch.softmax(scores, dim=-1)
                 ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, qs, hd]
-            ctx = ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
+                ctx = ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
             h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
 
             mlp = layer.mlp
