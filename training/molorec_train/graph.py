@@ -172,7 +172,7 @@ class ExportableDecoder(nn.Module):
         down = torch.matmul(x, a.transpose(0, 1)) * scale.unsqueeze(1)
         return y + torch.matmul(down, b.transpose(0, 1))
 
-    def _grouped_mask(self, allowed: torch.Tensor, past_batch: torch.Tensor) -> torch.Tensor:
+    def _grouped_mask(self, allowed: torch.Tensor, past_batch: int) -> torch.Tensor:
         """``allowed`` ``[B, 1, 1, qs, keys]`` as a score cap in the grouped layout ``[Bp, 1,
         G·rep·qs, keys]`` that ``_grouped_attention`` scores in (rows ordered group row, head in
         group, position): +max float where a key is allowed, ``GROUPED_MASK_FILL`` where not.
