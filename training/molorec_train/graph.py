@@ -191,8 +191,7 @@ class ExportableDecoder(nn.Module):
 
         Scores live in a grouped layout ``[Bp, kv, G·rep·qs, P + seq]``: the past part is one matrix
         product per (past row, KV head) for all its rows, heads and positions, and so is its
-        context (the past values padded with zeros over the own columns, so the probabilities are
-        read whole instead of sliced). The per-row products take all heads of a KV head at once
+        context. The per-row products take all heads of a KV head at once
         (``rep·qs`` rows), which halves the number of small matrix products. No reshape has the past
         length as a dimension (ONNX Reshape reads a 0 as "keep", and the prompt run's past is
         empty)."""
@@ -210,7 +209,7 @@ class ExportableDecoder(nn.Module):
         own = torch.matmul(q_rows, k.transpose(-1, -2))  # [B, kv, rep·qs, seq]
         scores = torch.cat((torch.matmul(to_groups(q_rows, hd), pk.transpose(-1, -2)), to_groups(own, seq)), dim=-1)
         probs = torch.softmax(torch.minimum(scores, cap), dim=-1)
-        past_ctx = torch.matmul(probs, torch.cat((pv, torch.zeros_like(v[:1]).expand(bp, kv, seq, hd)), dim=2))
+        past_ctx = torch.matmul(probs[..., :p], pv)
         own_probs = probs[..., p:].reshape(bp, kv, g, rows, seq).transpose(1, 2).reshape(batch, kv, rows, seq)
         ctx = past_ctx + to_groups(torch.matmul(own_probs, v), hd)  # [Bp, kv, G·rep·qs, hd]
         return ctx.reshape(bp, kv, g, rep, qs, hd).permute(0, 2, 4, 1, 3, 5).reshape(batch, qs, s.num_heads * hd)
