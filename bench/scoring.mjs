@@ -14,7 +14,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { floorMs, matmulThroughput, requestFlops } from "./lib/floor.mjs";
+import { floorMs, matmulThroughput, openMatmul, requestFlops } from "./lib/floor.mjs";
 import { scoreNaiveFull } from "./lib/naive-full.mjs";
 import { scorePacked, scorePackedCached } from "./lib/packed.mjs";
 import { startPythonWorker } from "./lib/python.mjs";
@@ -313,17 +313,9 @@ if (prep.weights && prep.matmul.length) {
 const floorVariant = Object.keys(floorBySize).length ? await timedFloor() : null;
 async function timedFloor() {
   const shapes = new Set(prep.weights.map((w) => `${w.K}x${w.N}`));
-  const graphs = [];
-  for (const g of prep.matmul.filter((g) => shapes.has(`${g.K}x${g.N}`))) {
-    graphs.push({ ...g, session: await backend.createSession(new Uint8Array(readFileSync(g.path))) });
-  }
+  const matmuls = [];
+  for (const g of prep.matmul.filter((g) => shapes.has(`${g.K}x${g.N}`))) matmuls.push(await openMatmul(backend, g));
   const peak = throughput.filter((t) => !shapes.has(`${t.K}x${t.N}`));
-  const inputs = new Map();
-  const feedsOf = (K, T) => {
-    const key = `${K}x${T}`;
-    if (!inputs.has(key)) inputs.set(key, { X: { type: "float32", data: new Float32Array(T * K).map((_, i) => Math.sin(i) * 0.5), dims: [T, K] } });
-    return inputs.get(key);
-  };
   return {
     id: "floor",
     samples: {},
@@ -334,17 +326,10 @@ async function timedFloor() {
     async run(r) {
       const f = requestFlops(manifest, prep.weights, rankOf(mixture), r.promptIds.length, r.candidateIds);
       const measured = [...peak];
-      for (const g of graphs) {
-        for (const T of [r.promptIds.length, f.candTokens + 1]) {
-          const feeds = feedsOf(g.K, T);
-          const t0 = performance.now();
-          await g.session.run(feeds);
-          const perMatmulMs = (performance.now() - t0) / g.R;
-          measured.push({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / (perMatmulMs * 1e6) });
-        }
-      }
+      for (const mm of matmuls) for (const T of [r.promptIds.length, f.candTokens + 1]) measured.push(await mm.run(T));
       return { ms: floorMs(f, measured) };
     },
+    release: () => Promise.all(matmuls.map((mm) => mm.release())),
   };
 }
 
@@ -412,6 +397,7 @@ if (py?.worker && !opt["no-profile"]) {
   }
 }
 if (py?.worker) await py.worker.close();
+await floorVariant?.release();
 for (const n of cfg.sizes) {
   const samples = floorVariant?.samples[n];
   if (samples?.length) floorBySize[n] = { ...floorBySize[n], ms: median(samples), upFrontMs: floorBySize[n].ms, samples: samples.length };

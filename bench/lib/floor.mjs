@@ -53,27 +53,52 @@ export function requestFlops(manifest, weights, loraRank, promptLen, candidateId
   };
 }
 
-/** Measures GFLOP/s of X[T, K]·W[K, N] for each micro-graph of bench/prepare.py and each T. */
-export async function matmulThroughput(backend, graphs, tokenCounts, { minMs = 40, minRuns = 5 } = {}) {
-  const out = [];
-  for (const g of graphs) {
-    const session = await backend.createSession(new Uint8Array(readFileSync(g.path)));
-    for (const T of tokenCounts) {
-      const x = new Float32Array(T * g.K).map((_, i) => Math.sin(i) * 0.5);
-      const feeds = { X: { type: "float32", data: x, dims: [T, g.K] } };
-      for (let i = 0; i < 2; i++) await session.run(feeds);
+/**
+ * One MatMul micro-graph of bench/prepare.py (R MatMuls X[T, K]·W[K, N] per run), opened once:
+ * `run(T)` times one run at T tokens and returns its throughput entry `{ K, N, T, gflops }`.
+ */
+export async function openMatmul(backend, g) {
+  const session = await backend.createSession(new Uint8Array(readFileSync(g.path)));
+  const feeds = new Map();
+  const feedsOf = (T) => {
+    if (!feeds.has(T)) feeds.set(T, { X: { type: "float32", data: new Float32Array(T * g.K).map((_, i) => Math.sin(i) * 0.5), dims: [T, g.K] } });
+    return feeds.get(T);
+  };
+  const entry = (T, runMs) => ({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / ((runMs / g.R) * 1e6) });
+  return {
+    K: g.K,
+    N: g.N,
+    async run(T) {
+      const f = feedsOf(T);
+      const t0 = performance.now();
+      await session.run(f);
+      return entry(T, performance.now() - t0);
+    },
+    /** The median of at least `minRuns` runs and `minMs` of running, after 2 untimed. */
+    async measure(T, { minMs = 40, minRuns = 5 } = {}) {
+      const f = feedsOf(T);
+      for (let i = 0; i < 2; i++) await session.run(f);
       const times = [];
       const start = performance.now();
       while (times.length < minRuns || performance.now() - start < minMs) {
         const t0 = performance.now();
-        await session.run(feeds);
+        await session.run(f);
         times.push(performance.now() - t0);
         if (times.length >= 200) break;
       }
-      const perMatmulMs = median(times) / g.R;
-      out.push({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / (perMatmulMs * 1e6) });
-    }
-    await session.release();
+      return entry(T, median(times));
+    },
+    release: () => session.release(),
+  };
+}
+
+/** Measures GFLOP/s of X[T, K]·W[K, N] for each micro-graph of bench/prepare.py and each T. */
+export async function matmulThroughput(backend, graphs, tokenCounts, options = {}) {
+  const out = [];
+  for (const g of graphs) {
+    const mm = await openMatmul(backend, g);
+    for (const T of tokenCounts) out.push(await mm.measure(T, options));
+    await mm.release();
   }
   return out;
 }
