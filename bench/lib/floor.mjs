@@ -66,8 +66,6 @@ export async function openMatmul(backend, g) {
   };
   const entry = (T, runMs) => ({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / ((runMs / g.R) * 1e6) });
   return {
-    K: g.K,
-    N: g.N,
     async run(T) {
       const f = feedsOf(T);
       const t0 = performance.now();
