@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--domain", default="movies-ml100k")
     args = ap.parse_args()
     items = args.data / args.domain / "items.tsv"
-    titles = [l.split("\t", 1)[1].strip() for l in items.read_text().splitlines()[1:] if "\t" in l] if items.is_file() else []
+    titles = [line.split("\t", 1)[1].strip() for line in items.read_text().splitlines()[1:] if "\t" in line] if items.is_file() else []
     spec = PromptSpec(maxTitleTokens=24, maxHistoryTokens=256)
     corpus = titles * 3 + [spec.prefix, spec.itemPrefix + spec.itemSuffix + spec.suffix] if titles else None
     if corpus is None:

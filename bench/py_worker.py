@@ -35,7 +35,6 @@ from molorec_train.adapters import load_adapter, mixture_feeds  # noqa: E402
 from molorec_train.export import read_manifest  # noqa: E402
 from molorec_train.prompt import PromptSpec, title_ids  # noqa: E402
 
-
 RUN_COST_TOKENS = 32  # core's scoring.ts
 
 
@@ -208,7 +207,7 @@ class Worker:
         import torch
 
         model = self.torch_model()
-        P, N = len(prompt), len(cands)
+        N = len(cands)
         scores = [0.0] * N
         with torch.inference_mode():
             out = model(input_ids=torch.tensor([prompt]), use_cache=True)

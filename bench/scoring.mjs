@@ -489,7 +489,7 @@ if (Object.keys(floorBySize).length) {
 section("mixture cost (shared prefix, Node)");
 for (const v of variants.filter((x) => x.group === "mixture")) {
   const base = (n) => med("mix-base", n);
-  const ratio = v.skip ? "" : cfg.sizes.map((n) => fmtRatio(med(v.id, n) / base(n))).join(" / ") + " of no-adapter";
+  const ratio = v.skip ? "" : `${cfg.sizes.map((n) => fmtRatio(med(v.id, n) / base(n))).join(" / ")} of no-adapter`;
   const ag = v.id === "mix-merged" && !v.skip ? cfg.sizes.map((n) => agreement(v, n)).filter(Boolean) : null;
   rows.push([v.id, v.label, ...cfg.sizes.map((n) => cell(v.id, n)), ratio, v.alias ? "" : runsCol(v), ag?.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "", v.skip ?? (v.id === "adaptive" ? `per extra λ row: ${cfg.sizes.map((n) => `${(((med("adaptive", n) / med("prefix", n) - 1) / 4) * 100).toFixed(0)}%`).join(" / ")} of one` : v.id === "mix-merged" ? "Δ vs the dynamic 2-adapter path" : "")]);
 }
@@ -554,7 +554,7 @@ const text = [...machine, "", table, "", "targets:", ...targetLines, ...(profile
 console.log(text);
 if (opt.md) {
   mkdirSync(dirname(resolve(opt.md)), { recursive: true });
-  writeFileSync(resolve(opt.md), text + "\n");
+  writeFileSync(resolve(opt.md), `${text}\n`);
 }
 if (opt.json) {
   mkdirSync(dirname(resolve(opt.json)), { recursive: true });
@@ -568,7 +568,7 @@ if (opt.json) {
     profiles,
     variants: variants.map((v) => ({ id: v.id, label: v.label, group: v.group, skip: v.skip ?? null, failed: v.failed ?? null, runs: v.runsBySize ?? null, samples: v.samples, agreement: Object.fromEntries(cfg.sizes.map((n) => [n, v.scores[n] ? agreement(v, n) : null])) })),
   };
-  writeFileSync(resolve(opt.json), JSON.stringify(dump, null, 1) + "\n");
+  writeFileSync(resolve(opt.json), `${JSON.stringify(dump, null, 1)}\n`);
   log(`bench: wrote ${relative(REPO, resolve(opt.json))}`);
 }
 for (const s of [blockSession, ...Object.values(extraSessions), noLora, main.session, merged?.session, ...Object.values(edge).map((e) => e.session), ...Object.values(wasmSessions).map((e) => e.session)]) await s?.release();

@@ -364,6 +364,6 @@ const ok =
   rejectedMetric === refused.length;
 console.log(`\nload average at the end: ${loadavg().map((x) => x.toFixed(2)).join(" ")}; wall ${((Date.now() - started) / 1000).toFixed(0)} s; ${ok ? "all checks passed" : "SOME CHECKS FAILED"}`);
 if (values.json) {
-  writeFileSync(values.json, JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results: results.map(({ parts: _p, ...x }) => x), ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2) + "\n");
+  writeFileSync(values.json, `${JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results: results.map(({ parts: _p, ...x }) => x), ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2)}\n`);
 }
 process.exit(ok ? 0 : 1);

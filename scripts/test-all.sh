@@ -4,6 +4,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "==> Format and lint (Biome for TypeScript/JavaScript/JSON, ruff for Python)"
+pnpm exec biome ci .
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo
 echo "==> TypeScript: typecheck + tests"
 pnpm exec turbo run typecheck test --output-logs=errors-only
 

@@ -26,7 +26,7 @@ export function startPythonWorker(python, script, { onStderr } = {}) {
       if (exited) throw new Error(exited);
       const line = await new Promise((resolve, reject) => {
         waiting.push({ resolve, reject });
-        proc.stdin.write(JSON.stringify(cmd) + "\n");
+        proc.stdin.write(`${JSON.stringify(cmd)}\n`);
       });
       const ans = JSON.parse(line);
       if (!ans.ok) throw new Error(ans.error);
@@ -34,7 +34,7 @@ export function startPythonWorker(python, script, { onStderr } = {}) {
     },
     async close() {
       if (exited) return;
-      proc.stdin.end(JSON.stringify({ cmd: "quit" }) + "\n");
+      proc.stdin.end(`${JSON.stringify({ cmd: "quit" })}\n`);
       await new Promise((r) => {
         const t = setTimeout(() => {
           proc.kill();

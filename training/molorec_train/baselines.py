@@ -29,10 +29,9 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
-
 
 from .data import DataError, read_jsonl, read_prepared_items
 
@@ -249,7 +248,7 @@ class SASRecBaseline:
                 pos.append(_left_pad(piece[1:], L))
         return inp, pos
 
-    def fit(self, train: list[dict], valid: list[dict] | None = None, progress: Callable[[str], None] = print) -> "SASRecBaseline":
+    def fit(self, train: list[dict], valid: list[dict] | None = None, progress: Callable[[str], None] = print) -> SASRecBaseline:
         torch = _torch()
         cfg = self.cfg
         threads = torch.get_num_threads()
@@ -259,7 +258,7 @@ class SASRecBaseline:
         finally:
             torch.set_num_threads(threads)
 
-    def _fit(self, train: list[dict], valid: list[dict] | None, progress: Callable[[str], None]) -> "SASRecBaseline":
+    def _fit(self, train: list[dict], valid: list[dict] | None, progress: Callable[[str], None]) -> SASRecBaseline:
         torch = _torch()
         cfg = self.cfg
         torch.manual_seed(cfg.seed)

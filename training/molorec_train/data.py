@@ -43,9 +43,9 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 FORMAT_VERSION = 1
 DEFAULT_TARGETS = ("movies-ml100k", "scientific-amazon2018")

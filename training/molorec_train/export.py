@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

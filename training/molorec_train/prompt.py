@@ -7,8 +7,8 @@ functions, so the served model sees the sequences it was trained on.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 Encode = Callable[[str], list[int]]
 

@@ -6,8 +6,8 @@ Weights are drawn with a large std so that random models still give well-separat
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 

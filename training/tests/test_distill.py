@@ -13,10 +13,10 @@ import torch
 from molorec_train import tiny
 from molorec_train.distill import Case, DistillConfig, candidate_scores, distill, distill_loss
 from molorec_train.export import export_pack
+from molorec_train.fixture import fixture_titles as fake_titles
 from molorec_train.prompt import PromptSpec
 from molorec_train.reference import candidate_log_likelihoods
 from molorec_train.train import LINEAR_TARGETS, load_encoder
-from molorec_train.fixture import fixture_titles as fake_titles
 
 
 def write_prepared_domain(root: Path, name: str, n_items: int, n_rows: int, seed: int) -> None:

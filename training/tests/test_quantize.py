@@ -12,12 +12,11 @@ import pytest
 
 from molorec_train.adapters import load_adapter, mixture_feeds
 from molorec_train.export import export_onnx, load_model, read_manifest
+from molorec_train.fixture import fixture_titles as fake_titles
 from molorec_train.graph import ExportError
 from molorec_train.prompt import PromptSpec, candidate_ids, prompt_ids
 from molorec_train.quantize import QuantizeOptions, quantize_pack
 from molorec_train.recipe import REPO
-
-from molorec_train.fixture import fixture_titles as fake_titles
 
 
 def session(path):

@@ -13,11 +13,10 @@ import torch
 
 from molorec_train.adamerging import premixed_adapter
 from molorec_train.adapters import load_adapter
+from molorec_train.fixture import fixture_titles as fake_titles
 from molorec_train.recipe import REPO, RecipeConfig, run_recipe
 from molorec_train.report import render
 from molorec_train.train import BaseModelConfig, LoraTrainConfig, PretrainConfig, collate, pack_blocks
-
-from molorec_train.fixture import fixture_titles as fake_titles
 
 
 def write_sequence_domain(root: Path, name: str, n_items: int, n_users: int, seed: int) -> None:

@@ -143,7 +143,7 @@ export class Registry {
   }
 
   render(): string {
-    return this.metrics.flatMap((m) => m.render()).join("\n") + "\n";
+    return `${this.metrics.flatMap((m) => m.render()).join("\n")}\n`;
   }
 }
 

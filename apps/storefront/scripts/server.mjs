@@ -38,7 +38,7 @@ const ISOLATION = {
  * @param {string} rel  URL path below the mount, already decoded
  */
 function inside(root, rel) {
-  const full = resolve(root, "." + sep + rel);
+  const full = resolve(root, `.${sep}${rel}`);
   return full === root || full.startsWith(root + sep) ? full : null;
 }
 

@@ -114,7 +114,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await ctx?.close();
   await server?.close();
-  if (consoleLines.length) writeFileSync(join(ARTIFACTS, "console.log"), consoleLines.join("\n") + "\n");
+  if (consoleLines.length) writeFileSync(join(ARTIFACTS, "console.log"), `${consoleLines.join("\n")}\n`);
   if (work) rmSync(work, { recursive: true, force: true });
 });
 

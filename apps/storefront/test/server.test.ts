@@ -45,15 +45,15 @@ describe("static server", () => {
   });
 
   it("serves the pack under /pack/ with CORS; ORT files are immutable", async () => {
-    const pack = await fetch(server.url + "pack/molorec.json");
+    const pack = await fetch(`${server.url}pack/molorec.json`);
     expect(await pack.text()).toBe("{}");
     expect(pack.headers.get("access-control-allow-origin")).toBe("*");
-    expect((await fetch(server.url + "ort/1.30.0/ort-wasm-simd-threaded.jsep.wasm")).headers.get("cache-control")).toMatch(/immutable/);
+    expect((await fetch(`${server.url}ort/1.30.0/ort-wasm-simd-threaded.jsep.wasm`)).headers.get("cache-control")).toMatch(/immutable/);
   });
 
   it("refuses paths outside its folders, and methods other than GET/HEAD", async () => {
     for (const p of ["..%2fsecret.txt", "pack/..%2f..%2fsecret.txt", "%2e%2e/secret.txt"]) expect((await fetch(server.url + p)).status).toBe(404);
-    expect((await fetch(server.url + "app.js", { method: "POST" })).status).toBe(405);
-    expect((await fetch(server.url + "app.js", { method: "HEAD" })).status).toBe(200);
+    expect((await fetch(`${server.url}app.js`, { method: "POST" })).status).toBe(405);
+    expect((await fetch(`${server.url}app.js`, { method: "HEAD" })).status).toBe(200);
   });
 });

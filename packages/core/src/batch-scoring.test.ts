@@ -208,7 +208,10 @@ describe("Recommender.recommendBatch", () => {
       name: "recording",
       async createSession(model, options) {
         const s = await backend.createSession(model, options);
-        return { ...s, run: (feeds, names) => (ranks.push(feeds.lora_scale!.dims[1]!), s.run(feeds, names)) };
+        return { ...s, run: (feeds, names) => {
+          ranks.push(feeds.lora_scale!.dims[1]!);
+          return s.run(feeds, names);
+        } };
       },
     };
     const r = await createRecommender({ backend: recording, pack });

@@ -64,7 +64,7 @@ describe("molorec calibrate", () => {
     const copy = join(dir, "pack");
     cpSync(pack, copy, { recursive: true });
     const rows = golden.cases.filter((c) => c.request.mixture === "domain").map((c, i) => ({ history: c.request.history, candidates: c.request.candidates, label: i % c.request.candidates.length }));
-    writeFileSync(join(dir, "valid.jsonl"), [...rows, { ...rows[0]!, history: rows[2]!.history.slice(0, 5) }].map((r) => JSON.stringify(r)).join("\n") + "\n");
+    writeFileSync(join(dir, "valid.jsonl"), `${[...rows, { ...rows[0]!, history: rows[2]!.history.slice(0, 5) }].map((r) => JSON.stringify(r)).join("\n")}\n`);
     const { out } = capture();
     expect(await main(["calibrate", "--pack", copy, "--domain", "movies", "--data", dir, "--objective", "information", "--write", "--ep", "cpu"])).toBe(0);
     const head = out.find((l) => l.startsWith("calibrated movies"))!;

@@ -196,7 +196,7 @@ async function evalCommand(packDir: string, values: Values): Promise<number> {
       console.log(`${r.policy.padEnd(16)} ${r.lambda === null ? "   —" : r.lambda.toFixed(2).padStart(5)}  ${r.ndcg1.toFixed(4)}  ${r.ndcg3.toFixed(4)}  ${r.hr3.toFixed(4)}  ${r.entropy.toFixed(3)}`);
     }
     if (typeof values.out === "string") {
-      await writeFile(values.out, JSON.stringify({ pack: rec.pack.manifest.name, domain, split, cases: cases.length, seconds, backend: rec.backendName, results }, null, 2) + "\n");
+      await writeFile(values.out, `${JSON.stringify({ pack: rec.pack.manifest.name, domain, split, cases: cases.length, seconds, backend: rec.backendName, results }, null, 2)}\n`);
     }
   } finally {
     await rec.close();
@@ -224,10 +224,10 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
       const file = join(packDir, "molorec.json");
       const manifest = JSON.parse(await readFile(file, "utf8"));
       manifest.domains[domain].calibratedLambda = Math.round(res.lambda * 1e4) / 1e4;
-      await writeFile(file, JSON.stringify(manifest, null, 2) + "\n");
+      await writeFile(file, `${JSON.stringify(manifest, null, 2)}\n`);
       console.log(`wrote calibratedLambda to ${file}`);
     }
-    if (typeof values.out === "string") await writeFile(values.out, JSON.stringify({ domain, prompts: requests.length, entropyObjective: res.objectiveKind, ...res }, null, 2) + "\n");
+    if (typeof values.out === "string") await writeFile(values.out, `${JSON.stringify({ domain, prompts: requests.length, entropyObjective: res.objectiveKind, ...res }, null, 2)}\n`);
   } finally {
     await rec.close();
   }
