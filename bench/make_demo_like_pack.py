@@ -41,10 +41,27 @@ def main() -> int:
         corpus = fixture_titles(5000, 1) + [spec.prefix, "- \nNext item: "]
     model = args.out / "model"
     tiny.train_bpe_tokenizer(corpus, 4096, model)
-    tiny.make_model(model, architecture="llama", vocab_size=4096, hidden_size=128, intermediate_size=384, num_layers=4, num_heads=4, num_kv_heads=2, seed=1, std=0.05)
+    tiny.make_model(
+        model,
+        architecture="llama",
+        vocab_size=4096,
+        hidden_size=128,
+        intermediate_size=384,
+        num_layers=4,
+        num_heads=4,
+        num_kv_heads=2,
+        seed=1,
+        std=0.05,
+    )
     general = tiny.make_lora(model, args.out / "general", targets=LINEARS, rank=8, alpha=16, seed=2, std=0.05)
     domain = tiny.make_lora(model, args.out / "domain", targets=LINEARS, rank=8, alpha=16, seed=3, std=0.05)
-    export_pack(model, args.out / "pack", {"general": general, f"domain:{args.domain}": domain}, name="demo-like-random", prompt=PromptSpec(maxTitleTokens=24, maxHistoryTokens=256, endTokenId=0))
+    export_pack(
+        model,
+        args.out / "pack",
+        {"general": general, f"domain:{args.domain}": domain},
+        name="demo-like-random",
+        prompt=PromptSpec(maxTitleTokens=24, maxHistoryTokens=256, endTokenId=0),
+    )
     return 0
 
 

@@ -114,7 +114,18 @@ def rebuild_fixture_checkpoint(pack: Path, out: Path) -> Path:
         with quiet():
             corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
             tiny.train_bpe_tokenizer(corpus, 512, out)
-            tiny.make_model(out, architecture="llama", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, seed=5, std=0.15)
+            tiny.make_model(
+                out,
+                architecture="llama",
+                vocab_size=512,
+                hidden_size=64,
+                intermediate_size=128,
+                num_layers=2,
+                num_heads=4,
+                num_kv_heads=2,
+                seed=5,
+                std=0.15,
+            )
     return out
 
 
@@ -133,7 +144,13 @@ def check_checkpoint(model, pack_model: Path) -> str | None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", required=True, type=Path)
-    ap.add_argument("--hf-model", type=Path, action="append", default=[], help="transformers checkpoint of the pack's base model (repeatable: the first that matches the pack is used)")
+    ap.add_argument(
+        "--hf-model",
+        type=Path,
+        action="append",
+        default=[],
+        help="transformers checkpoint of the pack's base model (repeatable: the first that matches the pack is used)",
+    )
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--quant", default=",".join(QUANT_VARIANTS))
     ap.add_argument("--no-hf", action="store_true", help="skip everything that needs the transformers checkpoint")
@@ -178,7 +195,9 @@ def main() -> int:
         candidates = []
     elif not candidates:
         where = ", ".join(str(p) for p in args.hf_model) or "(none given)"
-        problems.append(f"no transformers checkpoint (config.json) at {where}: pass --hf-model DIR (the recipe writes artifacts/recipe/base, and packs/demo-base with --base-out)")
+        problems.append(
+            f"no transformers checkpoint (config.json) at {where}: pass --hf-model DIR (the recipe writes artifacts/recipe/base, and packs/demo-base with --base-out)"
+        )
     if candidates:
         import torch
 
@@ -198,7 +217,11 @@ def main() -> int:
     else:
         res["hfModel"] = str(hf)
         targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in manifest["lora"]["targets"]]
-        variants = (("block", {"attention": "block"}), ("keep", {"logits_to_keep": True}), ("head", {"logits_to_keep": True, "token_logprobs": True}))
+        variants = (
+            ("block", {"attention": "block"}),
+            ("keep", {"logits_to_keep": True}),
+            ("head", {"logits_to_keep": True, "token_logprobs": True}),
+        )
         for name, kw in variants:
             path = cache / f"model-{name}.onnx"
             if not path.is_file():
@@ -234,7 +257,9 @@ def main() -> int:
                 log(f"exporting the merged pack (λ = {lam:.4f})")
                 adapters = {n: pack / e["path"] for n, e in manifest["adapters"].items()}
                 shutil.rmtree(out, ignore_errors=True)
-                shutil.copytree(pack, out, ignore=shutil.ignore_patterns(manifest["files"]["model"], *manifest["files"].get("modelExternalData", [])))
+                shutil.copytree(
+                    pack, out, ignore=shutil.ignore_patterns(manifest["files"]["model"], *manifest["files"].get("modelExternalData", []))
+                )
                 with quiet():
                     merged = merged_model(hf, adapters, weights)
                     export_onnx(merged, targets, out / manifest["files"]["model"], **head_kw)

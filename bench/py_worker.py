@@ -57,7 +57,9 @@ def plan_runs(lengths: list[int], max_rows: int, run_cost: float) -> list[tuple[
 
 
 class Worker:
-    def __init__(self, pack: str, hf_model: str | None, threads: int, mixture: list[list], max_batch_rows: int = 64, graphs: dict | None = None):
+    def __init__(
+        self, pack: str, hf_model: str | None, threads: int, mixture: list[list], max_batch_rows: int = 64, graphs: dict | None = None
+    ):
         import onnxruntime as ort
 
         self.pack = Path(pack)
@@ -101,7 +103,7 @@ class Worker:
             off = 0
             for n in names:
                 ad = self.adapters[n]
-                scale[i, off:off + ad.rank] = weights.get(n, 0.0) * ad.scaling
+                scale[i, off : off + ad.rank] = weights.get(n, 0.0) * ad.scaling
                 off += ad.rank
         return {**ab, "lora_scale": scale}
 
@@ -154,7 +156,7 @@ class Worker:
                 for b, (_, c) in enumerate(chunk):
                     n = len(cands[c]) - 1
                     ids[b, :n] = cands[c][:n]
-                    mask[b, P:P + n] = 1
+                    mask[b, P : P + n] = 1
                 feeds = {
                     "input_ids": ids,
                     "attention_mask": mask,
@@ -270,7 +272,7 @@ class Worker:
                 eos_token_id=self.spec.endTokenId,
                 pad_token_id=self.spec.endTokenId,
             )
-        new = out[0, len(ids):].tolist()
+        new = out[0, len(ids) :].tolist()
         if self.spec.endTokenId in new:
             new = new[: new.index(self.spec.endTokenId)]
         text = self.tokenizer().decode(new).strip()
@@ -348,8 +350,13 @@ def main() -> int:
                 import onnxruntime
                 import torch
 
-                worker = Worker(cmd["pack"], cmd.get("hfModel"), cmd["threads"], cmd["mixture"], cmd.get("maxBatchRows", 64), cmd.get("graphs"))
-                ans = {"ok": True, "versions": {"python": sys.version.split()[0], "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}}
+                worker = Worker(
+                    cmd["pack"], cmd.get("hfModel"), cmd["threads"], cmd["mixture"], cmd.get("maxBatchRows", 64), cmd.get("graphs")
+                )
+                ans = {
+                    "ok": True,
+                    "versions": {"python": sys.version.split()[0], "onnxruntime": onnxruntime.__version__, "torch": torch.__version__},
+                }
                 if worker.hf_model:
                     import transformers
 

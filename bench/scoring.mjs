@@ -86,7 +86,9 @@ const cfg = {
   threads: Number(opt.threads ?? 1),
   minSamples: quick ? 3 : 5,
 };
-const packDir = resolve(opt.pack ?? (existsSync(join(REPO, "packs/demo/molorec.json")) ? join(REPO, "packs/demo") : join(REPO, "test/fixtures/tiny-pack")));
+const packDir = resolve(
+  opt.pack ?? (existsSync(join(REPO, "packs/demo/molorec.json")) ? join(REPO, "packs/demo") : join(REPO, "test/fixtures/tiny-pack")),
+);
 const hfModels = opt["hf-model"] ? [resolve(opt["hf-model"])] : [join(REPO, "artifacts/recipe/base"), join(REPO, "packs/demo-base")];
 const dataDir = resolve(opt.data ?? join(REPO, "../shared/data"));
 const only = opt.variants ? new Set(opt.variants.split(",")) : null;
@@ -106,14 +108,21 @@ const backend = nodeBackend({ executionProvider: "cpu", intraOpNumThreads: cfg.t
 
 function dirBytes(dir) {
   let n = 0;
-  for (const e of readdirSync(dir, { withFileTypes: true })) n += e.isDirectory() ? dirBytes(join(dir, e.name)) : statSync(join(dir, e.name)).size;
+  for (const e of readdirSync(dir, { withFileTypes: true }))
+    n += e.isDirectory() ? dirBytes(join(dir, e.name)) : statSync(join(dir, e.name)).size;
   return n;
 }
 
 async function openPack(dir) {
   const pack = await loadPackFromDir(dir);
   const session = await backend.createSession(pack.model, { externalData: pack.externalData });
-  return { pack, session, mixer: new core.LoraMixer(pack), bytes: dirBytes(dir), modelBytes: pack.model.byteLength + pack.externalData.reduce((s, f) => s + f.data.byteLength, 0) };
+  return {
+    pack,
+    session,
+    mixer: new core.LoraMixer(pack),
+    bytes: dirBytes(dir),
+    modelBytes: pack.model.byteLength + pack.externalData.reduce((s, f) => s + f.data.byteLength, 0),
+  };
 }
 
 /** A session whose feeds are cut to the graph's inputs (for graphs without LoRA inputs). */
@@ -138,7 +147,11 @@ let prep = { weights: null, quantized: {}, matmul: [], hfMissing: "bench/prepare
 {
   const args = [join(HERE, "prepare.py"), "--pack", packDir, "--out", join(HERE, ".cache"), ...hfModels.flatMap((m) => ["--hf-model", m])];
   if (opt["no-python"]) args.push("--no-hf");
-  const r = spawnSync(opt.python, args, { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, TOKENIZERS_PARALLELISM: "false" } });
+  const r = spawnSync(opt.python, args, {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, TOKENIZERS_PARALLELISM: "false" },
+  });
   if (r.status === 0) prep = JSON.parse(r.stdout.trim().split("\n").pop());
   else log(`bench: bench/prepare.py failed (${r.error?.message ?? `exit ${r.status}`}): derived rows are skipped`);
 }
@@ -155,11 +168,22 @@ function weightsFor(l) {
   return w;
 }
 const mixture = weightsFor(lambda);
-const lambdaSource = domain && manifest.domains[domain].calibratedLambda !== undefined ? "calibrated" : "default (no calibrated λ in the pack)";
-const rankOf = (w) => Math.max(1, w.reduce((s, [n]) => s + main.pack.adapters.get(n).rank, 0));
+const lambdaSource =
+  domain && manifest.domains[domain].calibratedLambda !== undefined ? "calibrated" : "default (no calibrated λ in the pack)";
+const rankOf = (w) =>
+  Math.max(
+    1,
+    w.reduce((s, [n]) => s + main.pack.adapters.get(n).rank, 0),
+  );
 
 // -------------------------------------------------------------------------------- requests
-const { source: titleSource, requests: rawRequests } = makeRequests({ dataDir, domain, sizes: cfg.sizes, perSize: cfg.perSize, history: cfg.history });
+const { source: titleSource, requests: rawRequests } = makeRequests({
+  dataDir,
+  domain,
+  sizes: cfg.sizes,
+  perSize: cfg.perSize,
+  history: cfg.history,
+});
 const requests = {};
 for (const n of cfg.sizes) {
   requests[n] = rawRequests[n].map((r) => ({
@@ -180,16 +204,43 @@ function add(v) {
 const job = (r, mixtures = [mixture]) => ({ promptIds: r.promptIds, candidateIds: r.candidateIds, mixtures });
 const viaCore = (o, mixtures, options) => async (r) => core.scoreCandidates(o.session, o.pack, o.mixer, job(r, mixtures), options);
 
-add({ id: "naive", group: "scoring", label: "naive: one full pass per candidate, logits of the candidate's positions only (Node, core strategy naive)", run: viaCore(main, [mixture], { strategy: "naive" }) });
+add({
+  id: "naive",
+  group: "scoring",
+  label: "naive: one full pass per candidate, logits of the candidate's positions only (Node, core strategy naive)",
+  run: viaCore(main, [mixture], { strategy: "naive" }),
+});
 const groupedKv = main.pack.manifest.model.kvCache === "grouped";
-add({ id: "prefix", group: "scoring", label: `shared prefix, KV cache reused, runs of similar length${groupedKv ? ", grouped KV cache (the prompt's cache fed once per run)" : ""} (Node, core default)`, run: viaCore(main, [mixture]) });
-add({ id: "prefix-onebatch", group: "scoring", label: "shared prefix, all candidates in one run padded to the longest (bucketByLength: false)", run: viaCore(main, [mixture], { bucketByLength: false }) });
+add({
+  id: "prefix",
+  group: "scoring",
+  label: `shared prefix, KV cache reused, runs of similar length${groupedKv ? ", grouped KV cache (the prompt's cache fed once per run)" : ""} (Node, core default)`,
+  run: viaCore(main, [mixture]),
+});
+add({
+  id: "prefix-onebatch",
+  group: "scoring",
+  label: "shared prefix, all candidates in one run padded to the longest (bucketByLength: false)",
+  run: viaCore(main, [mixture], { bucketByLength: false }),
+});
 
 let blockSession = null;
 if (prep.blockModel) blockSession = await backend.createSession(new Uint8Array(readFileSync(prep.blockModel)));
 const noBlock = prep.blockModel ? null : `needs the block-causal graph, exported from the transformers checkpoint: ${prep.hfMissing}`;
-add({ id: "packed", group: "scoring", label: "packed: prompt + all candidates in one sequence, block-causal mask (Node)", skip: noBlock, run: (r) => scorePacked(blockSession, main.pack, main.mixer, job(r)) });
-add({ id: "packed-cached", group: "scoring", label: "packed candidates on the cached prompt (one row, block mask) (Node)", skip: noBlock, run: (r) => scorePackedCached(blockSession, main.pack, main.mixer, job(r)) });
+add({
+  id: "packed",
+  group: "scoring",
+  label: "packed: prompt + all candidates in one sequence, block-causal mask (Node)",
+  skip: noBlock,
+  run: (r) => scorePacked(blockSession, main.pack, main.mixer, job(r)),
+});
+add({
+  id: "packed-cached",
+  group: "scoring",
+  label: "packed candidates on the cached prompt (one row, block mask) (Node)",
+  skip: noBlock,
+  run: (r) => scorePackedCached(blockSession, main.pack, main.mixer, job(r)),
+});
 
 // Graph variants core uses when present (scoring.ts GraphExtras), on the same pack. They are
 // exported with the contract's concat KV cache, so core is told so whatever the pack's graph has.
@@ -197,17 +248,28 @@ const concatPack = { ...main.pack, manifest: { ...main.pack.manifest, model: { .
 const extraSessions = {};
 for (const [id, file, label] of [
   ["prefix-keep", prep.keepModel, "shared prefix, graph with num_logits_to_keep (prompt returns 1 row of logits) (Node)"],
-  ["prefix-head", prep.headModel, "shared prefix, graph with num_logits_to_keep + token_logprobs (no vocab-sized outputs), concat KV cache (a copy of the prompt's cache per row) (Node)"],
+  [
+    "prefix-head",
+    prep.headModel,
+    "shared prefix, graph with num_logits_to_keep + token_logprobs (no vocab-sized outputs), concat KV cache (a copy of the prompt's cache per row) (Node)",
+  ],
 ]) {
   if (file) extraSessions[id] = await backend.createSession(new Uint8Array(readFileSync(file)));
-  add({ id, group: "scoring", label, skip: file ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`, run: (r) => core.scoreCandidates(extraSessions[id], concatPack, main.mixer, job(r)) });
+  add({
+    id,
+    group: "scoring",
+    label,
+    skip: file ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`,
+    run: (r) => core.scoreCandidates(extraSessions[id], concatPack, main.mixer, job(r)),
+  });
 }
 // The naive loop as a generic library's user writes it: every position's logits (bench/lib/naive-full.mjs),
 // on the plain graph with num_logits_to_keep (fed 0 = all), so no scoring head runs that the user would not have.
 add({
   id: "naive-full",
   group: "scoring",
-  label: "naive as a generic library does it: one full pass per candidate, every position's logits (transformers' model(ids).logits) (Node)",
+  label:
+    "naive as a generic library does it: one full pass per candidate, every position's logits (transformers' model(ids).logits) (Node)",
   skip: prep.keepModel ? null : `needs the graph variant, exported from the transformers checkpoint: ${prep.hfMissing}`,
   run: (r) => scoreNaiveFull(extraSessions["prefix-keep"], concatPack, main.mixer, job(r)),
 });
@@ -217,13 +279,44 @@ const py = opt["no-python"] ? null : { why: null };
 const noPy = opt["no-python"] ? "--no-python" : null;
 const noTorch = noPy ?? (prep.hfModel ? null : prep.hfMissing);
 const pyRun = (variant, mixtures, graph) => async (r) => {
-  const ans = await py.worker.call({ cmd: "run", variant, graph, request: { promptIds: r.promptIds, candidateIds: r.candidateIds, history: r.history, candidates: r.candidates }, mixtures });
+  const ans = await py.worker.call({
+    cmd: "run",
+    variant,
+    graph,
+    request: { promptIds: r.promptIds, candidateIds: r.candidateIds, history: r.history, candidates: r.candidates },
+    mixtures,
+  });
   return { scores: ans.scores, runs: ans.runs, ms: ans.ms, extra: ans };
 };
-add({ id: "py-ort", group: "scoring", label: "shared prefix, same algorithm, Python onnxruntime + numpy", skip: noPy, run: pyRun("ort-prefix", [mixture]) });
-add({ id: "py-ort-head", group: "scoring", label: "the same on the num_logits_to_keep + token_logprobs graph, Python onnxruntime", skip: noPy ?? (prep.headModel ? null : `needs the graph variant: ${prep.hfMissing}`), run: pyRun("ort-prefix", [mixture], "head") });
-add({ id: "torch", group: "scoring", label: "transformers (PyTorch) likelihood, shared prefix, PEFT-merged", skip: noTorch, run: pyRun("torch-prefix") });
-add({ id: "generate", group: "scoring", label: "paper's path: transformers greedy title generation + exact match", skip: noTorch, run: pyRun("torch-generate"), noScores: true });
+add({
+  id: "py-ort",
+  group: "scoring",
+  label: "shared prefix, same algorithm, Python onnxruntime + numpy",
+  skip: noPy,
+  run: pyRun("ort-prefix", [mixture]),
+});
+add({
+  id: "py-ort-head",
+  group: "scoring",
+  label: "the same on the num_logits_to_keep + token_logprobs graph, Python onnxruntime",
+  skip: noPy ?? (prep.headModel ? null : `needs the graph variant: ${prep.hfMissing}`),
+  run: pyRun("ort-prefix", [mixture], "head"),
+});
+add({
+  id: "torch",
+  group: "scoring",
+  label: "transformers (PyTorch) likelihood, shared prefix, PEFT-merged",
+  skip: noTorch,
+  run: pyRun("torch-prefix"),
+});
+add({
+  id: "generate",
+  group: "scoring",
+  label: "paper's path: transformers greedy title generation + exact match",
+  skip: noTorch,
+  run: pyRun("torch-generate"),
+  noScores: true,
+});
 
 // Mixture cost: the dynamic path per adapter set, a merged pack, no LoRA inputs at all, adaptive.
 const mixRows = [
@@ -231,16 +324,40 @@ const mixRows = [
   ["mix-general", `general only (rank ${general ? rankOf([[general, 1]]) : "—"})`, general ? [[general, 1]] : null],
   ["mix-domain", `domain only (rank ${domainAdapter ? rankOf([[domainAdapter, 1]]) : "—"})`, domainAdapter ? [[domainAdapter, 1]] : null],
 ];
-for (const [id, label, w] of mixRows) add({ id, group: "mixture", label, skip: w ? null : "the pack lacks this adapter", run: viaCore(main, [w]) });
-add({ id: "mix-calibrated", group: "mixture", label: `2-adapter mixture λ=${lambda} (rank ${rankOf(mixture)}) = the prefix row`, alias: "prefix" });
+for (const [id, label, w] of mixRows)
+  add({ id, group: "mixture", label, skip: w ? null : "the pack lacks this adapter", run: viaCore(main, [w]) });
+add({
+  id: "mix-calibrated",
+  group: "mixture",
+  label: `2-adapter mixture λ=${lambda} (rank ${rankOf(mixture)}) = the prefix row`,
+  alias: "prefix",
+});
 let merged = null;
 if (prep.merged) merged = await openPack(prep.merged.pack);
-add({ id: "mix-merged", group: "mixture", label: `merged pack: λ=${prep.merged?.lambda ?? lambda} folded into W, served as rank 1, scale 0`, skip: prep.merged ? null : `needs the transformers checkpoint: ${prep.mergedMissing ?? prep.hfMissing}`, run: merged ? viaCore(merged, [[]]) : null });
+add({
+  id: "mix-merged",
+  group: "mixture",
+  label: `merged pack: λ=${prep.merged?.lambda ?? lambda} folded into W, served as rank 1, scale 0`,
+  skip: prep.merged ? null : `needs the transformers checkpoint: ${prep.mergedMissing ?? prep.hfMissing}`,
+  run: merged ? viaCore(merged, [[]]) : null,
+});
 let noLora = null;
 if (prep.noLoraModel) noLora = onlyInputs(await backend.createSession(new Uint8Array(readFileSync(prep.noLoraModel))));
-add({ id: "mix-nolora", group: "mixture", label: "graph without LoRA inputs (base weights)", skip: prep.noLoraModel ? null : prep.hfMissing, run: (r) => core.scoreCandidates(noLora, main.pack, main.mixer, job(r, [[]])) });
+add({
+  id: "mix-nolora",
+  group: "mixture",
+  label: "graph without LoRA inputs (base weights)",
+  skip: prep.noLoraModel ? null : prep.hfMissing,
+  run: (r) => core.scoreCandidates(noLora, main.pack, main.mixer, job(r, [[]])),
+});
 const adaptiveLambdas = [0, 0.25, 0.5, 0.75, 1];
-add({ id: "adaptive", group: "mixture", label: "adaptive: 5 λ as 5 batch rows (one prompt run, 5× candidate rows)", skip: general && domainAdapter ? null : "needs a general and a domain adapter", run: viaCore(main, adaptiveLambdas.map(weightsFor)) });
+add({
+  id: "adaptive",
+  group: "mixture",
+  label: "adaptive: 5 λ as 5 batch rows (one prompt run, 5× candidate rows)",
+  skip: general && domainAdapter ? null : "needs a general and a domain adapter",
+  run: viaCore(main, adaptiveLambdas.map(weightsFor)),
+});
 
 // Edge packs, on onnxruntime-node and (what browsers and Workers run) onnxruntime-web's WASM.
 const wasm = opt["no-wasm"] ? { error: "--no-wasm" } : wasmBackend(REPO);
@@ -254,12 +371,26 @@ async function addWasm(name, o) {
       skip = `onnxruntime-web cannot run this pack: ${String(e.message).slice(0, 160)}`;
     }
   }
-  add({ id: `wasm-${name}`, group: "edge", label: `${name} pack on ${wasm.name ?? "onnxruntime-web (wasm)"}`, skip, run: wasmSessions[name] ? viaCore(wasmSessions[name], [mixture]) : null, pack: o, wasm: true });
+  add({
+    id: `wasm-${name}`,
+    group: "edge",
+    label: `${name} pack on ${wasm.name ?? "onnxruntime-web (wasm)"}`,
+    skip,
+    run: wasmSessions[name] ? viaCore(wasmSessions[name], [mixture]) : null,
+    pack: o,
+    wasm: true,
+  });
 }
 const edge = {};
 for (const [name, dir] of Object.entries(prep.quantized ?? {})) {
   edge[name] = await openPack(dir);
-  add({ id: `q-${name}`, group: "edge", label: `${name} pack (${describeQuant(JSON.parse(readFileSync(join(dir, "molorec.json"), "utf8")).quantization)})`, run: viaCore(edge[name], [mixture]), pack: edge[name] });
+  add({
+    id: `q-${name}`,
+    group: "edge",
+    label: `${name} pack (${describeQuant(JSON.parse(readFileSync(join(dir, "molorec.json"), "utf8")).quantization)})`,
+    run: viaCore(edge[name], [mixture]),
+    pack: edge[name],
+  });
 }
 if (!opt["no-wasm"]) {
   await addWasm("f32", main);
@@ -267,7 +398,9 @@ if (!opt["no-wasm"]) {
 }
 function describeQuant(q) {
   if (!q) return "?";
-  return q.method === "dynamic" ? "dynamic int8 MatMul, per channel" : `MatMulNBits ${q.bits}-bit, block ${q.blockSize}, accuracy_level ${q.accuracyLevel}`;
+  return q.method === "dynamic"
+    ? "dynamic int8 MatMul, per channel"
+    : `MatMulNBits ${q.bits}-bit, block ${q.blockSize}, accuracy_level ${q.accuracyLevel}`;
 }
 
 // ------------------------------------------------------------------------------ python worker
@@ -275,7 +408,14 @@ const pyVersions = {};
 if (py && variants.some((v) => !v.skip && v.run && PY_VARIANTS.includes(v.id))) {
   py.worker = startPythonWorker(opt.python, join(HERE, "py_worker.py"));
   try {
-    const ans = await py.worker.call({ cmd: "init", pack: packDir, hfModel: prep.hfModel ?? null, threads: cfg.threads, mixture, graphs: prep.headModel ? { head: prep.headModel } : {} });
+    const ans = await py.worker.call({
+      cmd: "init",
+      pack: packDir,
+      hfModel: prep.hfModel ?? null,
+      threads: cfg.threads,
+      mixture,
+      graphs: prep.headModel ? { head: prep.headModel } : {},
+    });
     Object.assign(pyVersions, ans.versions);
   } catch (e) {
     for (const v of variants) if (PY_VARIANTS.includes(v.id)) v.skip = `python worker: ${e.message}`;
@@ -294,7 +434,16 @@ if (prep.weights && prep.matmul.length) {
     }
   }
   // one T per size and the prompt (medians), to keep the measurement short
-  const Ts = [...new Set(cfg.sizes.flatMap((n) => [median(requests[n].map((r) => r.promptIds.length)), median(requests[n].map((r) => r.candidateIds.reduce((s, c) => s + c.length - 1, 0) + 1))].map(Math.round)))];
+  const Ts = [
+    ...new Set(
+      cfg.sizes.flatMap((n) =>
+        [
+          median(requests[n].map((r) => r.promptIds.length)),
+          median(requests[n].map((r) => r.candidateIds.reduce((s, c) => s + c.length - 1, 0) + 1)),
+        ].map(Math.round),
+      ),
+    ),
+  ];
   log(`bench: measuring MatMul throughput (${prep.matmul.length} shapes × T ∈ {${Ts.join(", ")}})`);
   throughput = await matmulThroughput(backend, prep.matmul, Ts, { minMs: quick ? 25 : 80 });
   for (const n of cfg.sizes) {
@@ -336,7 +485,9 @@ async function timedFloor() {
 // ----------------------------------------------------------------------------------- timing
 const deadline = started + (quick ? 15 : 60) * 60_000;
 const active = [...variants.filter((v) => !v.skip && v.run), ...(floorVariant ? [floorVariant] : [])];
-log(`bench: ${active.length} variants × sizes ${cfg.sizes.join("/")} × ${cfg.repeats} repeats (warm-up ${cfg.warmup}), ${cfg.threads} threads`);
+log(
+  `bench: ${active.length} variants × sizes ${cfg.sizes.join("/")} × ${cfg.repeats} repeats (warm-up ${cfg.warmup}), ${cfg.threads} threads`,
+);
 async function once(v, n, i) {
   const r = requests[n][i % requests[n].length];
   globalThis.gc?.(); // with --expose-gc (pnpm bench:scoring): collect the previous run's garbage untimed
@@ -387,7 +538,10 @@ for (const n of cfg.sizes) {
 const profiles = {};
 if (py?.worker && !opt["no-profile"]) {
   const n = Math.max(...cfg.sizes);
-  for (const [name, graph] of [["pack graph", undefined], ["token_logprobs graph", prep.headModel ? "head" : null]]) {
+  for (const [name, graph] of [
+    ["pack graph", undefined],
+    ["token_logprobs graph", prep.headModel ? "head" : null],
+  ]) {
     if (graph === null) continue;
     try {
       profiles[name] = { candidates: n, ...(await py.worker.call({ cmd: "profile", request: requests[n][0], graph })) };
@@ -443,10 +597,19 @@ const cell = (id, n) => {
   if (!s?.length) return "—";
   return `${fmtMs(median(s))} (${fmtMs(p90(s))}, ${fmtMs(Math.min(...s))})`;
 };
-const header = ["id", "variant", ...cfg.sizes.map((n) => `${n} cand. ms: median (p90, min)`), "vs prefix", "runs/req", "max abs Δscore vs prefix", "notes"];
+const header = [
+  "id",
+  "variant",
+  ...cfg.sizes.map((n) => `${n} cand. ms: median (p90, min)`),
+  "vs prefix",
+  "runs/req",
+  "max abs Δscore vs prefix",
+  "notes",
+];
 const rows = [];
 const section = (title) => rows.push(["", `**${title}**`, ...cfg.sizes.map(() => ""), "", "", "", ""]);
-const runsCol = (v) => (v?.skip || v?.failed || !v?.runsBySize ? "" : [...new Set(cfg.sizes.map((n) => v.runsBySize[n] ?? "—"))].join(" / "));
+const runsCol = (v) =>
+  v?.skip || v?.failed || !v?.runsBySize ? "" : [...new Set(cfg.sizes.map((n) => v.runsBySize[n] ?? "—"))].join(" / ");
 const ratioCol = (id) => cfg.sizes.map((n) => fmtRatio(med(id, n) / med("prefix", n))).join(" / ");
 
 const notes = {};
@@ -471,7 +634,15 @@ section("scoring: the same requests, the same mixture");
 for (const v of variants.filter((x) => x.group === "scoring")) {
   const ag = v.noScores || v.skip ? null : agreement(v, cfg.sizes[0]) && cfg.sizes.map((n) => agreement(v, n)).filter(Boolean);
   const maxAbs = ag?.length ? Math.max(...ag.map((a) => a.maxAbs)) : null;
-  rows.push([v.id, v.label, ...cfg.sizes.map((n) => cell(v.id, n)), v.skip ? "" : ratioCol(v.id), runsCol(v), v.id === "prefix" ? "0" : maxAbs === null ? "" : maxAbs.toExponential(1), v.skip ? v.skip : v.failed ? v.failed : notes[v.id] ?? ""]);
+  rows.push([
+    v.id,
+    v.label,
+    ...cfg.sizes.map((n) => cell(v.id, n)),
+    v.skip ? "" : ratioCol(v.id),
+    runsCol(v),
+    v.id === "prefix" ? "0" : maxAbs === null ? "" : maxAbs.toExponential(1),
+    v.skip ? v.skip : v.failed ? v.failed : (notes[v.id] ?? ""),
+  ]);
 }
 if (Object.keys(floorBySize).length) {
   const peak = Math.max(...throughput.map((t) => t.gflops));
@@ -483,7 +654,9 @@ if (Object.keys(floorBySize).length) {
     "",
     "",
     `MatMul ${Math.min(...throughput.map((t) => t.gflops)).toFixed(0)}–${peak.toFixed(0)} GFLOP/s by shape (peak at 1024×1024)` +
-      (floorBySize[cfg.sizes[0]].samples ? `; timed interleaved with the rows, median of ${cfg.sizes.map((n) => floorBySize[n].samples ?? 0).join(" / ")} samples (measured once up front: ${cfg.sizes.map((n) => fmtMs(floorBySize[n].upFrontMs)).join(" / ")} ms)` : ""),
+      (floorBySize[cfg.sizes[0]].samples
+        ? `; timed interleaved with the rows, median of ${cfg.sizes.map((n) => floorBySize[n].samples ?? 0).join(" / ")} samples (measured once up front: ${cfg.sizes.map((n) => fmtMs(floorBySize[n].upFrontMs)).join(" / ")} ms)`
+        : ""),
   ]);
 }
 section("mixture cost (shared prefix, Node)");
@@ -491,20 +664,57 @@ for (const v of variants.filter((x) => x.group === "mixture")) {
   const base = (n) => med("mix-base", n);
   const ratio = v.skip ? "" : `${cfg.sizes.map((n) => fmtRatio(med(v.id, n) / base(n))).join(" / ")} of no-adapter`;
   const ag = v.id === "mix-merged" && !v.skip ? cfg.sizes.map((n) => agreement(v, n)).filter(Boolean) : null;
-  rows.push([v.id, v.label, ...cfg.sizes.map((n) => cell(v.id, n)), ratio, v.alias ? "" : runsCol(v), ag?.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "", v.skip ?? (v.id === "adaptive" ? `per extra λ row: ${cfg.sizes.map((n) => `${(((med("adaptive", n) / med("prefix", n) - 1) / 4) * 100).toFixed(0)}%`).join(" / ")} of one` : v.id === "mix-merged" ? "Δ vs the dynamic 2-adapter path" : "")]);
+  rows.push([
+    v.id,
+    v.label,
+    ...cfg.sizes.map((n) => cell(v.id, n)),
+    ratio,
+    v.alias ? "" : runsCol(v),
+    ag?.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "",
+    v.skip ??
+      (v.id === "adaptive"
+        ? `per extra λ row: ${cfg.sizes.map((n) => `${(((med("adaptive", n) / med("prefix", n) - 1) / 4) * 100).toFixed(0)}%`).join(" / ")} of one`
+        : v.id === "mix-merged"
+          ? "Δ vs the dynamic 2-adapter path"
+          : ""),
+  ]);
 }
 section("edge packs: quantized base weights, LoRA inputs float32 (shared prefix, Node)");
-rows.push(["f32", `float32 pack (${(main.modelBytes / 1e6).toFixed(2)} MB model, ${(main.bytes / 1e6).toFixed(2)} MB pack)`, ...cfg.sizes.map((n) => cell("prefix", n)), "1.00×", runsCol(byId.prefix), "0", "= the prefix row"]);
+rows.push([
+  "f32",
+  `float32 pack (${(main.modelBytes / 1e6).toFixed(2)} MB model, ${(main.bytes / 1e6).toFixed(2)} MB pack)`,
+  ...cfg.sizes.map((n) => cell("prefix", n)),
+  "1.00×",
+  runsCol(byId.prefix),
+  "0",
+  "= the prefix row",
+]);
 for (const v of variants.filter((x) => x.group === "edge")) {
   if (v.wasm) {
     const ag = v.skip ? [] : cfg.sizes.map((n) => agreement(v, n)).filter(Boolean);
-    rows.push([v.id, v.label, ...cfg.sizes.map((n) => cell(v.id, n)), v.skip ? "" : ratioCol(v.id), runsCol(v), ag.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "", v.skip ?? v.failed ?? "scores vs the float32 pack on onnxruntime-node"]);
+    rows.push([
+      v.id,
+      v.label,
+      ...cfg.sizes.map((n) => cell(v.id, n)),
+      v.skip ? "" : ratioCol(v.id),
+      runsCol(v),
+      ag.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "",
+      v.skip ?? v.failed ?? "scores vs the float32 pack on onnxruntime-node",
+    ]);
     continue;
   }
   const ag = cfg.sizes.map((n) => agreement(v, n)).filter(Boolean);
   const tau = ag.length ? Math.min(...ag.map((a) => a.tau)) : NaN;
   const top1 = ag.length ? Math.min(...ag.map((a) => a.top1)) : NaN;
-  rows.push([v.id, `${v.label} — ${(v.pack.modelBytes / 1e6).toFixed(2)} MB model, ${(v.pack.bytes / 1e6).toFixed(2)} MB pack`, ...cfg.sizes.map((n) => cell(v.id, n)), ratioCol(v.id), runsCol(v), ag.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "", v.failed ?? `Kendall τ ≥ ${tau.toFixed(3)}, top-1 agreement ≥ ${(top1 * 100).toFixed(0)}%`]);
+  rows.push([
+    v.id,
+    `${v.label} — ${(v.pack.modelBytes / 1e6).toFixed(2)} MB model, ${(v.pack.bytes / 1e6).toFixed(2)} MB pack`,
+    ...cfg.sizes.map((n) => cell(v.id, n)),
+    ratioCol(v.id),
+    runsCol(v),
+    ag.length ? Math.max(...ag.map((a) => a.maxAbs)).toExponential(1) : "",
+    v.failed ?? `Kendall τ ≥ ${tau.toFixed(3)}, top-1 agreement ≥ ${(top1 * 100).toFixed(0)}%`,
+  ]);
 }
 
 // ------------------------------------------------------------------------------------ targets
@@ -518,22 +728,67 @@ function target(name, ratio, ok, label, sizes = cfg.sizes, extra = "") {
   const verdict = (xs) => (xs.some((x) => !Number.isFinite(x)) ? "N/A " : xs.every(ok) ? "PASS" : "MISS");
   const fmt = (xs) => xs.map((x) => fmtRatio(x)).join(" / ");
   const status = verdict(onMed);
-  targets.push({ name, status, statusOfMinima: verdict(onMin), medians: onMed, minima: onMin, detail: `${label} ${fmt(onMed)} (minima: ${fmt(onMin)}, ${verdict(onMin).trim()})${extra}` });
+  targets.push({
+    name,
+    status,
+    statusOfMinima: verdict(onMin),
+    medians: onMed,
+    minima: onMin,
+    detail: `${label} ${fmt(onMed)} (minima: ${fmt(onMin)}, ${verdict(onMin).trim()})${extra}`,
+  });
 }
 const floorOf = (n) => floorBySize[n]?.ms ?? NaN;
 // "Naive" in the issue is what a generic library's user writes: the full pass returns every
 // position's logits. core's naive loop trims them; its ratio is shown beside, and it is the stricter one.
 const trimmed = `; core's trimmed naive (num_logits_to_keep)/prefix ${fmtRatio(med("naive", first) / med("prefix", first))} (minima ${fmtRatio(best("naive", first) / best("prefix", first))})`;
 if (variants.some((v) => v.id === "naive-full" && !v.skip && !v.failed)) {
-  target("shared prefix ≥ 8× faster than naive at 20 candidates", (f, n) => f("naive-full", n) / f("prefix", n), (x) => x >= 8, "naive (every position's logits)/prefix", [first], trimmed);
+  target(
+    "shared prefix ≥ 8× faster than naive at 20 candidates",
+    (f, n) => f("naive-full", n) / f("prefix", n),
+    (x) => x >= 8,
+    "naive (every position's logits)/prefix",
+    [first],
+    trimmed,
+  );
 } else {
-  target("shared prefix ≥ 8× faster than naive at 20 candidates", (f, n) => f("naive", n) / f("prefix", n), (x) => x >= 8, "core's trimmed naive/prefix", [first], " (the generic library's naive needs the graph variant)");
+  target(
+    "shared prefix ≥ 8× faster than naive at 20 candidates",
+    (f, n) => f("naive", n) / f("prefix", n),
+    (x) => x >= 8,
+    "core's trimmed naive/prefix",
+    [first],
+    " (the generic library's naive needs the graph variant)",
+  );
 }
 const head = cfg.sizes.map((n) => med("prefix-head", n) / med("py-ort-head", n));
-target("Node within 1.2× of Python onnxruntime (same algorithm, the pack's graph)", (f, n) => f("prefix", n) / f("py-ort", n), (x) => x <= 1.2, "Node/Python", cfg.sizes, head.some(Number.isFinite) ? `; on the token_logprobs graph ${head.map((x) => fmtRatio(x)).join(" / ")}` : "");
-target("≥ 10× faster than the paper's generation path per request", (f, n) => f("generate", n) / f("prefix", n), (x) => x >= 10, "generation/prefix");
-target("within 3× of the arithmetic floor", (f, n) => f("prefix", n) / floorOf(n), (x) => x <= 3, "prefix/floor");
-target("calibrated served merged costs the same as the base / one adapter (±10%)", (f, n) => f("mix-merged", n) / f("mix-base", n), (x) => x <= 1.1, "merged/no-adapter", cfg.sizes, `; merged/general-only ${cfg.sizes.map((n) => fmtRatio(med("mix-merged", n) / med("mix-general", n))).join(" / ")}`);
+target(
+  "Node within 1.2× of Python onnxruntime (same algorithm, the pack's graph)",
+  (f, n) => f("prefix", n) / f("py-ort", n),
+  (x) => x <= 1.2,
+  "Node/Python",
+  cfg.sizes,
+  head.some(Number.isFinite) ? `; on the token_logprobs graph ${head.map((x) => fmtRatio(x)).join(" / ")}` : "",
+);
+target(
+  "≥ 10× faster than the paper's generation path per request",
+  (f, n) => f("generate", n) / f("prefix", n),
+  (x) => x >= 10,
+  "generation/prefix",
+);
+target(
+  "within 3× of the arithmetic floor",
+  (f, n) => f("prefix", n) / floorOf(n),
+  (x) => x <= 3,
+  "prefix/floor",
+);
+target(
+  "calibrated served merged costs the same as the base / one adapter (±10%)",
+  (f, n) => f("mix-merged", n) / f("mix-base", n),
+  (x) => x <= 1.1,
+  "merged/no-adapter",
+  cfg.sizes,
+  `; merged/general-only ${cfg.sizes.map((n) => fmtRatio(med("mix-merged", n) / med("mix-general", n))).join(" / ")}`,
+);
 
 // ------------------------------------------------------------------------------------- output
 const cpu = os.cpus();
@@ -548,9 +803,20 @@ const machine = [
 const table = markdownTable(header, rows);
 const targetLines = targets.map((t) => `- ${t.status} ${t.name}: ${t.detail}`);
 const profileLines = Object.entries(profiles).map(
-  ([name, p]) => `- ${name}, ${p.candidates} candidates: kernels ${fmtMs(p.kernelMs)} of ${fmtMs(p.wallMs)} ms: ${p.ops.map((o) => `${o.op} ${(o.share * 100).toFixed(0)}%`).join(", ")}`,
+  ([name, p]) =>
+    `- ${name}, ${p.candidates} candidates: kernels ${fmtMs(p.kernelMs)} of ${fmtMs(p.wallMs)} ms: ${p.ops.map((o) => `${o.op} ${(o.share * 100).toFixed(0)}%`).join(", ")}`,
 );
-const text = [...machine, "", table, "", "targets:", ...targetLines, ...(profileLines.length ? ["", "onnxruntime kernel time by operator (Python onnxruntime profile of the shared-prefix runs):", ...profileLines] : [])].join("\n");
+const text = [
+  ...machine,
+  "",
+  table,
+  "",
+  "targets:",
+  ...targetLines,
+  ...(profileLines.length
+    ? ["", "onnxruntime kernel time by operator (Python onnxruntime profile of the shared-prefix runs):", ...profileLines]
+    : []),
+].join("\n");
 console.log(text);
 if (opt.md) {
   mkdirSync(dirname(resolve(opt.md)), { recursive: true });
@@ -566,9 +832,27 @@ if (opt.json) {
     floor: floorBySize,
     targets,
     profiles,
-    variants: variants.map((v) => ({ id: v.id, label: v.label, group: v.group, skip: v.skip ?? null, failed: v.failed ?? null, runs: v.runsBySize ?? null, samples: v.samples, agreement: Object.fromEntries(cfg.sizes.map((n) => [n, v.scores[n] ? agreement(v, n) : null])) })),
+    variants: variants.map((v) => ({
+      id: v.id,
+      label: v.label,
+      group: v.group,
+      skip: v.skip ?? null,
+      failed: v.failed ?? null,
+      runs: v.runsBySize ?? null,
+      samples: v.samples,
+      agreement: Object.fromEntries(cfg.sizes.map((n) => [n, v.scores[n] ? agreement(v, n) : null])),
+    })),
   };
   writeFileSync(resolve(opt.json), `${JSON.stringify(dump, null, 1)}\n`);
   log(`bench: wrote ${relative(REPO, resolve(opt.json))}`);
 }
-for (const s of [blockSession, ...Object.values(extraSessions), noLora, main.session, merged?.session, ...Object.values(edge).map((e) => e.session), ...Object.values(wasmSessions).map((e) => e.session)]) await s?.release();
+for (const s of [
+  blockSession,
+  ...Object.values(extraSessions),
+  noLora,
+  main.session,
+  merged?.session,
+  ...Object.values(edge).map((e) => e.session),
+  ...Object.values(wasmSessions).map((e) => e.session),
+])
+  await s?.release();

@@ -27,7 +27,7 @@ const values = parseCli(
     levels: { type: "string", default: "1,4,8,16" },
     "run-seconds": { type: "string", default: "20" },
     "max-seconds": { type: "string", default: "480" },
-    "distinct": { type: "string", default: "48" },
+    distinct: { type: "string", default: "48" },
     ep: { type: "string", default: "cpu" },
     domains: { type: "string" },
     threads: { type: "string" },
@@ -42,23 +42,31 @@ const started = Date.now();
 const deadline = started + Number(values["max-seconds"]) * 1000;
 const perRun = Math.min(10_000, Math.max(1, Number(values.requests)));
 const runSeconds = Math.max(1, Number(values["run-seconds"]));
-const levels = values.levels.split(",").map(Number).filter((n) => Number.isInteger(n) && n >= 1 && n <= 64);
+const levels = values.levels
+  .split(",")
+  .map(Number)
+  .filter((n) => Number.isInteger(n) && n >= 1 && n <= 64);
 const bin = join(root, "apps/server/bin/molorec-server.js");
 if (!existsSync(join(root, "apps/server/dist/cli.js"))) {
   console.error("bench/server-load.mjs: apps/server is not built; run `pnpm build` first.");
   process.exit(2);
 }
-const packDir = resolve(values.pack ?? (existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack")));
+const packDir = resolve(
+  values.pack ?? (existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack")),
+);
 const manifest = JSON.parse(readFileSync(join(packDir, "molorec.json"), "utf8"));
 
 // ---------------------------------------------------------------------------------------------
 // Requests: titles of the pack's domains from the shared data when present, else synthetic ones.
 
-
 function titlesOf(domain) {
   const file = join(values.data, domain, "items.tsv");
   if (!existsSync(file)) return null;
-  const titles = readFileSync(file, "utf8").split("\n").slice(1).map((l) => l.split("\t")[1]?.trim()).filter((t) => t && t.length <= 200);
+  const titles = readFileSync(file, "utf8")
+    .split("\n")
+    .slice(1)
+    .map((l) => l.split("\t")[1]?.trim())
+    .filter((t) => t && t.length <= 200);
   return titles.length >= 100 ? titles : null;
 }
 
@@ -66,15 +74,25 @@ function syntheticTitles(r, n) {
   const adj = "Silent Golden Broken Hidden Electric Midnight Crimson Lonely Wild Frozen Distant Secret Little Last Brave".split(" ");
   const noun = "River Garden Empire Signal Harbor Kingdom Mirror Machine Forest Letter Orchestra Island Planet Circus Shadow".split(" ");
   const out = new Set();
-  while (out.size < n) out.add(`${r() < 0.5 ? "" : "The "}${adj[Math.floor(r() * adj.length)]} ${noun[Math.floor(r() * noun.length)]} (${1950 + Math.floor(r() * 74)})`);
+  while (out.size < n)
+    out.add(
+      `${r() < 0.5 ? "" : "The "}${adj[Math.floor(r() * adj.length)]} ${noun[Math.floor(r() * noun.length)]} (${1950 + Math.floor(r() * 74)})`,
+    );
   return [...out];
 }
 
 const r = rng(7);
 // One domain (the pack's default) unless --domains says otherwise: a run pays for every adapter
 // any of its rows uses, so the domain mix decides what batching can save (apps/server/README.md).
-const domains = values.domains === "all" ? Object.keys(manifest.domains) : values.domains ? values.domains.split(",") : [manifest.defaultDomain ?? Object.keys(manifest.domains)[0]].filter(Boolean);
-for (const d of domains) if (!(d in manifest.domains)) throw new Error(`--domains: ${d} is not a domain of ${manifest.name} (${Object.keys(manifest.domains).join(", ")})`);
+const domains =
+  values.domains === "all"
+    ? Object.keys(manifest.domains)
+    : values.domains
+      ? values.domains.split(",")
+      : [manifest.defaultDomain ?? Object.keys(manifest.domains)[0]].filter(Boolean);
+for (const d of domains)
+  if (!(d in manifest.domains))
+    throw new Error(`--domains: ${d} is not a domain of ${manifest.name} (${Object.keys(manifest.domains).join(", ")})`);
 const pools = Object.fromEntries(domains.map((d) => [d, titlesOf(d) ?? syntheticTitles(r, 400)]));
 const titleSource = domains.map((d) => `${d}: ${titlesOf(d) ? "shared data" : "synthetic"}`).join(", ");
 const maxCandidates = Math.min(20, manifest.limits.maxCandidates);
@@ -102,7 +120,23 @@ process.on("exit", killAll);
 for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
 
 function startServer(extra) {
-  const args = [bin, "--pack", packDir, "--port", "0", "--host", "127.0.0.1", "--ep", values.ep, "--max-queue", "256", "--max-wait-ms", values["max-wait-ms"], ...(values.threads ? ["--threads", values.threads] : []), ...extra];
+  const args = [
+    bin,
+    "--pack",
+    packDir,
+    "--port",
+    "0",
+    "--host",
+    "127.0.0.1",
+    "--ep",
+    values.ep,
+    "--max-queue",
+    "256",
+    "--max-wait-ms",
+    values["max-wait-ms"],
+    ...(values.threads ? ["--threads", values.threads] : []),
+    ...extra,
+  ];
   const child = spawn(process.execPath, args, { stdio: ["ignore", "ignore", "pipe"] });
   children.add(child);
   const log = [];
@@ -144,9 +178,18 @@ async function stop(server, timeoutMs = 30_000) {
 async function post(url, body) {
   const t0 = performance.now();
   try {
-    const res = await fetch(`${url}/v1/recommend`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+    const res = await fetch(`${url}/v1/recommend`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
     const text = await res.text();
-    return { status: res.status, ms: performance.now() - t0, body: text ? JSON.parse(text) : null, retryAfter: res.headers.get("retry-after") };
+    return {
+      status: res.status,
+      ms: performance.now() - t0,
+      body: text ? JSON.parse(text) : null,
+      retryAfter: res.headers.get("retry-after"),
+    };
   } catch (e) {
     return { status: 0, ms: performance.now() - t0, error: String(e?.cause?.code ?? e?.message ?? e) };
   }
@@ -217,7 +260,9 @@ async function load(server, concurrency, reference, count = perRun, seconds = ru
   );
   const elapsed = (performance.now() - t0) / 1000;
   const after = { n: await metric(server.url, "molorec_batch_size_count"), sum: await metric(server.url, "molorec_batch_size_sum") };
-  return summarize(concurrency, [{ sent, lat, wrong, statuses, seconds: elapsed, batches: after.n - before.n, batched: after.sum - before.sum }]);
+  return summarize(concurrency, [
+    { sent, lat, wrong, statuses, seconds: elapsed, batches: after.n - before.n, batched: after.sum - before.sum },
+  ]);
 }
 
 function summarize(concurrency, parts) {
@@ -270,12 +315,22 @@ const machine = {
   memoryGiB: Math.round(totalmem() / 2 ** 30),
   platform: `${platform()} ${release()}`,
   node: process.version,
-  loadAverageAtStart: loadavg().map((x) => x.toFixed(2)).join(" "),
+  loadAverageAtStart: loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" "),
 };
-console.log(`machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, load average ${machine.loadAverageAtStart} (at start)`);
-console.log(`pack: ${manifest.name} (${packDir}), ${manifest.model.numLayers} layers, hidden ${manifest.model.hiddenSize}, vocab ${manifest.model.vocabSize}`);
-console.log(`requests: ${requests.length} distinct (titles: ${titleSource}), history ${Math.min(...requests.map((q) => q.history.length))}–${Math.max(...requests.map((q) => q.history.length))} titles, candidates ${Math.min(...requests.map((q) => q.candidates.length))}–${Math.max(...requests.map((q) => q.candidates.length))}; mixtures mostly calibrated, some general / domain / fixed λ`);
-console.log(`runs: closed loop, up to ${perRun} answers or ${runSeconds} s per mode and concurrency (${levels.join(", ")}), in alternating slices of the two servers; max-wait ${values["max-wait-ms"]} ms; ep ${values.ep}${values.threads ? `, ${values.threads} threads` : ""}\n`);
+console.log(
+  `machine: ${machine.cpu}, ${machine.logicalCores} logical cores, ${machine.memoryGiB} GiB, ${machine.platform}, node ${machine.node}, load average ${machine.loadAverageAtStart} (at start)`,
+);
+console.log(
+  `pack: ${manifest.name} (${packDir}), ${manifest.model.numLayers} layers, hidden ${manifest.model.hiddenSize}, vocab ${manifest.model.vocabSize}`,
+);
+console.log(
+  `requests: ${requests.length} distinct (titles: ${titleSource}), history ${Math.min(...requests.map((q) => q.history.length))}–${Math.max(...requests.map((q) => q.history.length))} titles, candidates ${Math.min(...requests.map((q) => q.candidates.length))}–${Math.max(...requests.map((q) => q.candidates.length))}; mixtures mostly calibrated, some general / domain / fixed λ`,
+);
+console.log(
+  `runs: closed loop, up to ${perRun} answers or ${runSeconds} s per mode and concurrency (${levels.join(", ")}), in alternating slices of the two servers; max-wait ${values["max-wait-ms"]} ms; ep ${values.ep}${values.threads ? `, ${values.threads} threads` : ""}\n`,
+);
 
 const unbatched = await startServer(["--max-batch", "1"]);
 const batched = await startServer(["--max-batch", "8"]);
@@ -303,7 +358,9 @@ console.log("\n| mode | concurrency | answers | req/s | p50 ms | p95 ms | p99 ms
 console.log("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
 for (const m of ["unbatched (--max-batch 1)", "batched (--max-batch 8)"]) {
   for (const x of results.filter((y) => y.mode === m).sort((a, b) => a.concurrency - b.concurrency)) {
-    console.log(`| ${m} | ${x.concurrency} | ${x.ok}/${x.sent} | ${fmt(x.throughput)} | ${fmt(x.p50)} | ${fmt(x.p95)} | ${fmt(x.p99)} | ${fmt(x.meanBatch, 2)} | ${x.wrong} |`);
+    console.log(
+      `| ${m} | ${x.concurrency} | ${x.ok}/${x.sent} | ${fmt(x.throughput)} | ${fmt(x.p50)} | ${fmt(x.p95)} | ${fmt(x.p99)} | ${fmt(x.meanBatch, 2)} | ${x.wrong} |`,
+    );
   }
 }
 const ratios = levels
@@ -314,7 +371,9 @@ const ratios = levels
     return a && b ? { concurrency: c, ratio: b.throughput / a.throughput } : null;
   })
   .filter(Boolean);
-console.log(`\nbatching throughput ratio (batched / unbatched, same run): ${ratios.map((x) => `${x.ratio.toFixed(2)}× at concurrency ${x.concurrency}`).join(", ") || "—"}`);
+console.log(
+  `\nbatching throughput ratio (batched / unbatched, same run): ${ratios.map((x) => `${x.ratio.toFixed(2)}× at concurrency ${x.concurrency}`).join(", ") || "—"}`,
+);
 const lostOrWrong = results.reduce((n, x) => n + x.wrong, 0);
 for (const x of results.filter((y) => y.wrong)) console.log(`  ${x.mode} c=${x.concurrency}: ${x.wrongExamples.join("; ")}`);
 console.log(`answers lost or wrong under load: ${lostOrWrong} of ${results.reduce((n, x) => n + x.sent, 0)}`);
@@ -333,9 +392,13 @@ const answered = drained.filter((x) => x.status === 200);
 const afterSignal = answered.filter((x) => x.at > signalledAt).length;
 const cut = drained.filter((x) => x.status !== 200 && !(x.status === 0 && x.error === "ECONNREFUSED"));
 const drainOk = cut.length === 0 && drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) && afterSignal > 0;
-console.log(`\nSIGTERM with ${heavy.length} adaptive requests sent: ${answered.length} answered (${afterSignal} of them after the signal, i.e. in flight), ${drained.length - answered.length - cut.length} refused before being accepted, ${cut.length} cut${cut.length ? ` (${[...new Set(cut.map((x) => x.error ?? x.status))].join(", ")})` : ""}; answers ${drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) ? "all correct" : "NOT all correct"}; exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`);
+console.log(
+  `\nSIGTERM with ${heavy.length} adaptive requests sent: ${answered.length} answered (${afterSignal} of them after the signal, i.e. in flight), ${drained.length - answered.length - cut.length} refused before being accepted, ${cut.length} cut${cut.length ? ` (${[...new Set(cut.map((x) => x.error ?? x.status))].join(", ")})` : ""}; answers ${drained.every((x, i) => x.status !== 200 || !check(x.body, heavyRef[i])) ? "all correct" : "NOT all correct"}; exit code ${batchedExit.code}${batchedExit.signal ? ` (signal ${batchedExit.signal})` : ""}`,
+);
 const refusedAfter = await post(batched.url, requests[0]);
-console.log(`after shutdown: new request ${refusedAfter.status === 0 ? `refused (${refusedAfter.error})` : `answered HTTP ${refusedAfter.status}`}`);
+console.log(
+  `after shutdown: new request ${refusedAfter.status === 0 ? `refused (${refusedAfter.error})` : `answered HTTP ${refusedAfter.status}`}`,
+);
 await stop(unbatched);
 
 // 4. Back-pressure: 503 + Retry-After only when the queue is full (--max-batch 1 --max-queue 2).
@@ -343,13 +406,24 @@ const tiny = await startServer(["--max-batch", "1", "--max-queue", "2", "--max-w
 const withinLimit = await load(tiny, 3, reference, Math.min(perRun, 60), runSeconds); // 1 scoring + 2 queued: never full
 const burst = await Promise.all(Array.from({ length: 24 }, (_, i) => post(tiny.url, requests[i % requests.length])));
 const refused = burst.filter((x) => x.status === 503);
-const refusedOk = refused.every((x) => Number(x.retryAfter) >= 1 && x.body?.error?.details?.reason === "queue_full" && x.body.error.details.queueDepth === x.body.error.details.maxQueue);
+const refusedOk = refused.every(
+  (x) =>
+    Number(x.retryAfter) >= 1 &&
+    x.body?.error?.details?.reason === "queue_full" &&
+    x.body.error.details.queueDepth === x.body.error.details.maxQueue,
+);
 const acceptedOk = burst.filter((x) => x.status === 200).every((x, _, arr) => arr.length > 0 && x.body?.ranked);
-const burstWrong = burst.map((x, i) => (x.status === 200 ? check(x.body, reference[i % requests.length]) : x.status === 503 ? null : `HTTP ${x.status}`)).filter(Boolean);
+const burstWrong = burst
+  .map((x, i) => (x.status === 200 ? check(x.body, reference[i % requests.length]) : x.status === 503 ? null : `HTTP ${x.status}`))
+  .filter(Boolean);
 const rejectedMetric = await metric(tiny.url, "molorec_queue_rejections_total", { reason: "queue_full" });
 await stop(tiny);
-console.log(`\nback-pressure (--max-batch 1 --max-queue 2): concurrency 3 (never more than 1 scoring + 2 queued): ${withinLimit.statuses[503] ?? 0} × 503 in ${withinLimit.sent} requests, ${withinLimit.wrong} lost or wrong`);
-console.log(`  burst of 24 at once: ${burst.filter((x) => x.status === 200).length} × 200 (${burstWrong.length} wrong), ${refused.length} × 503 (${refusedOk ? "each with Retry-After and reason queue_full at queue depth = max-queue" : "NOT all with Retry-After / queue_full"}), server counted ${rejectedMetric} queue_full rejections`);
+console.log(
+  `\nback-pressure (--max-batch 1 --max-queue 2): concurrency 3 (never more than 1 scoring + 2 queued): ${withinLimit.statuses[503] ?? 0} × 503 in ${withinLimit.sent} requests, ${withinLimit.wrong} lost or wrong`,
+);
+console.log(
+  `  burst of 24 at once: ${burst.filter((x) => x.status === 200).length} × 200 (${burstWrong.length} wrong), ${refused.length} × 503 (${refusedOk ? "each with Retry-After and reason queue_full at queue depth = max-queue" : "NOT all with Retry-After / queue_full"}), server counted ${rejectedMetric} queue_full rejections`,
+);
 
 const ok =
   lostOrWrong === 0 &&
@@ -362,8 +436,15 @@ const ok =
   acceptedOk &&
   burstWrong.length === 0 &&
   rejectedMetric === refused.length;
-console.log(`\nload average at the end: ${loadavg().map((x) => x.toFixed(2)).join(" ")}; wall ${((Date.now() - started) / 1000).toFixed(0)} s; ${ok ? "all checks passed" : "SOME CHECKS FAILED"}`);
+console.log(
+  `\nload average at the end: ${loadavg()
+    .map((x) => x.toFixed(2))
+    .join(" ")}; wall ${((Date.now() - started) / 1000).toFixed(0)} s; ${ok ? "all checks passed" : "SOME CHECKS FAILED"}`,
+);
 if (values.json) {
-  writeFileSync(values.json, `${JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results: results.map(({ parts: _p, ...x }) => x), ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2)}\n`);
+  writeFileSync(
+    values.json,
+    `${JSON.stringify({ machine, pack: { name: manifest.name, dir: packDir }, provider, results: results.map(({ parts: _p, ...x }) => x), ratios, shutdown: { exit: batchedExit, drained: drainOk }, backPressure: { withinLimit, burst: { refused: refused.length, refusedOk, rejectedMetric } }, ok }, null, 2)}\n`,
+  );
 }
 process.exit(ok ? 0 : 1);

@@ -21,7 +21,10 @@ const root = fileURLToPath(new URL("..", import.meta.url));
 const USAGE = headerUsage(import.meta.url, 1, 12);
 const values = parseCli(
   {
-    pack: { type: "string", default: existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack") },
+    pack: {
+      type: "string",
+      default: existsSync(join(root, "packs/demo/molorec.json")) ? join(root, "packs/demo") : join(root, "test/fixtures/tiny-pack"),
+    },
     request: { type: "string", default: join(root, "examples/request.json") },
     warm: { type: "string", default: "10" },
     json: { type: "boolean", default: false },
@@ -82,7 +85,15 @@ async function browserSide(work) {
   const ctx = await chromium.launchPersistentContext(join(work, "profile"), {
     executablePath: CHROMIUM,
     headless: true,
-    args: ["--headless=new", "--no-sandbox", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    args: [
+      "--headless=new",
+      "--no-sandbox",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
   });
   try {
     const page = ctx.pages()[0] ?? (await ctx.newPage());
@@ -91,7 +102,10 @@ async function browserSide(work) {
     await page.goto(`${server.url}?device=wasm`);
     await page.waitForFunction(() => document.body.dataset.state !== "loading", null, { timeout: 120_000 });
     const state = await page.evaluate(() => document.body.dataset.state);
-    if (state !== "ready") throw new Error(`the storefront did not start (state ${state}): ${errors.join("; ") || (await page.textContent("body"))?.slice(0, 400)}`);
+    if (state !== "ready")
+      throw new Error(
+        `the storefront did not start (state ${state}): ${errors.join("; ") || (await page.textContent("body"))?.slice(0, 400)}`,
+      );
     await page.evaluate(() => localStorage.clear());
     return await page.evaluate(
       async ({ req, n }) => {
@@ -135,15 +149,25 @@ try {
     maxAbsScoreDiff: maxDiff,
     lambda: { node: node.answer.mixture.lambda, browser: web.answer.mixture.lambda },
     top3: web.answer.ranked.slice(0, 3).map((r) => r.title),
-    browser: { device: web.device, packMs: web.timings?.packMs, readyMs: web.timings?.readyMs, bytesFromNetwork: web.bytes, warmMs: web.warmMs },
+    browser: {
+      device: web.device,
+      packMs: web.timings?.packMs,
+      readyMs: web.timings?.readyMs,
+      bytesFromNetwork: web.bytes,
+      warmMs: web.warmMs,
+    },
     node: { warmMs: node.warmMs },
   };
   if (values.json) console.log(JSON.stringify(result, null, 2));
   else {
     console.log(`pack ${result.pack}, domain ${domain}\nmachine: ${result.machine}`);
-    console.log(`same ranking in the storefront (${web.device}) and Node: ${sameRanking ? "yes" : "NO"}; max |Δscore| ${maxDiff.toExponential(1)}; λ ${result.lambda.browser}`);
+    console.log(
+      `same ranking in the storefront (${web.device}) and Node: ${sameRanking ? "yes" : "NO"}; max |Δscore| ${maxDiff.toExponential(1)}; λ ${result.lambda.browser}`,
+    );
     console.log(`top 3: ${result.top3.join(" | ")}`);
-    console.log(`storefront: pack ${(web.bytes / 1e6).toFixed(2)} MB downloaded in ${web.timings?.packMs?.toFixed(0)} ms, ready in ${web.timings?.readyMs?.toFixed(0)} ms, warm ${web.warmMs.toFixed(1)} ms (median of ${warm})`);
+    console.log(
+      `storefront: pack ${(web.bytes / 1e6).toFixed(2)} MB downloaded in ${web.timings?.packMs?.toFixed(0)} ms, ready in ${web.timings?.readyMs?.toFixed(0)} ms, warm ${web.warmMs.toFixed(1)} ms (median of ${warm})`,
+    );
     console.log(`node:       warm ${node.warmMs.toFixed(1)} ms (median of ${warm})`);
   }
   if (!sameRanking || maxDiff > 1e-3) process.exitCode = 1;

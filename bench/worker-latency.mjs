@@ -125,9 +125,7 @@ try {
     worker.push(await workerRun(configPath));
     node.push(await nodeRun());
   }
-  const maxDiff = Math.max(
-    ...worker[0].answer.ranked.map((r, i) => Math.abs(r.score - node[0].answer.ranked[i].score)),
-  );
+  const maxDiff = Math.max(...worker[0].answer.ranked.map((r, i) => Math.abs(r.score - node[0].answer.ranked[i].score)));
   const sameRanking = worker[0].answer.ranked.every((r, i) => r.index === node[0].answer.ranked[i].index);
   const summary = {
     machine,
@@ -151,17 +149,29 @@ try {
   } else {
     console.log(`machine: ${machine}`);
     console.log(`pack: ${packDir}`);
-    console.log(`request: ${summary.request.history} history items, ${summary.request.candidates} candidates, mixture ${summary.request.mixture}; ${runs} runs × ${warm} warm requests (medians)`);
+    console.log(
+      `request: ${summary.request.history} history items, ${summary.request.candidates} candidates, mixture ${summary.request.mixture}; ${runs} runs × ${warm} warm requests (medians)`,
+    );
     console.log("");
     console.log("                          cold (first request)   warm (median)   model load");
-    console.log(`  worker (wrangler dev)   ${ms(summary.worker.coldMs).padStart(20)}   ${ms(summary.worker.warmMs).padStart(13)}   ${summary.worker.serverLoadMs === null ? "?" : ms(summary.worker.serverLoadMs)} (in the isolate)`);
-    console.log(`  node (in-process)       ${ms(summary.node.coldMs).padStart(20)}   ${ms(summary.node.warmMs).padStart(13)}   ${ms(summary.node.loadMs)}`);
+    console.log(
+      `  worker (wrangler dev)   ${ms(summary.worker.coldMs).padStart(20)}   ${ms(summary.worker.warmMs).padStart(13)}   ${summary.worker.serverLoadMs === null ? "?" : ms(summary.worker.serverLoadMs)} (in the isolate)`,
+    );
+    console.log(
+      `  node (in-process)       ${ms(summary.node.coldMs).padStart(20)}   ${ms(summary.node.warmMs).padStart(13)}   ${ms(summary.node.loadMs)}`,
+    );
     console.log("");
-    console.log(`worker over HTTP through wrangler's local proxy; node without HTTP. sessions created per worker run: ${summary.worker.sessionsCreated.join(", ")}`);
-    console.log(`isolate memory (limit 128 MB): onnxruntime-web wasm heap ${summary.worker.wasmHeapMiB.toFixed(1)} MiB after ${warm + 1} requests (exact; it only grows), plus the JS heap`);
+    console.log(
+      `worker over HTTP through wrangler's local proxy; node without HTTP. sessions created per worker run: ${summary.worker.sessionsCreated.join(", ")}`,
+    );
+    console.log(
+      `isolate memory (limit 128 MB): onnxruntime-web wasm heap ${summary.worker.wasmHeapMiB.toFixed(1)} MiB after ${warm + 1} requests (exact; it only grows), plus the JS heap`,
+    );
     if (summary.worker.memoryMiB) {
       const m = summary.worker.memoryMiB;
-      console.log(`workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB)`);
+      console.log(
+        `workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB)`,
+      );
     }
     console.log(`worker vs node: same ranking ${sameRanking}, max |score diff| ${maxDiff.toExponential(2)}`);
   }

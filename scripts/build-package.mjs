@@ -33,4 +33,8 @@ await build({
   logLevel: "warning",
 });
 const tsc = createRequire(import.meta.url).resolve("typescript/bin/tsc");
-execFileSync(process.execPath, [tsc, "-p", existsSync("tsconfig.build.json") ? "tsconfig.build.json" : "tsconfig.json", "--emitDeclarationOnly", "--outDir", "dist"], { stdio: "inherit" });
+execFileSync(
+  process.execPath,
+  [tsc, "-p", existsSync("tsconfig.build.json") ? "tsconfig.build.json" : "tsconfig.json", "--emitDeclarationOnly", "--outDir", "dist"],
+  { stdio: "inherit" },
+);

@@ -32,7 +32,10 @@ export function requestFlops(manifest, weights, loraRank, promptLen, candidateId
   const lastLayer = `layers.${numLayers - 1}.`;
   const isKv = (m) => /(^|\.)(k_proj|v_proj)$/.test(m);
   const loraPerToken = (t) => 2 * loraRank * (t.inFeatures + t.outFeatures);
-  const loraPrompt = manifest.lora.targets.reduce((s, t) => s + loraPerToken(t) * (t.module.includes(lastLayer) && !isKv(t.module) ? 1 : promptLen), 0);
+  const loraPrompt = manifest.lora.targets.reduce(
+    (s, t) => s + loraPerToken(t) * (t.module.includes(lastLayer) && !isKv(t.module) ? 1 : promptLen),
+    0,
+  );
   const perTokenLora = manifest.lora.targets.reduce((s, t) => s + loraPerToken(t), 0);
   const perTokenHead = head.reduce((s, w) => s + 2 * w.K * w.N, 0);
   const candTokens = candidateIds.reduce((s, c) => s + c.length - 1, 0);
@@ -61,7 +64,8 @@ export async function openMatmul(backend, g) {
   const session = await backend.createSession(new Uint8Array(readFileSync(g.path)));
   const feeds = new Map();
   const feedsOf = (T) => {
-    if (!feeds.has(T)) feeds.set(T, { X: { type: "float32", data: new Float32Array(T * g.K).map((_, i) => Math.sin(i) * 0.5), dims: [T, g.K] } });
+    if (!feeds.has(T))
+      feeds.set(T, { X: { type: "float32", data: new Float32Array(T * g.K).map((_, i) => Math.sin(i) * 0.5), dims: [T, g.K] } });
     return feeds.get(T);
   };
   const entry = (T, runMs) => ({ K: g.K, N: g.N, T, gflops: (2 * T * g.K * g.N) / ((runMs / g.R) * 1e6) });

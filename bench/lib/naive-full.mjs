@@ -25,7 +25,10 @@ export async function scoreNaiveFull(session, pack, mixer, job) {
       const feeds = {
         input_ids: int64(seq, [1, S]),
         attention_mask: int64(new Array(S).fill(1), [1, S]),
-        position_ids: int64(seq.map((_, i) => i), [1, S]),
+        position_ids: int64(
+          seq.map((_, i) => i),
+          [1, S],
+        ),
         num_logits_to_keep: int64([0], [1]),
         ...past,
         ...lora,
@@ -33,7 +36,12 @@ export async function scoreNaiveFull(session, pack, mixer, job) {
       const out = await session.run(feeds, ["logits"]);
       runs++;
       const logits = out.logits.data;
-      row.push(aggregate(pack, cand.map((tok, k) => logSoftmaxAt(logits, (P - 1 + k) * V, V, tok))));
+      row.push(
+        aggregate(
+          pack,
+          cand.map((tok, k) => logSoftmaxAt(logits, (P - 1 + k) * V, V, tok)),
+        ),
+      );
     }
     scores.push(row);
   }

@@ -3,7 +3,10 @@ import { spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 
 export function startPythonWorker(python, script, { onStderr } = {}) {
-  const proc = spawn(python, [script], { stdio: ["pipe", "pipe", "pipe"], env: { OMP_WAIT_POLICY: "PASSIVE", ...process.env, PYTHONUNBUFFERED: "1", TOKENIZERS_PARALLELISM: "false" } });
+  const proc = spawn(python, [script], {
+    stdio: ["pipe", "pipe", "pipe"],
+    env: { OMP_WAIT_POLICY: "PASSIVE", ...process.env, PYTHONUNBUFFERED: "1", TOKENIZERS_PARALLELISM: "false" },
+  });
   const lines = createInterface({ input: proc.stdout });
   const waiting = [];
   let exited = null;

@@ -5,7 +5,11 @@ import { parseArgs } from "node:util";
 
 /** A script's usage text: its header comment (lines `from` to `to` of the file), without `//`. */
 export function headerUsage(moduleUrl, from, to) {
-  return readFileSync(fileURLToPath(moduleUrl), "utf8").split("\n").slice(from, to).map((l) => l.replace(/^\/\/ ?/, "")).join("\n");
+  return readFileSync(fileURLToPath(moduleUrl), "utf8")
+    .split("\n")
+    .slice(from, to)
+    .map((l) => l.replace(/^\/\/ ?/, ""))
+    .join("\n");
 }
 
 /**

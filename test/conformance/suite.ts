@@ -85,7 +85,13 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
       const job = {
         promptIds: c.promptIds,
         candidateIds: c.candidateIds,
-        mixtures: [[["general", 0.4], ["domain:movies", 0.6]] as const, []],
+        mixtures: [
+          [
+            ["general", 0.4],
+            ["domain:movies", 0.6],
+          ] as const,
+          [],
+        ],
       };
       const session = await rt.backend().createSession(pack.model);
       const prefix = await scoreCandidates(session, pack, mixer, job);
@@ -110,7 +116,8 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
             outputNames: s.outputNames,
             acceptsEmptyTensors: false,
             run(feeds, names) {
-              for (const [name, t] of Object.entries(feeds)) if (t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name} [${t.dims}]`);
+              for (const [name, t] of Object.entries(feeds))
+                if (t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name} [${t.dims}]`);
               return s.run(feeds, names);
             },
             release: () => s.release(),
@@ -132,7 +139,8 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
     it("gives each batch row its own mixture, equal to separately merged runs", async () => {
       await ready;
       const byRequest = new Map<string, GoldenCase[]>();
-      for (const c of cases) if (c.lambda !== null) byRequest.set(c.request.history.join("|"), [...(byRequest.get(c.request.history.join("|")) ?? []), c]);
+      for (const c of cases)
+        if (c.lambda !== null) byRequest.set(c.request.history.join("|"), [...(byRequest.get(c.request.history.join("|")) ?? []), c]);
       for (const group of byRequest.values()) {
         const lambdas = group.map((g) => g.lambda!);
         const { scores } = await rec.scoreLambdas({ ...group[0]!.request, lambdas });
@@ -188,7 +196,9 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
     // Calibration on unlabeled requests: the distinct golden requests (3, 1 and 15 history titles)
     // and a fourth history, so that groups of 2 make 2 groups with different shared candidates.
     const unlabeled = () => {
-      const distinct = cases.filter((c) => c.request.mixture === "domain").map((c) => ({ history: c.request.history, candidates: c.request.candidates }));
+      const distinct = cases
+        .filter((c) => c.request.mixture === "domain")
+        .map((c) => ({ history: c.request.history, candidates: c.request.candidates }));
       return [...distinct, { history: [...distinct[2]!.history].reverse().slice(0, 6), candidates: distinct[1]!.candidates }];
     };
 
@@ -210,15 +220,30 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
     it("calibrates on the information objective: minus the history–pick mutual information on shared candidates", async () => {
       await ready;
       const reqs = unlabeled();
-      const res = await rec.calibrate("movies", reqs, { objective: "information", groupSize: 2, gridPoints: 3, refineRounds: 1, refinePoints: 3 });
+      const res = await rec.calibrate("movies", reqs, {
+        objective: "information",
+        groupSize: 2,
+        gridPoints: 3,
+        refineRounds: 1,
+        refinePoints: 3,
+      });
       expect(res.objectiveKind).toBe("information");
       // Round-robin groups of 2: requests 0 and 2 on request 0's candidates, 1 and 3 on request 1's.
-      const groups = [[reqs[0]!, reqs[2]!], [reqs[1]!, reqs[3]!]];
+      const groups = [
+        [reqs[0]!, reqs[2]!],
+        [reqs[1]!, reqs[3]!],
+      ];
       for (const e of res.evaluated) {
         let total = 0;
         for (const g of groups) {
           const ps: number[][] = [];
-          for (const r of g) ps.push(softmax((await rec.scoreLambdas({ history: r.history, candidates: g[0]!.candidates, domain: "movies", lambdas: [e.lambda] })).scores[0]!));
+          for (const r of g)
+            ps.push(
+              softmax(
+                (await rec.scoreLambdas({ history: r.history, candidates: g[0]!.candidates, domain: "movies", lambdas: [e.lambda] }))
+                  .scores[0]!,
+              ),
+            );
           const mean = ps[0]!.map((_, k) => ps.reduce((a, p) => a + p[k]!, 0) / ps.length);
           const mi = entropy(mean) - ps.reduce((a, p) => a + entropy(p), 0) / ps.length;
           total += (mi * g.length) / reqs.length;
@@ -236,7 +261,11 @@ export function conformanceSuite(rt: RuntimeUnderTest): void {
     it("refuses a calibration it cannot run, with coded errors", async () => {
       await ready;
       const reqs = unlabeled();
-      const code = (p: Promise<unknown>) => p.then(() => "resolved", (e: unknown) => (isMolorecError(e) ? e.code : String(e)));
+      const code = (p: Promise<unknown>) =>
+        p.then(
+          () => "resolved",
+          (e: unknown) => (isMolorecError(e) ? e.code : String(e)),
+        );
       expect(await code(rec.calibrate("movies", reqs, { objective: "perplexity" as never }))).toBe("INVALID_REQUEST");
       expect(await code(rec.calibrate("movies", reqs.slice(0, 1), { objective: "information" }))).toBe("INVALID_REQUEST");
       expect(await code(rec.calibrate("movies", reqs, { objective: "information", groupSize: 1 }))).toBe("INVALID_REQUEST");

@@ -21,7 +21,7 @@ function heldOutCases(n: number): Array<{ history: string[]; candidates: string[
   );
   const ids = [...titles.keys()];
   let s = 7;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648);
+  const rand = () => (s = (s * 1103515245 + 12345) % 2147483648) / 2147483648;
   const users = readFileSync(`${movies}/sequences.jsonl`, "utf8")
     .split("\n")
     .filter(Boolean)
@@ -54,7 +54,10 @@ describe.skipIf(!existsSync(movies))("the committed packs", () => {
     ["packs/edge", 0.1],
   ] as const) {
     it(`${dir} ranks held-out MovieLens next items above chance (hit@1 ≥ ${minHitRate}, chance 0.05)`, async () => {
-      const rec = await createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: await loadPackFromDir(`${root}${dir}`) });
+      const rec = await createRecommender({
+        backend: nodeBackend({ executionProvider: "cpu", log: () => {} }),
+        pack: await loadPackFromDir(`${root}${dir}`),
+      });
       open.push(rec);
       const cases = (heldOut ??= heldOutCases(100));
       expect(cases.length).toBe(100);

@@ -92,8 +92,8 @@ def token_entropy_loss(model: torch.nn.Module, prompts: list[list[int]], pad: in
     ids = torch.full((len(seqs), width), pad)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):  # left padding keeps the scored positions aligned at the end
-        ids[i, width - len(s):] = torch.tensor(s)
-        mask[i, width - len(s):] = 1
+        ids[i, width - len(s) :] = torch.tensor(s)
+        mask[i, width - len(s) :] = 1
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -k:]
     logp = torch.log_softmax(logits, -1)
@@ -101,7 +101,13 @@ def token_entropy_loss(model: torch.nn.Module, prompts: list[list[int]], pad: in
 
 
 def learn_permodule_lambdas(
-    base_dir: Path, general: Adapter, domain: Adapter, prompts: list[list[int]], pad: int, cfg: AdaMergingConfig, log: Callable[[str], None] = print
+    base_dir: Path,
+    general: Adapter,
+    domain: Adapter,
+    prompts: list[list[int]],
+    pad: int,
+    cfg: AdaMergingConfig,
+    log: Callable[[str], None] = print,
 ) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
@@ -118,7 +124,9 @@ def learn_permodule_lambdas(
         opt.zero_grad()
         if step % 10 == 0 or step == cfg.steps:
             lam = torch.stack([m.lambdas()[1] for m in mixed.values()])
-            log(f"  adamerging step {step}/{cfg.steps}  token entropy {loss.item():.4f}  λd mean {lam.mean():.3f} (min {lam.min():.3f}, max {lam.max():.3f})")
+            log(
+                f"  adamerging step {step}/{cfg.steps}  token entropy {loss.item():.4f}  λd mean {lam.mean():.3f} (min {lam.min():.3f}, max {lam.max():.3f})"
+            )
     return {name: float(m.lambdas()[1].detach()) for name, m in mixed.items()}
 
 
@@ -136,8 +144,8 @@ def premixed_adapter(general: Adapter, domain: Adapter, lambdas: dict[str, float
         for ad, w in parts:
             if module in ad.weights:
                 a, b = ad.weights[module]
-                a_cat[off:off + ad.rank] = a
-                b_cat[:, off:off + ad.rank] = w * ad.scaling * b
+                a_cat[off : off + ad.rank] = a
+                b_cat[:, off : off + ad.rank] = w * ad.scaling * b
             off += ad.rank
         tensors[f"{PEFT_PREFIX}{module}.lora_A.weight"] = a_cat
         tensors[f"{PEFT_PREFIX}{module}.lora_B.weight"] = b_cat
@@ -149,7 +157,9 @@ def premixed_adapter(general: Adapter, domain: Adapter, lambdas: dict[str, float
     return out_dir
 
 
-def add_permodule_domains(pack: Path, base_dir: Path, domains: dict[str, Path], cfg: AdaMergingConfig, log: Callable[[str], None] = print) -> None:
+def add_permodule_domains(
+    pack: Path, base_dir: Path, domains: dict[str, Path], cfg: AdaMergingConfig, log: Callable[[str], None] = print
+) -> None:
     """For each domain: learn per-module λ on its unlabeled valid prompts; add `<d>@permodule`."""
     manifest = read_manifest(pack)
     spec = PromptSpec(**manifest["prompt"])
@@ -167,7 +177,13 @@ def add_permodule_domains(pack: Path, base_dir: Path, domains: dict[str, Path], 
         out = premixed_adapter(general, domain, lambdas, pack / rel)
         (out / "lambdas.json").write_text(json.dumps(lambdas, indent=1) + "\n")
         rank = general.rank + domain.rank
-        manifest["adapters"][adapter_name] = {"path": rel, "rank": rank, "alpha": float(rank), "scaling": 1.0, "targetModules": sorted(set(general.target_modules) | set(domain.target_modules))}
+        manifest["adapters"][adapter_name] = {
+            "path": rel,
+            "rank": rank,
+            "alpha": float(rank),
+            "scaling": 1.0,
+            "targetModules": sorted(set(general.target_modules) | set(domain.target_modules)),
+        }
         manifest["domains"][f"{name}@permodule"] = {
             "adapter": adapter_name,
             "defaultLambda": 1.0,

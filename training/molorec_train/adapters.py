@@ -36,7 +36,7 @@ class Adapter:
 def _module_path(key: str) -> tuple[str, str] | None:
     if not key.startswith(PEFT_PREFIX):
         return None
-    rest = key[len(PEFT_PREFIX):]
+    rest = key[len(PEFT_PREFIX) :]
     for part in ("lora_A", "lora_B"):
         marker = f".{part}."
         if marker in rest:
@@ -109,8 +109,8 @@ def mixture_feeds(
         for ad in adapters:
             if module in ad.weights:
                 a, b = ad.weights[module]
-                a_cat[off:off + ad.rank] = a
-                b_cat[:, off:off + ad.rank] = b
+                a_cat[off : off + ad.rank] = a
+                b_cat[:, off : off + ad.rank] = b
             off += ad.rank
         feeds[f"lora.{module}.A"] = a_cat
         feeds[f"lora.{module}.B"] = b_cat
@@ -120,7 +120,7 @@ def mixture_feeds(
             raise ValueError(f"row {row}: {len(weights)} weights for {len(adapters)} adapters")
         off = 0
         for ad, lam in zip(adapters, weights):
-            scale[row, off:off + ad.rank] = lam * ad.scaling
+            scale[row, off : off + ad.rank] = lam * ad.scaling
             off += ad.rank
     feeds["lora_scale"] = scale
     return feeds

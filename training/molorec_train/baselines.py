@@ -155,7 +155,9 @@ def build_sasrec(num_items: int, cfg: SASRecConfig):
             self.pos_emb = nn.Embedding(cfg.maxlen + 1, cfg.dim, padding_idx=0)
             self.emb_dropout = nn.Dropout(cfg.dropout)
             self.attn_norms = nn.ModuleList(nn.LayerNorm(cfg.dim, eps=1e-8) for _ in range(cfg.blocks))
-            self.attns = nn.ModuleList(nn.MultiheadAttention(cfg.dim, cfg.heads, dropout=cfg.dropout, batch_first=True) for _ in range(cfg.blocks))
+            self.attns = nn.ModuleList(
+                nn.MultiheadAttention(cfg.dim, cfg.heads, dropout=cfg.dropout, batch_first=True) for _ in range(cfg.blocks)
+            )
             self.ffn_norms = nn.ModuleList(nn.LayerNorm(cfg.dim, eps=1e-8) for _ in range(cfg.blocks))
             self.ffns = nn.ModuleList(FFN() for _ in range(cfg.blocks))
             self.last_norm = nn.LayerNorm(cfg.dim, eps=1e-8)
@@ -393,7 +395,11 @@ def run_baselines(
         t0 = time.perf_counter()
         progress(f"  sasrec: training on {domain} train.jsonl ({len(dom['train'])} windows)")
         model = SASRecBaseline(list(dom["titles"]), cfg).fit(dom["train"], valid, progress)
-        scorers["sasrec"] = (model.score, time.perf_counter() - t0, {"config": {**asdict(cfg), "epochs": model.epochs}, "best_epoch": model.best_epoch})
+        scorers["sasrec"] = (
+            model.score,
+            time.perf_counter() - t0,
+            {"config": {**asdict(cfg), "epochs": model.epochs}, "best_epoch": model.best_epoch},
+        )
     out: dict = {"domain": domain, "seed": seed, "splits": {}}
     for split, cs in cases.items():
         n_cand = len(cs[0]["candidate_ids"]) if cs else 0
@@ -401,8 +407,15 @@ def run_baselines(
         for name, (scorer, fit_s, extra) in scorers.items():
             t0 = time.perf_counter()
             m = evaluate(scorer, cs)
-            rows.append({"baseline": name, **m, "fit_seconds": round(fit_s, 2), "eval_seconds": round(time.perf_counter() - t0, 3), **extra})
-        out["splits"][split] = {"cases": len(cs), "candidates": n_cand, "random_expected": expected_random(n_cand) if n_cand else None, "results": rows}
+            rows.append(
+                {"baseline": name, **m, "fit_seconds": round(fit_s, 2), "eval_seconds": round(time.perf_counter() - t0, 3), **extra}
+            )
+        out["splits"][split] = {
+            "cases": len(cs),
+            "candidates": n_cand,
+            "random_expected": expected_random(n_cand) if n_cand else None,
+            "results": rows,
+        }
     return out
 
 

@@ -19,7 +19,16 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise ExportError(f"--adapter {spec!r}: expected NAME=FOLDER, e.g. general=out/general or domain:movies=out/movies")
         adapters[name] = Path(path)
-    export_pack(args.model, args.out, adapters, tokenizer_dir=args.tokenizer, name=args.name, extra_targets=args.targets or (), scoring_head=args.scoring_head, kv_cache=args.kv_cache)
+    export_pack(
+        args.model,
+        args.out,
+        adapters,
+        tokenizer_dir=args.tokenizer,
+        name=args.name,
+        extra_targets=args.targets or (),
+        scoring_head=args.scoring_head,
+        kv_cache=args.kv_cache,
+    )
     return 0
 
 
@@ -37,7 +46,14 @@ def _csv(value: str | None) -> list[str] | None:
 def _cmd_prepare_data(args: argparse.Namespace) -> int:
     from .data import DataError, Options, prepare_all
 
-    opts = Options(seed=args.seed, negatives=args.negatives, cold_fraction=args.cold_fraction, max_history=args.max_history, max_test=args.max_test, max_valid=args.max_valid)
+    opts = Options(
+        seed=args.seed,
+        negatives=args.negatives,
+        cold_fraction=args.cold_fraction,
+        max_history=args.max_history,
+        max_test=args.max_test,
+        max_valid=args.max_valid,
+    )
     try:
         prepare_all(args.data, args.out, _csv(args.domains), _csv(args.targets), opts, log=lambda line: print(line, flush=True))
     except DataError as e:
@@ -66,8 +82,27 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 def _cmd_distill(args: argparse.Namespace) -> int:
     from .distill import DistillConfig, distill
 
-    cfg = DistillConfig(layers=args.layers, hidden=args.hidden, steps=args.steps, lora_steps=args.lora_steps, negatives=args.negatives, alpha=args.alpha, temperature=args.temperature, kl_weight=0.0 if args.no_teacher else 1.0, seed=args.seed)
-    distill(args.teacher_base, args.teacher_pack, args.prepared, _csv(args.domains) or [], args.out, cfg, work=args.work, log=lambda line: print(line, flush=True))
+    cfg = DistillConfig(
+        layers=args.layers,
+        hidden=args.hidden,
+        steps=args.steps,
+        lora_steps=args.lora_steps,
+        negatives=args.negatives,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        kl_weight=0.0 if args.no_teacher else 1.0,
+        seed=args.seed,
+    )
+    distill(
+        args.teacher_base,
+        args.teacher_pack,
+        args.prepared,
+        _csv(args.domains) or [],
+        args.out,
+        cfg,
+        work=args.work,
+        log=lambda line: print(line, flush=True),
+    )
     return 0
 
 
@@ -77,19 +112,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="export a transformers checkpoint + PEFT LoRAs to a model pack")
     e.add_argument("--model", required=True, type=Path, help="local transformers checkpoint folder (Llama or Qwen2)")
-    e.add_argument("--adapter", action="append", default=[], metavar="NAME=FOLDER", help="PEFT LoRA folder; NAME is 'general' or 'domain:<name>' (repeatable)")
+    e.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=FOLDER",
+        help="PEFT LoRA folder; NAME is 'general' or 'domain:<name>' (repeatable)",
+    )
     e.add_argument("--out", required=True, type=Path, help="pack folder to write")
     e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (default: the model folder)")
     e.add_argument("--name", help="pack name (default: the model folder's name)")
     e.add_argument("--targets", nargs="*", help="extra Linear names to expose as LoRA inputs (e.g. q_proj v_proj) for later plug-ins")
-    e.add_argument("--kv-cache", choices=["concat", "grouped"], default="concat", help="grouped: candidate rows share one copy of the prompt's KV cache (faster scoring; needs a runtime that reads model.kvCache)")
-    e.add_argument("--scoring-head", action="store_true", help="add num_logits_to_keep / target_ids inputs and a token_logprobs output (faster scoring; needs a runtime that knows them, see docs/performance.md)")
+    e.add_argument(
+        "--kv-cache",
+        choices=["concat", "grouped"],
+        default="concat",
+        help="grouped: candidate rows share one copy of the prompt's KV cache (faster scoring; needs a runtime that reads model.kvCache)",
+    )
+    e.add_argument(
+        "--scoring-head",
+        action="store_true",
+        help="add num_logits_to_keep / target_ids inputs and a token_logprobs output (faster scoring; needs a runtime that knows them, see docs/performance.md)",
+    )
     e.set_defaults(func=_cmd_export)
 
     f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
     f.add_argument("--out", type=Path, default=Path("test/fixtures/tiny-pack"))
     f.add_argument("--golden", type=Path, default=Path("test/fixtures/tiny-pack.golden.json"))
-    f.add_argument("--out-grouped", type=Path, default=Path("test/fixtures/tiny-pack-grouped"), help="the same weights with a grouped KV cache and the scoring head")
+    f.add_argument(
+        "--out-grouped",
+        type=Path,
+        default=Path("test/fixtures/tiny-pack-grouped"),
+        help="the same weights with a grouped KV cache and the scoring head",
+    )
     f.set_defaults(func=_cmd_make_fixture)
 
     d = sub.add_parser("prepare-data", help="split domain folders into train/valid/test cases (warm + cold-start)")
@@ -121,7 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bits", type=int, choices=[8, 4], default=8)
     q.add_argument("--method", choices=["dynamic", "nbits"], help="default: dynamic for 8 bits, nbits (MatMulNBits) for 4")
     q.add_argument("--block-size", type=int, default=32, help="MatMulNBits block size (nbits only)")
-    q.add_argument("--accuracy-level", type=int, default=0, choices=[0, 1, 2, 3, 4], help="MatMulNBits compute type: 0 float32 (portable), 4 int8 (fast on x86)")
+    q.add_argument(
+        "--accuracy-level",
+        type=int,
+        default=0,
+        choices=[0, 1, 2, 3, 4],
+        help="MatMulNBits compute type: 0 float32 (portable), 4 int8 (fast on x86)",
+    )
     q.add_argument("--keep-lm-head", action="store_true", help="leave the LM head in float32")
     q.add_argument("--embeddings", action="store_true", help="also store the token embedding table in int8 (weight-only)")
     q.set_defaults(func=_cmd_quantize)
@@ -131,13 +192,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--work", type=Path, default=Path("artifacts/recipe"), help="work folder (steps already done there are skipped)")
     r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
     r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
-    r.add_argument("--base-out", type=Path, help="copy the pack's transformers base checkpoint here (e.g. packs/demo-base: re-exports and the benchmark's PyTorch rows use it)")
+    r.add_argument(
+        "--base-out",
+        type=Path,
+        help="copy the pack's transformers base checkpoint here (e.g. packs/demo-base: re-exports and the benchmark's PyTorch rows use it)",
+    )
     r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
     r.add_argument("--force", action="store_true", help="redo every step")
     r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
-    r.add_argument("--rank-weight", type=float, default=0.0, help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper")
-    r.add_argument("--general-rank-weight", type=float, default=0.0, help="the same listwise term on the general LoRA, on the general domains' cases (its candidates come from the same domain); 0: generative loss only, as in the paper")
-    r.add_argument("--calibration-objective", choices=["tokens", "information"], default="tokens", help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)")
+    r.add_argument(
+        "--rank-weight",
+        type=float,
+        default=0.0,
+        help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper",
+    )
+    r.add_argument(
+        "--general-rank-weight",
+        type=float,
+        default=0.0,
+        help="the same listwise term on the general LoRA, on the general domains' cases (its candidates come from the same domain); 0: generative loss only, as in the paper",
+    )
+    r.add_argument(
+        "--calibration-objective",
+        choices=["tokens", "information"],
+        default="tokens",
+        help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)",
+    )
     r.set_defaults(func=_cmd_recipe)
 
     a = sub.add_parser("add-domain", help="plug a new domain into a pack: prepare its data, train its LoRA, add it")
@@ -148,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--work", type=Path, default=Path("artifacts/add-domain"))
     a.add_argument("--steps", type=int, default=800, help="LoRA training steps")
     a.add_argument("--seed", type=int, default=0)
-    a.add_argument("--rank-weight", type=float, default=0.0, help="weight of the optional listwise term (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper")
+    a.add_argument(
+        "--rank-weight",
+        type=float,
+        default=0.0,
+        help="weight of the optional listwise term (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper",
+    )
     a.set_defaults(func=_cmd_add_domain)
 
     s = sub.add_parser("distill", help="distil a pack into a smaller student pack (candidate-score KL + target CE)")
@@ -165,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--negatives", type=int, default=7, help="sampled negatives per training prompt")
     s.add_argument("--alpha", type=float, default=0.5, help="weight of the target cross-entropy")
     s.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the KL term")
-    s.add_argument("--no-teacher", action="store_true", help="baseline: same student, init and data, trained on the ground truth only (no KL term)")
+    s.add_argument(
+        "--no-teacher", action="store_true", help="baseline: same student, init and data, trained on the ground truth only (no KL term)"
+    )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_distill)
     return p
@@ -182,7 +269,9 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
         domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight),
         calibration_objective=args.calibration_objective,
     )
-    results = run_recipe(args.data, args.work, cfg, pack_out=args.pack_out, base_out=args.base_out, force=args.force, lora_jobs=args.lora_jobs)
+    results = run_recipe(
+        args.data, args.work, cfg, pack_out=args.pack_out, base_out=args.base_out, force=args.force, lora_jobs=args.lora_jobs
+    )
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)
         print(f"wrote {args.report}")

@@ -437,7 +437,9 @@ def prepare_domain(raw: RawDomain, role: str, opts: Options) -> PreparedDomain:
         "counts": counts,
         "notes": notes,
     }
-    return PreparedDomain(name, role, raw.titles, held, train, valid, test_warm if role == "target" else [], test_cold if role == "target" else [], meta)
+    return PreparedDomain(
+        name, role, raw.titles, held, train, valid, test_warm if role == "target" else [], test_cold if role == "target" else [], meta
+    )
 
 
 # ----------------------------------------------------------------------------- saving
@@ -450,7 +452,12 @@ def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
 
 
 def example_row(ex: Example, titles: dict[str, str]) -> dict:
-    return {"history": [titles[i] for i in ex.history], "history_ids": list(ex.history), "target": titles[ex.target], "target_id": ex.target}
+    return {
+        "history": [titles[i] for i in ex.history],
+        "history_ids": list(ex.history),
+        "target": titles[ex.target],
+        "target_id": ex.target,
+    }
 
 
 def case_row(case: Case, titles: dict[str, str]) -> dict:
@@ -550,6 +557,9 @@ def prepare_all(
         c = p.meta["counts"]
         extra = f" test_warm={c['test_warm']} test_cold={c['test_cold']} held_out={c['held_out']}" if role == "target" else ""
         unk = p.meta["source_stats"].get("unknown_ids_skipped", 0)
-        log(f"{name:24s} {role:7s} items={len(p.titles)} train={c['train']} valid={c['valid']}{extra}" + (f" unknown_ids_skipped={unk}" if unk else ""))
+        log(
+            f"{name:24s} {role:7s} items={len(p.titles)} train={c['train']} valid={c['valid']}{extra}"
+            + (f" unknown_ids_skipped={unk}" if unk else "")
+        )
         metas.append(p.meta)
     return metas

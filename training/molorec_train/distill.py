@@ -68,7 +68,9 @@ class DistillConfig:
     seed: int = 0
 
 
-def distill_loss(student: torch.Tensor, teacher: torch.Tensor | None, alpha: float, temperature: float, kl_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def distill_loss(
+    student: torch.Tensor, teacher: torch.Tensor | None, alpha: float, temperature: float, kl_weight: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, KL) for [B, C] scores with the target at column 0. Without a teacher (``None``, or
     ``kl_weight`` 0) the loss is the ground-truth term alone and the KL is reported as 0."""
     ce = F.cross_entropy(student, torch.zeros(student.shape[0], dtype=torch.long))
@@ -81,13 +83,20 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor | None, alpha: flo
 
 
 @torch.no_grad()
-def mean_kl(student: torch.nn.Module, teachers: dict[str, torch.nn.Module], cases: Sequence[Case], pad: int, temperature: float = 1.0, chunk: int = 8) -> float:
+def mean_kl(
+    student: torch.nn.Module,
+    teachers: dict[str, torch.nn.Module],
+    cases: Sequence[Case],
+    pad: int,
+    temperature: float = 1.0,
+    chunk: int = 8,
+) -> float:
     """Mean KL(teacher ‖ student) of the candidate distributions over ``cases``."""
     was = student.training
     student.eval()
     total, n = 0.0, 0
     for i in range(0, len(cases), chunk):
-        part = cases[i:i + chunk]
+        part = cases[i : i + chunk]
         for d in sorted({c.domain for c in part}):
             sub = [c for c in part if c.domain == d]
             _, kl = distill_loss(candidate_scores(student, sub, pad), candidate_scores(teachers[d], sub, pad), 0.0, temperature)
@@ -199,13 +208,17 @@ def new_student(teacher: torch.nn.Module, layers: int, hidden: int | None, seed:
     return student, f"teacher-base first {layers} layers"
 
 
-def _train_lora(base_dir: Path, out_dir: Path, teachers, cases, steps: int, cfg: DistillConfig, pad: int, log, name: str, seed: int) -> list[float]:
+def _train_lora(
+    base_dir: Path, out_dir: Path, teachers, cases, steps: int, cfg: DistillConfig, pad: int, log, name: str, seed: int
+) -> list[float]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
-    model = get_peft_model(base, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(LINEAR_TARGETS), lora_dropout=0.0))
+    model = get_peft_model(
+        base, LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=list(LINEAR_TARGETS), lora_dropout=0.0)
+    )
     losses = run_distill_steps(model, teachers, cases, steps, cfg.lora_lr, cfg, pad, log, name, seed) if steps > 0 else []
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
@@ -277,11 +290,15 @@ def distill(
     del student
 
     adapters = {"general": work / "loras" / "general"}
-    lora_losses = {"general": _train_lora(student_dir, adapters["general"], teachers, cases, cfg.lora_steps, cfg, pad, log, "general", cfg.seed + 1)}
+    lora_losses = {
+        "general": _train_lora(student_dir, adapters["general"], teachers, cases, cfg.lora_steps, cfg, pad, log, "general", cfg.seed + 1)
+    }
     kl_domain = {}
     for i, d in enumerate(domains):
         path = work / "loras" / f"domain-{d}"
-        lora_losses[d] = _train_lora(student_dir, path, teachers, {d: cases[d]}, cfg.lora_steps, cfg, pad, log, f"domain:{d}", cfg.seed + 2 + i)
+        lora_losses[d] = _train_lora(
+            student_dir, path, teachers, {d: cases[d]}, cfg.lora_steps, cfg, pad, log, f"domain:{d}", cfg.seed + 2 + i
+        )
         adapters[f"domain:{d}"] = path
         mixed = merged_model(student_dir, {"domain": path}, {"domain": 1.0})
         kl_domain[d] = mean_kl(mixed, teachers, [c for c in held_out if c.domain == d], pad, cfg.temperature)
@@ -290,9 +307,17 @@ def distill(
     if out.exists():
         shutil.rmtree(out)
     export_pack(
-        student_dir, out, {n: p for n, p in adapters.items()}, tokenizer_dir=teacher_pack,
-        name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l", prompt=spec,
-        extra_targets=LINEAR_TARGETS, domain_lambdas={d: 1.0 for d in domains}, scoring_head=True, kv_cache="grouped", log=log,
+        student_dir,
+        out,
+        {n: p for n, p in adapters.items()},
+        tokenizer_dir=teacher_pack,
+        name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l",
+        prompt=spec,
+        extra_targets=LINEAR_TARGETS,
+        domain_lambdas={d: 1.0 for d in domains},
+        scoring_head=True,
+        kv_cache="grouped",
+        log=log,
     )
     summary = {
         "config": asdict(cfg),
@@ -310,5 +335,7 @@ def distill(
         "packBytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
     }
     (out / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
-    log(f"{'distilled' if cfg.kl_weight > 0 else 'no-teacher (ground truth only)'} pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}")
+    log(
+        f"{'distilled' if cfg.kl_weight > 0 else 'no-teacher (ground truth only)'} pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}"
+    )
     return summary

@@ -79,7 +79,9 @@ def export_onnx(
     (a ``target_ids`` input and a ``token_logprobs`` output) are optional variants; see
     graph.ExportableDecoder. Runtimes use the last two when present and work without them."""
     shape = decoder_shape(model)
-    module = ExportableDecoder(model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs, kv_cache=kv_cache)
+    module = ExportableDecoder(
+        model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs, kv_cache=kv_cache
+    )
     batch, seq, past, rank = 2, 3, 4, 2
     g = torch.Generator().manual_seed(0)
     if attention == "block":
@@ -92,7 +94,9 @@ def export_onnx(
         torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
     ]
     for _ in range(shape.num_layers):
-        args += [torch.randn(1 if kv_cache == "grouped" else batch, shape.num_kv_heads, past, shape.head_dim, generator=g) for _ in range(2)]
+        args += [
+            torch.randn(1 if kv_cache == "grouped" else batch, shape.num_kv_heads, past, shape.head_dim, generator=g) for _ in range(2)
+        ]
     lora_names: list[str] = []
     for module_path, fin, fout in targets:
         args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
@@ -106,7 +110,15 @@ def export_onnx(
         args.append(torch.randint(0, shape.vocab_size, (batch, seq), generator=g))
         extra_inputs.append("target_ids")
 
-    input_names = ["input_ids", "attention_mask", "position_ids", *kv_input_names(shape.num_layers), *lora_names, "lora_scale", *extra_inputs]
+    input_names = [
+        "input_ids",
+        "attention_mask",
+        "position_ids",
+        *kv_input_names(shape.num_layers),
+        *lora_names,
+        "lora_scale",
+        *extra_inputs,
+    ]
     output_names = ["logits", *kv_output_names(shape.num_layers), *(["token_logprobs"] if token_logprobs else [])]
     dyn: dict[str, dict[int, str]] = {
         "input_ids": {0: "batch", 1: "seq"},
@@ -230,7 +242,11 @@ def export_pack(
         }
     lambdas = domain_lambdas or {}
     domains = {
-        n.split(":", 1)[1]: {"adapter": n, "defaultLambda": 0.5, **({"calibratedLambda": lambdas[n.split(":", 1)[1]]} if n.split(":", 1)[1] in lambdas else {})}
+        n.split(":", 1)[1]: {
+            "adapter": n,
+            "defaultLambda": 0.5,
+            **({"calibratedLambda": lambdas[n.split(":", 1)[1]]} if n.split(":", 1)[1] in lambdas else {}),
+        }
         for n in adapters
         if n.startswith("domain:")
     }

@@ -23,7 +23,13 @@ NOUN = "River Garden Empire Signal Harbor Kingdom Mirror Machine Forest Letter O
 REQUESTS = [
     {
         "history": ["The Silent River (1994)", "Electric Garden (2001)", "Midnight Harbor (1987)"],
-        "candidates": ["Broken Mirror (1999)", "The Lonely Planet (2010)", "Crimson Empire (1975)", "Wild Orchestra (2004)", "Frozen Letter (1968)"],
+        "candidates": [
+            "Broken Mirror (1999)",
+            "The Lonely Planet (2010)",
+            "Crimson Empire (1975)",
+            "Wild Orchestra (2004)",
+            "Frozen Letter (1968)",
+        ],
     },
     {
         "history": ["Secret Kingdom (1990)"],
@@ -31,7 +37,10 @@ REQUESTS = [
     },
     {
         # long titles and a long history: exercises title caps and the history budget
-        "history": [f"{a} {n} of the {a2} {n2} Chronicles, Part {i} (Director's Cut, Extended Edition)" for i, (a, n, a2, n2) in enumerate(zip(ADJ, NOUN, reversed(ADJ), reversed(NOUN)))],
+        "history": [
+            f"{a} {n} of the {a2} {n2} Chronicles, Part {i} (Director's Cut, Extended Edition)"
+            for i, (a, n, a2, n2) in enumerate(zip(ADJ, NOUN, reversed(ADJ), reversed(NOUN)))
+        ],
         "candidates": ["Golden Shadow (2020)", "Hidden Forest " * 12, "Last Signal (1971)", "Electric Empire (2008)"],
     },
 ]
@@ -55,35 +64,68 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
         model_dir = work / "model"
         corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
         tiny.train_bpe_tokenizer(corpus, 512, model_dir)
-        tiny.make_model(model_dir, architecture="llama", vocab_size=512, hidden_size=64, intermediate_size=128, num_layers=2, num_heads=4, num_kv_heads=2, seed=5, std=0.15)
+        tiny.make_model(
+            model_dir,
+            architecture="llama",
+            vocab_size=512,
+            hidden_size=64,
+            intermediate_size=128,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            seed=5,
+            std=0.15,
+        )
         general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
         domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
         adapters = {"general": general, "domain:movies": domain}
         spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
-        manifest = export_pack(model_dir, out_dir, adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log)
+        manifest = export_pack(
+            model_dir, out_dir, adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log
+        )
         if grouped_dir is not None:
-            export_pack(model_dir, Path(grouped_dir), adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, scoring_head=True, kv_cache="grouped", log=log)
+            export_pack(
+                model_dir,
+                Path(grouped_dir),
+                adapters,
+                name="tiny-fixture",
+                prompt=spec,
+                max_candidates=64,
+                max_history_items=32,
+                scoring_head=True,
+                kv_cache="grouped",
+                log=log,
+            )
 
         tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
         encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
         cases = []
-        models = {name: merged_model(model_dir, adapters, {} if lam is None else {"general": 1 - lam, "domain:movies": lam}) for name, lam in MIXTURES.items()}
+        models = {
+            name: merged_model(model_dir, adapters, {} if lam is None else {"general": 1 - lam, "domain:movies": lam})
+            for name, lam in MIXTURES.items()
+        }
         for req in REQUESTS:
             p_ids = prompt_ids(encode, spec, req["history"])
             c_ids = [candidate_ids(encode, spec, c) for c in req["candidates"]]
             for mix_name, lam in MIXTURES.items():
                 per_token = candidate_log_likelihoods(models[mix_name], p_ids, c_ids)
                 scores = [sum(t) / len(t) for t in per_token]
-                cases.append({
-                    "request": {**req, "domain": "movies", "mixture": mix_name if not mix_name.startswith("lambda-") else {"lambda": lam}},
-                    "lambda": lam,
-                    "promptIds": p_ids,
-                    "candidateIds": c_ids,
-                    "tokenLogProbs": per_token,
-                    "scores": scores,
-                    "tokenEntropies": candidate_token_entropies(models[mix_name], p_ids, c_ids),
-                    "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
-                })
+                cases.append(
+                    {
+                        "request": {
+                            **req,
+                            "domain": "movies",
+                            "mixture": mix_name if not mix_name.startswith("lambda-") else {"lambda": lam},
+                        },
+                        "lambda": lam,
+                        "promptIds": p_ids,
+                        "candidateIds": c_ids,
+                        "tokenLogProbs": per_token,
+                        "scores": scores,
+                        "tokenEntropies": candidate_token_entropies(models[mix_name], p_ids, c_ids),
+                        "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
+                    }
+                )
     golden = {
         "about": "Golden candidate scores (and mean next-token entropies along each candidate) for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
         "pack": manifest["name"],

@@ -184,7 +184,9 @@ class ExportableDecoder(nn.Module):
         a = a.reshape(past_batch, 1, (batch // past_batch) * rep * qs, keys)
         return torch.where(a, torch.tensor(torch.finfo(torch.float32).max), torch.tensor(GROUPED_MASK_FILL))
 
-    def _grouped_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    def _grouped_attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, cap: torch.Tensor
+    ) -> torch.Tensor:
         """Attention of q ``[B, heads, qs, hd]`` (already scaled by hd^-0.5) over a past
         ``[Bp, kv, P, hd]`` shared by groups of ``G = B / Bp`` consecutive rows, then over the rows'
         own k/v ``[B, kv, seq, hd]``; ``cap`` from ``_grouped_mask``. Returns ``[B, qs, hidden]``.
@@ -259,7 +261,7 @@ class ExportableDecoder(nn.Module):
         if grouped:
             # hd^-0.5 folded into the queries' rotation (one multiply per run instead of one over
             # the scores per layer), and the mask laid out as a score cap once per run for every layer.
-            q_cos_all, q_sin_all = cos * s.head_dim ** -0.5, sin * s.head_dim ** -0.5
+            q_cos_all, q_sin_all = cos * s.head_dim**-0.5, sin * s.head_dim**-0.5
             cap = self._grouped_mask(allowed, past[0].shape[0])
         else:
             q_cos_all, q_sin_all = cos, sin
@@ -300,7 +302,7 @@ class ExportableDecoder(nn.Module):
 
                 # Grouped-query attention without materialising repeated K/V.
                 qg = q.reshape(batch, s.num_kv_heads, rep, qs, s.head_dim)
-                scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim ** -0.5)
+                scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim**-0.5)
                 scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
                 probs = torch.softmax(scores, dim=-1)
                 ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, qs, hd]

@@ -115,7 +115,14 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
             with tempfile.TemporaryDirectory() as tmp:
                 named, gathered = Path(tmp) / "named.onnx", Path(tmp) / "gathered.onnx"
                 onnx.save(model, str(named), save_as_external_data=big)
-                quantize_dynamic(str(named), str(gathered), op_types_to_quantize=["Gather"], nodes_to_quantize=_const_gathers(model), weight_type=QuantType.QInt8, use_external_data_format=big)
+                quantize_dynamic(
+                    str(named),
+                    str(gathered),
+                    op_types_to_quantize=["Gather"],
+                    nodes_to_quantize=_const_gathers(model),
+                    weight_type=QuantType.QInt8,
+                    use_external_data_format=big,
+                )
                 model = onnx.load(str(gathered))
 
         q = MatMulNBitsQuantizer(

@@ -28,7 +28,9 @@ class Case:
     candidates: list[list[int]]  # target first
 
 
-def sample_cases(rows: Sequence[dict], titles: dict[str, str], held: frozenset[str], negatives: int, rng: random.Random) -> list[tuple[list[str], list[str]]]:
+def sample_cases(
+    rows: Sequence[dict], titles: dict[str, str], held: frozenset[str], negatives: int, rng: random.Random
+) -> list[tuple[list[str], list[str]]]:
     """(history, candidate titles with the target first) for each row with a history."""
     pool = sorted(i for i in titles if i not in held)
     out = []
@@ -61,8 +63,8 @@ def candidate_scores(model: torch.nn.Module, cases: Sequence[Case], pad: int) ->
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
     logits = model(input_ids=ids, attention_mask=mask).logits  # right padding: causal rows unaffected
     # positions predicting candidate tokens: start-1 .. start+len-2
     rows, cols, toks, seg = [], [], [], []
@@ -85,7 +87,16 @@ def listwise_loss(scores: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(scores, torch.zeros(scores.shape[0], dtype=torch.long))
 
 
-def build_cases(domain: str, rows: Sequence[dict], titles: dict[str, str], held: frozenset[str], negatives: int, encode, spec: PromptSpec, rng: random.Random) -> list[Case]:
+def build_cases(
+    domain: str,
+    rows: Sequence[dict],
+    titles: dict[str, str],
+    held: frozenset[str],
+    negatives: int,
+    encode,
+    spec: PromptSpec,
+    rng: random.Random,
+) -> list[Case]:
     """Token-id cases for training rows: the target + ``negatives`` titles sampled from the
     domain's items, never the cold-start hold-out (which training must not see)."""
     return [

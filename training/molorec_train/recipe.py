@@ -150,7 +150,17 @@ def _single_thread() -> None:
     torch.set_num_threads(1)
 
 
-def run_lora_job(job: LoraJob, *, prepared: str, tok_dir: str, base_dir: str, loras: str, spec: PromptSpec, pad: int, log: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+def run_lora_job(
+    job: LoraJob,
+    *,
+    prepared: str,
+    tok_dir: str,
+    base_dir: str,
+    loras: str,
+    spec: PromptSpec,
+    pad: int,
+    log: Callable[[str], None] = lambda line: print(line, flush=True),
+) -> None:
     """Builds the job's examples and trains its LoRA into ``loras/<name>`` (top-level: runs in a
     worker process). Same examples and seed whether it runs alone or beside other jobs."""
     encode, _, _ = load_encoder(Path(tok_dir))
@@ -183,7 +193,17 @@ def stale_lora(folder: Path, cfg: LoraTrainConfig) -> str | None:
     return "; ".join(diff) or None
 
 
-def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path | None = None, base_out: Path | None = None, force: bool = False, lora_jobs: int | None = None, log=print) -> dict:
+def run_recipe(
+    data_dir: Path,
+    work: Path,
+    cfg: RecipeConfig,
+    *,
+    pack_out: Path | None = None,
+    base_out: Path | None = None,
+    force: bool = False,
+    lora_jobs: int | None = None,
+    log=print,
+) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     if force:
         for sub in ("prepared", "tokenizer", "base", "loras", "pack", "eval", "baselines", "permodule"):
@@ -213,7 +233,9 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
     base_cfg = replace(cfg.base, vocab_size=cfg.vocab_size)
 
     base_dir = work / "base"
-    with step("3. base model: pretrain from scratch (titles of all domains + general domains' sequences)", (base_dir / "config.json").exists()):
+    with step(
+        "3. base model: pretrain from scratch (titles of all domains + general domains' sequences)", (base_dir / "config.json").exists()
+    ):
         if not (base_dir / "config.json").exists():
             rng = random.Random(cfg.seed)
             docs: list[list[int]] = []
@@ -268,30 +290,119 @@ def run_recipe(data_dir: Path, work: Path, cfg: RecipeConfig, *, pack_out: Path 
             # scoring_head: the graph returns log p(target) per token, so candidate runs fetch one float
             # per token instead of a vocabulary row; kv_cache "grouped": candidate rows share one copy
             # of the prompt's KV cache (docs/performance.md).
-            export_pack(base_dir, pack, adapters, name="molorec-demo", prompt=spec, extra_targets=LoraTrainConfig().targets, scoring_head=True, kv_cache="grouped", log=log)
+            export_pack(
+                base_dir,
+                pack,
+                adapters,
+                name="molorec-demo",
+                prompt=spec,
+                extra_targets=LoraTrainConfig().targets,
+                scoring_head=True,
+                kv_cache="grouped",
+                log=log,
+            )
 
     how = "mutual-information maximisation" if cfg.calibration_objective == "information" else "entropy minimisation"
     with step(f"6. calibrate λ per domain: {how} on unlabeled valid prompts (TS runtime)", False):
         for t in cfg.targets:
-            common = ["--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--n", str(cfg.calibration_prompts), "--ep", "cpu"]
+            common = [
+                "--pack",
+                str(pack),
+                "--domain",
+                domain_name(t),
+                "--data",
+                str(prepared / t),
+                "--n",
+                str(cfg.calibration_prompts),
+                "--ep",
+                "cpu",
+            ]
             # The pack stores the λ of cfg.calibration_objective; the candidate-entropy λ is kept for the comparison rows.
-            run_node(["calibrate", *common, "--write", "--objective", cfg.calibration_objective, "--out", str(work / f"calibration-{t}.json")], log)
+            run_node(
+                ["calibrate", *common, "--write", "--objective", cfg.calibration_objective, "--out", str(work / f"calibration-{t}.json")],
+                log,
+            )
             run_node(["calibrate", *common, "--objective", "candidates", "--out", str(work / f"calibration-candidates-{t}.json")], log)
 
     with step("7. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)", False):
         from .adamerging import AdaMergingConfig, add_permodule_domains
 
-        add_permodule_domains(pack, base_dir, {t: prepared / t for t in cfg.targets}, AdaMergingConfig(prompts=cfg.calibration_prompts, seed=cfg.seed), log=log)
+        add_permodule_domains(
+            pack,
+            base_dir,
+            {t: prepared / t for t in cfg.targets},
+            AdaMergingConfig(prompts=cfg.calibration_prompts, seed=cfg.seed),
+            log=log,
+        )
 
     evals = work / "eval"
     evals.mkdir(exist_ok=True)
     with step("8. evaluate through the TS runtime (molorec eval)", False):
         for t in cfg.targets:
             for split in ("warm", "cold"):
-                run_node(["eval", "--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--split", split, "--mixture", ",".join(POLICIES), "--ep", "cpu", "--out", str(evals / f"{t}-{split}.json")], log)
-                run_node(["eval", "--pack", str(pack), "--domain", f"{domain_name(t)}@permodule", "--data", str(prepared / t), "--split", split, "--mixture", "domain", "--ep", "cpu", "--out", str(evals / f"{t}-{split}-permodule.json")], log)
+                run_node(
+                    [
+                        "eval",
+                        "--pack",
+                        str(pack),
+                        "--domain",
+                        domain_name(t),
+                        "--data",
+                        str(prepared / t),
+                        "--split",
+                        split,
+                        "--mixture",
+                        ",".join(POLICIES),
+                        "--ep",
+                        "cpu",
+                        "--out",
+                        str(evals / f"{t}-{split}.json"),
+                    ],
+                    log,
+                )
+                run_node(
+                    [
+                        "eval",
+                        "--pack",
+                        str(pack),
+                        "--domain",
+                        f"{domain_name(t)}@permodule",
+                        "--data",
+                        str(prepared / t),
+                        "--split",
+                        split,
+                        "--mixture",
+                        "domain",
+                        "--ep",
+                        "cpu",
+                        "--out",
+                        str(evals / f"{t}-{split}-permodule.json"),
+                    ],
+                    log,
+                )
                 lam = json.loads((work / f"calibration-candidates-{t}.json").read_text())["lambda"]
-                run_node(["eval", "--pack", str(pack), "--domain", domain_name(t), "--data", str(prepared / t), "--split", split, "--mixture", f"adaptive,{lam}", "--objective", "candidates", "--ep", "cpu", "--out", str(evals / f"{t}-{split}-candidates.json")], log)
+                run_node(
+                    [
+                        "eval",
+                        "--pack",
+                        str(pack),
+                        "--domain",
+                        domain_name(t),
+                        "--data",
+                        str(prepared / t),
+                        "--split",
+                        split,
+                        "--mixture",
+                        f"adaptive,{lam}",
+                        "--objective",
+                        "candidates",
+                        "--ep",
+                        "cpu",
+                        "--out",
+                        str(evals / f"{t}-{split}-candidates.json"),
+                    ],
+                    log,
+                )
 
     with step("9. baselines on the same saved test cases (random, popularity, SASRec)", False):
         from . import baselines as bl
@@ -339,11 +450,24 @@ def collect_results(work: Path, cfg: RecipeConfig) -> dict:
     return {
         "table": table,
         "lambdas": {k: v.get("calibratedLambda") for k, v in manifest["domains"].items()},
-        "candidate_lambdas": {domain_name(t): json.loads((work / f"calibration-candidates-{t}.json").read_text())["lambda"] for t in cfg.targets},
+        "candidate_lambdas": {
+            domain_name(t): json.loads((work / f"calibration-candidates-{t}.json").read_text())["lambda"] for t in cfg.targets
+        },
     }
 
 
-def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Path, *, steps: int = 800, seed: int = 0, rank_weight: float = 0.0, log=print) -> None:
+def add_domain(
+    data_dir: Path,
+    domain: str,
+    pack: Path,
+    base_dir: Path,
+    work: Path,
+    *,
+    steps: int = 800,
+    seed: int = 0,
+    rank_weight: float = 0.0,
+    log=print,
+) -> None:
     """Plugs an unseen domain into an existing pack: only its domain LoRA is trained."""
     manifest = read_manifest(pack)
     base_cfg = json.loads((base_dir / "config.json").read_text())
@@ -368,7 +492,13 @@ def add_domain(data_dir: Path, domain: str, pack: Path, base_dir: Path, work: Pa
     (pack / rel).mkdir(parents=True, exist_ok=True)
     for f in ("adapter_config.json", "adapter_model.safetensors"):
         shutil.copyfile(out / f, pack / rel / f)
-    manifest["adapters"][name] = {"path": rel, "rank": cfg.rank, "alpha": cfg.alpha, "scaling": cfg.alpha / cfg.rank, "targetModules": sorted(cfg.targets)}
+    manifest["adapters"][name] = {
+        "path": rel,
+        "rank": cfg.rank,
+        "alpha": cfg.alpha,
+        "scaling": cfg.alpha / cfg.rank,
+        "targetModules": sorted(cfg.targets),
+    }
     manifest["domains"][domain_name(domain)] = {"adapter": name, "defaultLambda": 0.5}
     write_manifest(pack, manifest)
     log(f"\nadded domain {domain_name(domain)} to {pack}. Next:")

@@ -40,9 +40,7 @@ def merged_model(model_dir: str | Path, adapters: dict[str, str | Path], weights
 
 
 @torch.no_grad()
-def candidate_log_likelihoods(
-    model: torch.nn.Module, prompt: Sequence[int], candidates: Sequence[Sequence[int]]
-) -> list[list[float]]:
+def candidate_log_likelihoods(model: torch.nn.Module, prompt: Sequence[int], candidates: Sequence[Sequence[int]]) -> list[list[float]]:
     """Per-token log p(candidate token | prompt, earlier candidate tokens), one full pass each."""
     out = []
     for cand in candidates:

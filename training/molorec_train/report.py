@@ -42,8 +42,10 @@ def _listwise(cfg) -> str:
     if not any(w.values()):
         return " only (as in the paper)"
     c = cfg.domain_lora
-    return (f" plus the listwise term (target vs {c.rank_negatives} sampled titles of {c.rank_batch} prompts per step, scored as the runtime scores; "
-            f"weight {w['general']:g} for the general LoRA, {w['domain']:g} for the domain LoRAs; training/README.md)")
+    return (
+        f" plus the listwise term (target vs {c.rank_negatives} sampled titles of {c.rank_batch} prompts per step, scored as the runtime scores; "
+        f"weight {w['general']:g} for the general LoRA, {w['domain']:g} for the domain LoRAs; training/README.md)"
+    )
 
 
 def _options(cfg) -> str:
@@ -98,13 +100,21 @@ def render(results: dict, cfg, quick: bool) -> str:
             continue
         best_single = max(g, s)
         word = "beats" if cal > best_single else ("ties" if cal == best_single else "does not beat")
-        verdicts.append(f"- **{c}**: calibrated {cal:.4f} {word} the better single adapter ({'G' if g >= s else 'S'} {best_single:.4f}); "
-                        f"vs popularity {metric(t.get('popularity'), 'ndcg1'):.4f}, SASRec {metric(t.get('sasrec'), 'ndcg1'):.4f}.")
+        verdicts.append(
+            f"- **{c}**: calibrated {cal:.4f} {word} the better single adapter ({'G' if g >= s else 'S'} {best_single:.4f}); "
+            f"vs popularity {metric(t.get('popularity'), 'ndcg1'):.4f}, SASRec {metric(t.get('sasrec'), 'ndcg1'):.4f}."
+        )
     lam = ", ".join(f"{k}: {v:.3f}" for k, v in results["lambdas"].items() if v is not None)
     lam_c = ", ".join(f"{k}: {v:.3f}" for k, v in results.get("candidate_lambdas", {}).items())
     cached = set(results.get("cached_steps", []))
-    steps = "\n".join(f"| {k} | {'reused from the work folder' if k in cached else f'{v / 60:.1f} min'} |" for k, v in results["step_seconds"].items())
-    wall = f"{results['wall_seconds'] / 60:.1f} min" + (f" (steps {', '.join(k.split('.')[0] for k in results['step_seconds'] if k in cached)} reused from an earlier run in the same work folder)" if cached else "")
+    steps = "\n".join(
+        f"| {k} | {'reused from the work folder' if k in cached else f'{v / 60:.1f} min'} |" for k, v in results["step_seconds"].items()
+    )
+    wall = f"{results['wall_seconds'] / 60:.1f} min" + (
+        f" (steps {', '.join(k.split('.')[0] for k in results['step_seconds'] if k in cached)} reused from an earlier run in the same work folder)"
+        if cached
+        else ""
+    )
     n_cases = {c: table[c].get("calibrated", {}).get("count") for c in cells}
     return f"""# Results: the MoLoRec recipe on real data
 
@@ -113,7 +123,7 @@ def render(results: dict, cfg, quick: bool) -> str:
 Target domains: {", ".join(cfg.targets)} (general domains: {", ".join(cfg.general)}). Each test
 case ranks 1 positive among {cfg.negatives + 1} candidates (negatives drawn from the same pool
 as the positive, fixed by seed {cfg.seed} and saved). *Warm*: positives seen in training; *cold*:
-positives among the ~20 % of items held out from all training. Cases per cell: {', '.join(f'{c} {n}' for c, n in n_cases.items())}.
+positives among the ~20 % of items held out from all training. Cases per cell: {", ".join(f"{c} {n}" for c, n in n_cases.items())}.
 LLM rows are evaluated through the TypeScript runtime (`molorec eval`, onnxruntime-node CPU);
 baselines on the same saved cases in Python. λ is the weight of the domain LoRA.
 LoRAs (rank {cfg.domain_lora.rank}, all linear layers): general {cfg.general_lora.steps} steps, each domain {cfg.domain_lora.steps} steps of {cfg.domain_lora.batch_size} prompts, the
@@ -152,5 +162,5 @@ def write_report(results: dict, cfg, path: Path, quick: bool = False) -> None:
     if path.is_file():
         old = path.read_text()
         if KEEP_MARKER in old:
-            kept = old[old.index(KEEP_MARKER):]
+            kept = old[old.index(KEEP_MARKER) :]
     path.write_text(render(results, cfg, quick) + ("\n" + kept if kept else ""))

@@ -94,10 +94,7 @@ def title_documents(titles: Sequence[str], spec: PromptSpec, rng: random.Random,
     """Titles as history-style lists, in random order: item text without any interaction."""
     shuffled = list(titles)
     rng.shuffle(shuffled)
-    return [
-        "".join(f"{spec.itemPrefix}{t}{spec.itemSuffix}" for t in shuffled[i:i + per_doc])
-        for i in range(0, len(shuffled), per_doc)
-    ]
+    return ["".join(f"{spec.itemPrefix}{t}{spec.itemSuffix}" for t in shuffled[i : i + per_doc]) for i in range(0, len(shuffled), per_doc)]
 
 
 def pack_blocks(docs: Iterable[list[int]], block: int, eos: int) -> list[list[int]]:
@@ -105,7 +102,7 @@ def pack_blocks(docs: Iterable[list[int]], block: int, eos: int) -> list[list[in
     stream: list[int] = []
     for d in docs:
         stream += d + [eos]
-    return [stream[i:i + block] for i in range(0, len(stream) - block + 1, block)]
+    return [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]
 
 
 # --- tokenizer ----------------------------------------------------------------------------
@@ -232,9 +229,9 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     labels = torch.full((len(seqs), width), -100, dtype=torch.long)
     for i, ((p, a), s) in enumerate(zip(examples, seqs)):
-        ids[i, :len(s)] = torch.tensor(s)
-        mask[i, :len(s)] = 1
-        labels[i, len(p):len(s)] = torch.tensor(a)
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        labels[i, len(p) : len(s)] = torch.tensor(a)
     return ids, mask, labels
 
 
@@ -258,9 +255,7 @@ def train_lora(
     set_threads()
     torch.manual_seed(cfg.seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
-    model = get_peft_model(
-        base, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=cfg.dropout)
-    )
+    model = get_peft_model(base, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=cfg.dropout))
     params = [p for p in model.parameters() if p.requires_grad]
 
     def batch(rng: random.Random) -> dict:
@@ -277,7 +272,18 @@ def train_lora(
             return cfg.rank_weight * listwise_loss(candidate_scores(model, cases, pad))
 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    curve = optimise(model, params, batch, steps=cfg.steps, optimizer=opt, warmup=max(1, cfg.steps // 20), seed=cfg.seed, name=name, log=log, extra_loss=extra)
+    curve = optimise(
+        model,
+        params,
+        batch,
+        steps=cfg.steps,
+        optimizer=opt,
+        warmup=max(1, cfg.steps // 20),
+        seed=cfg.seed,
+        name=name,
+        log=log,
+        extra_loss=extra,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")

@@ -14,7 +14,9 @@ WORDS = "the star night city blue river garden red song quiet storm golden road 
 
 def fake_titles(n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS).capitalize() for _ in range(rng.randint(1, 4))) + f" ({1950 + rng.randint(0, 70)})" for _ in range(n)]
+    return [
+        " ".join(rng.choice(WORDS).capitalize() for _ in range(rng.randint(1, 4))) + f" ({1950 + rng.randint(0, 70)})" for _ in range(n)
+    ]
 
 
 @dataclass

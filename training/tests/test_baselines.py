@@ -123,7 +123,9 @@ def test_sasrec_learns_successor_pattern(succ_prepared: Path) -> None:
 
 def test_cli_baselines(succ_prepared: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "res.json"
-    rc = cli.main(["baselines", "--prepared", str(succ_prepared), "--domain", "succ", "--split", "both", "--epochs", "2", "--json", str(out)])
+    rc = cli.main(
+        ["baselines", "--prepared", str(succ_prepared), "--domain", "succ", "--split", "both", "--epochs", "2", "--json", str(out)]
+    )
     text = capsys.readouterr().out
     assert rc == 0 and "sasrec epoch 2/2" in text and "popularity" in text and "succ cold" in text
     res = json.loads(out.read_text())

@@ -131,7 +131,9 @@ def test_bad_domain_folders(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"sequences.jsonl:1: expected a list"):
         read_domain(tmp_path / "d")
     (tmp_path / "d" / "sequences.jsonl").unlink()
-    (tmp_path / "d" / "examples.jsonl").write_text('{"history": ["1"], "target": "2", "split": "train"}\n{"history": ["1"], "target": "2", "split": "dev"}\n')
+    (tmp_path / "d" / "examples.jsonl").write_text(
+        '{"history": ["1"], "target": "2", "split": "train"}\n{"history": ["1"], "target": "2", "split": "dev"}\n'
+    )
     with pytest.raises(DataError, match=r"examples.jsonl:2: split must be"):
         read_domain(tmp_path / "d")
     with pytest.raises(DataError, match="not a folder"):
@@ -277,7 +279,21 @@ def test_small_pool_cases_are_skipped(tmp_path: Path) -> None:
 def test_cli_prepare_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_sequences_domain(tmp_path)
     make_examples_domain(tmp_path)
-    rc = cli.main(["prepare-data", "--data", str(tmp_path), "--out", str(tmp_path / "out"), "--targets", "seqdom", "--max-test", "5", "--negatives", "4"])
+    rc = cli.main(
+        [
+            "prepare-data",
+            "--data",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--targets",
+            "seqdom",
+            "--max-test",
+            "5",
+            "--negatives",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "seqdom" in out and "exdom" in out
     assert len(read_jsonl(tmp_path / "out" / "seqdom" / "test_warm.jsonl")) == 5

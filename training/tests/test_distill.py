@@ -24,12 +24,24 @@ def write_prepared_domain(root: Path, name: str, n_items: int, n_rows: int, seed
     d = root / name
     d.mkdir(parents=True)
     titles = fake_titles(n_items, seed)
-    (d / "items.tsv").write_text("item_id\ttitle\theld_out\n" + "".join(f"i{i}\t{t}\t{int(i >= n_items - 5)}\n" for i, t in enumerate(titles)))
+    (d / "items.tsv").write_text(
+        "item_id\ttitle\theld_out\n" + "".join(f"i{i}\t{t}\t{int(i >= n_items - 5)}\n" for i, t in enumerate(titles))
+    )
     with (d / "train.jsonl").open("w") as f:
         for _ in range(n_rows):
             start = rng.randrange(n_items - 5)
             ids = [f"i{(start + k) % (n_items - 5)}" for k in range(rng.randint(2, 4))]
-            f.write(json.dumps({"history": [titles[int(i[1:])] for i in ids[:-1]], "history_ids": ids[:-1], "target": titles[int(ids[-1][1:])], "target_id": ids[-1]}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "history": [titles[int(i[1:])] for i in ids[:-1]],
+                        "history_ids": ids[:-1],
+                        "target": titles[int(ids[-1][1:])],
+                        "target_id": ids[-1],
+                    }
+                )
+                + "\n"
+            )
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +102,9 @@ def test_no_teacher_baseline_never_runs_the_teacher(teacher, tmp_path, monkeypat
     cfg = DistillConfig(layers=1, hidden=16, steps=6, lora_steps=2, batch_size=2, negatives=3, kl_weight=0.0, lora_rank=2, lora_alpha=4)
     monkeypatch.setattr(dm, "mean_kl", lambda *a, **k: 0.0)
     monkeypatch.setattr(dm, "candidate_scores", counting)
-    summary = dm.distill(teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "base-student", cfg, eval_cases=4, log=lambda *_: None)
+    summary = dm.distill(
+        teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "base-student", cfg, eval_cases=4, log=lambda *_: None
+    )
     assert calls["n"] == 0  # only the training student scored candidates
     assert summary["withTeacher"] is False
     assert json.loads((tmp_path / "base-student/molorec.json").read_text())["name"].endswith("-noteacher-1l")
@@ -99,8 +113,12 @@ def test_no_teacher_baseline_never_runs_the_teacher(teacher, tmp_path, monkeypat
 def test_distill_writes_a_valid_pack_that_moves_toward_the_teacher(teacher, tmp_path):
     import onnxruntime as ort
 
-    cfg = DistillConfig(layers=1, hidden=16, steps=30, lora_steps=4, batch_size=4, negatives=4, alpha=0.1, lr=3e-3, lora_rank=2, lora_alpha=4)
-    summary = distill(teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "student", cfg, eval_cases=12, log=lambda *_: None)
+    cfg = DistillConfig(
+        layers=1, hidden=16, steps=30, lora_steps=4, batch_size=4, negatives=4, alpha=0.1, lr=3e-3, lora_rank=2, lora_alpha=4
+    )
+    summary = distill(
+        teacher / "base", teacher / "pack", teacher / "prepared", ["dom"], tmp_path / "student", cfg, eval_cases=12, log=lambda *_: None
+    )
     assert summary["lossLast"] < summary["lossFirst"]
     assert summary["klAfterBase"] < summary["klBefore"]
     assert summary["teacherLambdas"] == {"dom": 0.7}

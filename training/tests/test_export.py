@@ -59,8 +59,8 @@ def padded_batch(lengths: list[int], vocab: int, seed: int):
     ids = np.full((len(lengths), s), 1, np.int64)
     mask = np.zeros((len(lengths), s), np.int64)
     for b, n in enumerate(lengths):
-        ids[b, s - n:] = rng.integers(2, vocab, n)
-        mask[b, s - n:] = 1
+        ids[b, s - n :] = rng.integers(2, vocab, n)
+        mask[b, s - n :] = 1
     pos = np.clip(np.cumsum(mask, axis=1) - 1, 0, None).astype(np.int64)
     return ids, mask, pos
 
@@ -102,7 +102,7 @@ def test_per_row_mixtures_equal_separate_merged_runs(built, pack):
     ids[:] = ids[0]
     got, _ = pack.run(ids, mask, pos, lams)
     for b, lam in enumerate(lams):
-        ref = reference_logits(built, lam, ids[b:b + 1], mask[b:b + 1], pos[b:b + 1])
+        ref = reference_logits(built, lam, ids[b : b + 1], mask[b : b + 1], pos[b : b + 1])
         assert rel_err(got[b], ref[0]) <= TOL
     assert rel_err(got[0], got[2]) > 1e-2, "adapters must change the output, or this test proves nothing"
 
@@ -112,7 +112,9 @@ def test_no_adapter_is_rank_one_scale_zero_and_equals_base(built, pack):
     got, _ = pack.run(ids, mask, pos, None)
     base = merged_model(built.model_dir, built.adapters, {})
     with torch.no_grad():
-        ref = base(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), position_ids=torch.from_numpy(pos)).logits.numpy()
+        ref = base(
+            input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), position_ids=torch.from_numpy(pos)
+        ).logits.numpy()
     valid = mask.astype(bool)
     assert rel_err(got[valid], ref[valid]) <= TOL
 
@@ -196,7 +198,9 @@ def test_grouped_kv_cache_in_the_manifest(built, tmp_path):
     assert read_manifest(built.pack_dir)["model"]["kvCache"] == "concat"
     m = export_pack(built.model_dir, tmp_path / "g", built.adapters, kv_cache="grouped", log=lambda *_: None)
     assert m["model"]["kvCache"] == "grouped"
-    names = {i.name: i.shape for i in ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()}
+    names = {
+        i.name: i.shape for i in ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()
+    }
     assert names["past_key_values.0.key"][0] == "past_batch"
 
 
@@ -231,12 +235,12 @@ def test_kept_logits_and_full_cache_match_transformers(built, pack, head_session
     logits, *present, logp = head_session.run(None, head_feeds)
     kept = split if keep == 0 else keep
     assert logits.shape == (b, kept, ref.shape[-1]) and logp.shape == (b, kept)
-    want = ref[:, split - kept:split]
-    real = mask[:, split - kept:split].astype(bool)  # left padding has no reference
+    want = ref[:, split - kept : split]
+    real = mask[:, split - kept : split].astype(bool)  # left padding has no reference
     assert rel_err(logits[real], want[real]) <= TOL
     top = want.max(-1, keepdims=True)
     log_softmax = want - top - np.log(np.exp(want - top).sum(-1, keepdims=True))
-    targets = head_feeds["target_ids"][:, split - kept:]
+    targets = head_feeds["target_ids"][:, split - kept :]
     want_logp = np.take_along_axis(log_softmax, targets[..., None], -1)[..., 0]
     assert np.max(np.abs(logp[real] - want_logp[real])) <= 1e-4
 

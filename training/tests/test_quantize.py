@@ -26,7 +26,11 @@ def session(path):
 def feeds_for(manifest, pack_dir, ids, lam=0.5, past=0):
     m = manifest["model"]
     b, s = ids.shape
-    feeds = {"input_ids": ids, "attention_mask": np.ones((b, past + s), np.int64), "position_ids": np.tile(np.arange(past, past + s), (b, 1))}
+    feeds = {
+        "input_ids": ids,
+        "attention_mask": np.ones((b, past + s), np.int64),
+        "position_ids": np.tile(np.arange(past, past + s), (b, 1)),
+    }
     for i in range(m["numLayers"]):
         for kind in ("key", "value"):
             feeds[f"past_key_values.{i}.{kind}"] = np.zeros((b, m["numKvHeads"], past, m["headDim"]), np.float32)
@@ -50,7 +54,7 @@ def candidate_scores(pack_dir, history, candidates, lam=0.5):
         c = candidate_ids(enc, spec, title)
         ids = np.array([p + c[:-1]], np.int64)
         logits = sess.run(["logits"], feeds_for(manifest, pack_dir, ids, lam))[0][0].astype(np.float64)
-        rows = logits[len(p) - 1:]
+        rows = logits[len(p) - 1 :]
         lse = np.log(np.exp(rows - rows.max(-1, keepdims=True)).sum(-1)) + rows.max(-1)
         out.append(float(np.mean(rows[np.arange(len(c)), c] - lse)))
     return np.array(out)
@@ -98,7 +102,11 @@ def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, reque
     assert (out / "model.onnx").stat().st_size < 0.6 * (built.pack_dir / "model.onnx").stat().st_size
     if options.embeddings:  # no float table left behind a Gather
         inits = {i.name: i for i in model.graph.initializer}
-        tables = [inits[n.input[0]] for n in model.graph.node if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2]
+        tables = [
+            inits[n.input[0]]
+            for n in model.graph.node
+            if n.op_type == "Gather" and n.input[0] in inits and len(inits[n.input[0]].dims) == 2
+        ]
         assert tables and all(t.data_type == onnx.TensorProto.INT8 or t.data_type == onnx.TensorProto.UINT8 for t in tables)
     # the LoRA inputs, KV cache and logits stay float32 graph inputs and outputs
     sess = session(out / "model.onnx")
@@ -137,8 +145,21 @@ def test_node_runtime_loads_a_quantized_pack(built, tmp_path, request_titles):
     req = tmp_path / "request.json"
     req.write_text(json.dumps({"history": history, "candidates": candidates[:5], "mixture": "wa"}))
     proc = subprocess.run(
-        ["node", str(REPO / "packages/runtime-node/bin/molorec.js"), "recommend", "--pack", str(out), "--request", str(req), "--json", "--ep", "cpu"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "node",
+            str(REPO / "packages/runtime-node/bin/molorec.js"),
+            "recommend",
+            "--pack",
+            str(out),
+            "--request",
+            str(req),
+            "--json",
+            "--ep",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)

@@ -81,9 +81,23 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
         sasrec_epochs=1,
     )
     torch.manual_seed(0)
-    results = run_recipe(data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", base_out=tmp_path / "base", lora_jobs=2, log=lambda *_: None)
+    results = run_recipe(
+        data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", base_out=tmp_path / "base", lora_jobs=2, log=lambda *_: None
+    )
     cell = results["table"]["tgt/warm"]
-    for key in ("random", "popularity", "sasrec", "general", "domain", "wa", "calibrated", "adaptive", "per-module", "calibrated-candidates", "adaptive-candidates"):
+    for key in (
+        "random",
+        "popularity",
+        "sasrec",
+        "general",
+        "domain",
+        "wa",
+        "calibrated",
+        "adaptive",
+        "per-module",
+        "calibrated-candidates",
+        "adaptive-candidates",
+    ):
         assert key in cell, key
     assert cell["calibrated"]["count"] == 6
     manifest = json.loads((tmp_path / "pack/molorec.json").read_text())
@@ -101,7 +115,16 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
     work = tmp_path / "work"
     _, eos, pad = load_encoder(work / "tokenizer")
     job = LoraJob("tgt", ("tgt",), replace(cfg.domain_lora, seed=cfg.seed + 2), cfg.seed + 2, None)
-    run_lora_job(job, prepared=str(work / "prepared"), tok_dir=str(work / "tokenizer"), base_dir=str(work / "base"), loras=str(tmp_path / "again"), spec=replace(cfg.prompt, endTokenId=eos), pad=pad, log=lambda *_: None)
+    run_lora_job(
+        job,
+        prepared=str(work / "prepared"),
+        tok_dir=str(work / "tokenizer"),
+        base_dir=str(work / "base"),
+        loras=str(tmp_path / "again"),
+        spec=replace(cfg.prompt, endTokenId=eos),
+        pad=pad,
+        log=lambda *_: None,
+    )
     a, b = load_file(str(work / "loras/tgt/adapter_model.safetensors")), load_file(str(tmp_path / "again/tgt/adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     md = render(results, cfg, quick=True)
@@ -164,10 +187,14 @@ def test_listwise_term_teaches_the_lora_to_rank(built, tmp_path):
     cases = [Case("d", p, [a, *[title() for _ in range(5)]]) for p in prompts]
     losses = {}
     for w in (0.0, 1.0):
-        cfg = LoraTrainConfig(steps=40, batch_size=4, rank=4, alpha=8, lr=1e-2, seed=0, rank_weight=w, rank_batch=4, targets=("q_proj", "v_proj"))
+        cfg = LoraTrainConfig(
+            steps=40, batch_size=4, rank=4, alpha=8, lr=1e-2, seed=0, rank_weight=w, rank_batch=4, targets=("q_proj", "v_proj")
+        )
         train_lora(built.model_dir, examples, cfg, tmp_path / str(w), pad=1, log=lambda *_: None, ranking=cases)
         with torch.no_grad():
-            losses[w] = float(listwise_loss(candidate_scores(merged_model(built.model_dir, {"d": tmp_path / str(w)}, {"d": 1.0}), cases, pad=1)))
+            losses[w] = float(
+                listwise_loss(candidate_scores(merged_model(built.model_dir, {"d": tmp_path / str(w)}, {"d": 1.0}), cases, pad=1))
+            )
     assert losses[1.0] < 0.5 * losses[0.0], losses
     with pytest.raises(ValueError, match="ranking cases"):
         train_lora(built.model_dir, examples, LoraTrainConfig(steps=1, rank_weight=1.0), tmp_path / "x", pad=1, log=lambda *_: None)

@@ -17,7 +17,9 @@ function batcher(over: Partial<BatcherOptions> = {}) {
     async run(bodies) {
       batches.push(bodies);
       await gate;
-      return bodies.map((x) => (x === "bad" ? { status: "rejected", reason: new Error("bad") } : { status: "fulfilled", value: response(x) }));
+      return bodies.map((x) =>
+        x === "bad" ? { status: "rejected", reason: new Error("bad") } : { status: "fulfilled", value: response(x) },
+      );
     },
     onReject: (r) => rejected.push(r),
     ...over,
@@ -39,7 +41,10 @@ describe("RequestBatcher", () => {
   it("batches requests that arrive together, up to maxBatch, and answers each its own", async () => {
     const t = batcher();
     const answers = await Promise.allSettled(["a", "b", "bad", "c", "d", "e"].map((x) => t.b.submit(x)));
-    expect(t.batches).toEqual([["a", "b", "bad", "c"], ["d", "e"]]);
+    expect(t.batches).toEqual([
+      ["a", "b", "bad", "c"],
+      ["d", "e"],
+    ]);
     expect(answers.map((a) => (a.status === "fulfilled" ? a.value.domain : "error"))).toEqual(["a", "b", "error", "c", "d", "e"]);
   });
 

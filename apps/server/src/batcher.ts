@@ -55,7 +55,8 @@ export class RequestBatcher {
   private lastArrival = -1;
 
   constructor(private readonly options: BatcherOptions) {
-    if (!(options.maxBatch >= 1 && options.maxQueue >= 0 && options.maxWaitMs >= 0)) throw new RangeError("maxBatch ≥ 1, maxQueue ≥ 0, maxWaitMs ≥ 0");
+    if (!(options.maxBatch >= 1 && options.maxQueue >= 0 && options.maxWaitMs >= 0))
+      throw new RangeError("maxBatch ≥ 1, maxQueue ≥ 0, maxWaitMs ≥ 0");
   }
 
   /** Requests waiting for a batch. */
@@ -78,10 +79,16 @@ export class RequestBatcher {
   submit(body: unknown): Promise<RecommendResponse> {
     if (this.closed) return Promise.reject(this.refuse("shutting_down", "the server is shutting down; retry on another replica."));
     if (this.queue.length >= this.options.maxQueue) {
-      return Promise.reject(this.refuse("queue_full", `the server is busy: ${this.queue.length} requests are waiting (the limit is ${this.options.maxQueue}); retry after the Retry-After delay.`));
+      return Promise.reject(
+        this.refuse(
+          "queue_full",
+          `the server is busy: ${this.queue.length} requests are waiting (the limit is ${this.options.maxQueue}); retry after the Retry-After delay.`,
+        ),
+      );
     }
     const now = performance.now();
-    if (this.lastArrival >= 0) this.arrivalGapMs = 0.8 * this.arrivalGapMs + 0.2 * Math.min(now - this.lastArrival, 10 * this.options.maxWaitMs);
+    if (this.lastArrival >= 0)
+      this.arrivalGapMs = 0.8 * this.arrivalGapMs + 0.2 * Math.min(now - this.lastArrival, 10 * this.options.maxWaitMs);
     this.lastArrival = now;
     return new Promise<RecommendResponse>((resolve, reject) => {
       const item: Item = { body, queuedAt: now, settled: false, timer: null, resolve, reject };
@@ -116,7 +123,14 @@ export class RequestBatcher {
     if (item.settled) return;
     const at = this.queue.indexOf(item);
     if (at >= 0) this.queue.splice(at, 1);
-    this.settle(item, () => item.reject(this.refuse("timeout", `the request was not answered within ${this.options.timeoutMs} ms (${at >= 0 ? "still queued" : "its batch is still running"}); retry later.`)));
+    this.settle(item, () =>
+      item.reject(
+        this.refuse(
+          "timeout",
+          `the request was not answered within ${this.options.timeoutMs} ms (${at >= 0 ? "still queued" : "its batch is still running"}); retry later.`,
+        ),
+      ),
+    );
     this.notifyIdle();
   }
 

@@ -50,7 +50,11 @@ const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 /** `packs/demo` when it holds a pack (cwd first, then the repository), else the fixture pack. */
 export function defaultPackDirs(env: NodeJS.ProcessEnv = process.env, cwd = process.cwd()): string[] {
   const list = env.MOLOREC_PACKS ?? env.MOLOREC_PACK;
-  if (list) return list.split(list.includes(",") ? "," : delimiter).map((s) => s.trim()).filter(Boolean);
+  if (list)
+    return list
+      .split(list.includes(",") ? "," : delimiter)
+      .map((s) => s.trim())
+      .filter(Boolean);
   for (const base of [cwd, repoRoot]) {
     const demo = join(base, "packs/demo");
     if (existsSync(join(demo, "molorec.json"))) return [demo];

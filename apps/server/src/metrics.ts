@@ -31,7 +31,10 @@ interface Metric {
 /** A monotonically increasing count per label set. */
 export class Counter implements Metric {
   private readonly values = new Map<string, { labels: Labels; value: number }>();
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
 
   inc(labels: Labels = {}, by = 1): void {
     const k = key(labels);
@@ -45,7 +48,11 @@ export class Counter implements Metric {
   }
 
   render(): string[] {
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`, ...[...this.values.values()].map((v) => `${this.name}${labelText(v.labels)} ${num(v.value)}`)];
+    return [
+      `# HELP ${this.name} ${this.help}`,
+      `# TYPE ${this.name} counter`,
+      ...[...this.values.values()].map((v) => `${this.name}${labelText(v.labels)} ${num(v.value)}`),
+    ];
   }
 }
 
@@ -75,7 +82,11 @@ export class Gauge implements Metric {
 
   render(): string[] {
     if (this.collect) for (const [labels, value] of this.collect()) this.set(labels, value);
-    return [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`, ...[...this.values.values()].map((v) => `${this.name}${labelText(v.labels)} ${num(v.value)}`)];
+    return [
+      `# HELP ${this.name} ${this.help}`,
+      `# TYPE ${this.name} gauge`,
+      ...[...this.values.values()].map((v) => `${this.name}${labelText(v.labels)} ${num(v.value)}`),
+    ];
   }
 }
 
@@ -157,20 +168,33 @@ export function serverMetrics(collect: { queueDepth: () => Array<[Labels, number
   return {
     registry,
     requests: registry.counter("molorec_http_requests_total", "HTTP requests answered, by route, method and status."),
-    latency: registry.histogram("molorec_http_request_duration_seconds", "Time from receiving a request to its response headers, by route.", [
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
-    ]),
+    latency: registry.histogram(
+      "molorec_http_request_duration_seconds",
+      "Time from receiving a request to its response headers, by route.",
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    ),
     inFlight: registry.gauge("molorec_http_requests_in_flight", "HTTP requests being handled now."),
     batchSize: registry.histogram("molorec_batch_size", "Requests scored per batched model pass, by pack.", [1, 2, 4, 8, 16, 32, 64]),
-    batchDuration: registry.histogram("molorec_batch_duration_seconds", "Time to score one batch (model runs included), by pack.", [
-      0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-    ]),
-    queueWait: registry.histogram("molorec_queue_wait_seconds", "Time a request waited in the queue before its batch started, by pack.", [
-      0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
-    ]),
+    batchDuration: registry.histogram(
+      "molorec_batch_duration_seconds",
+      "Time to score one batch (model runs included), by pack.",
+      [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    ),
+    queueWait: registry.histogram(
+      "molorec_queue_wait_seconds",
+      "Time a request waited in the queue before its batch started, by pack.",
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    ),
     queueDepth: registry.gauge("molorec_queue_depth", "Requests waiting for a batch, by pack.", collect.queueDepth),
-    batchInFlight: registry.gauge("molorec_batch_requests_in_flight", "Requests in the batch being scored now, by pack.", collect.batchInFlight),
-    rejected: registry.counter("molorec_queue_rejections_total", "Requests refused by the batcher, by pack and reason (queue_full, timeout, shutting_down)."),
+    batchInFlight: registry.gauge(
+      "molorec_batch_requests_in_flight",
+      "Requests in the batch being scored now, by pack.",
+      collect.batchInFlight,
+    ),
+    rejected: registry.counter(
+      "molorec_queue_rejections_total",
+      "Requests refused by the batcher, by pack and reason (queue_full, timeout, shutting_down).",
+    ),
     packInfo: registry.gauge("molorec_pack_info", "Loaded packs (value 1), with their backend."),
     uptime: registry.gauge("molorec_uptime_seconds", "Seconds since the server started.", () => [[{}, (Date.now() - started) / 1000]]),
     rss: registry.gauge("process_resident_memory_bytes", "Resident memory of the server process.", () => [[{}, process.memoryUsage.rss()]]),

@@ -106,9 +106,13 @@ export interface AppEnv {
 const ROUTE_LABELS = new Set(["/v1/recommend", "/v1/health", "/v1/pack", "/v1/packs", "/metrics"]);
 
 function unknownPack(name: string, packs: readonly ServedPack[]): MolorecError {
-  return new MolorecError("INVALID_REQUEST", `pack "${name}" is not loaded; this server has: ${packs.map((p) => p.name).join(", ")}. Pick one with the ${PACK_HEADER} header or ?pack=.`, {
-    details: { field: "pack", pack: name, known: packs.map((p) => p.name) },
-  });
+  return new MolorecError(
+    "INVALID_REQUEST",
+    `pack "${name}" is not loaded; this server has: ${packs.map((p) => p.name).join(", ")}. Pick one with the ${PACK_HEADER} header or ?pack=.`,
+    {
+      details: { field: "pack", pack: name, known: packs.map((p) => p.name) },
+    },
+  );
 }
 
 /**
@@ -129,9 +133,13 @@ export function routeRequest(packs: readonly ServedPack[], explicit: string | nu
   if (owner) return owner;
   if (packs.length === 1) return first; // core's own UNKNOWN_DOMAIN message
   const known = Object.fromEntries(packs.map((p) => [p.name, Object.keys(p.recommender.pack.manifest.domains)]));
-  throw new MolorecError("UNKNOWN_DOMAIN", `domain "${domain}" is in none of the loaded packs; they have: ${packs.map((p) => `${p.name} (${known[p.name]!.join(", ") || "no domains"})`).join("; ")}.`, {
-    details: { domain, known },
-  });
+  throw new MolorecError(
+    "UNKNOWN_DOMAIN",
+    `domain "${domain}" is in none of the loaded packs; they have: ${packs.map((p) => `${p.name} (${known[p.name]!.join(", ") || "no domains"})`).join("; ")}.`,
+    {
+      details: { domain, known },
+    },
+  );
 }
 
 /** Answers `recommend` through the pack's batcher, after a cheap validation that keeps bad requests off the queue. */
@@ -144,9 +152,13 @@ function batchedFacade(packs: readonly ServedPack[], explicit: string | null): R
       const req = parseRecommendRequest(body, target.recommender.limits);
       const domains = target.recommender.pack.manifest.domains;
       if (req.domain !== undefined && !(req.domain in domains)) {
-        throw new MolorecError("UNKNOWN_DOMAIN", `domain "${req.domain}" is not in pack ${target.name}; it has: ${Object.keys(domains).join(", ") || "no domains"}.`, {
-          details: { domain: req.domain, known: Object.keys(domains), pack: target.name },
-        });
+        throw new MolorecError(
+          "UNKNOWN_DOMAIN",
+          `domain "${req.domain}" is not in pack ${target.name}; it has: ${Object.keys(domains).join(", ") || "no domains"}.`,
+          {
+            details: { domain: req.domain, known: Object.keys(domains), pack: target.name },
+          },
+        );
       }
       return target.batcher.submit(body);
     },
@@ -237,7 +249,10 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
   let draining = false;
   let inFlight = 0;
   let idleWaiters: Array<() => void> = [];
-  const facades = new Map<string | null, Recommender>([[null, batchedFacade(packs, null)], ...packs.map((p) => [p.name, batchedFacade(packs, p.name)] as const)]);
+  const facades = new Map<string | null, Recommender>([
+    [null, batchedFacade(packs, null)],
+    ...packs.map((p) => [p.name, batchedFacade(packs, p.name)] as const),
+  ]);
 
   const app = createApp<AppEnv>({
     getRecommender: async (env) => {
@@ -266,7 +281,11 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     c.json({
       default: packs[0]!.name,
       header: PACK_HEADER,
-      packs: packs.map((p) => ({ ...packSummary(p.recommender.pack.manifest, p.recommender.limits, maxBodyBytes), name: p.name, backend: p.recommender.backendName })),
+      packs: packs.map((p) => ({
+        ...packSummary(p.recommender.pack.manifest, p.recommender.limits, maxBodyBytes),
+        name: p.name,
+        backend: p.recommender.backendName,
+      })),
     }),
   );
 
@@ -279,7 +298,11 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     let res: Response;
     try {
       if (draining && route === "/v1/health") {
-        res = jsonResponse(503, { status: "draining", error: { code: "BACKEND_UNAVAILABLE", message: "the server is shutting down" } }, { "retry-after": "1" });
+        res = jsonResponse(
+          503,
+          { status: "draining", error: { code: "BACKEND_UNAVAILABLE", message: "the server is shutting down" } },
+          { "retry-after": "1" },
+        );
       } else {
         const explicit = request.headers.get(PACK_HEADER) || url.searchParams.get("pack") || null;
         res = await app.fetch(request, { pack: explicit });
@@ -327,7 +350,9 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
   } catch (e) {
     await Promise.all(packs.map((p) => p.recommender.close()));
     const err = e as NodeJS.ErrnoException;
-    throw new MolorecError("BACKEND_UNAVAILABLE", `cannot listen on ${host}:${options.port ?? 8080}: ${err.code ?? ""} ${err.message}`, { cause: e });
+    throw new MolorecError("BACKEND_UNAVAILABLE", `cannot listen on ${host}:${options.port ?? 8080}: ${err.code ?? ""} ${err.message}`, {
+      cause: e,
+    });
   }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
@@ -345,7 +370,9 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     draining = true;
     closing = (async () => {
       const queued = packs.reduce((n, p) => n + p.batcher.depth + p.batcher.inFlight, 0);
-      log(`molorec-server: ${reason}: draining (${shutdownGraceMs > 0 ? `accepting for ${shutdownGraceMs} ms more, then ` : ""}not accepting connections); finishing ${inFlight} in-flight request(s) (${queued} queued or scoring), at most ${shutdownTimeoutMs} ms`);
+      log(
+        `molorec-server: ${reason}: draining (${shutdownGraceMs > 0 ? `accepting for ${shutdownGraceMs} ms more, then ` : ""}not accepting connections); finishing ${inFlight} in-flight request(s) (${queued} queued or scoring), at most ${shutdownTimeoutMs} ms`,
+      );
       if (shutdownGraceMs > 0) {
         await new Promise((r) => setTimeout(r, shutdownGraceMs));
         // One more event-loop turn: a loop blocked past the timer accepts what is queued first.
@@ -368,7 +395,10 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
       // Idle keep-alive connections close now; anything still open after a moment is cut.
       server.closeIdleConnections();
       let grace: ReturnType<typeof setTimeout> | undefined;
-      const allClosed = await Promise.race([closed.then(() => true), new Promise<boolean>((resolve) => (grace = setTimeout(() => resolve(false), finished ? 1000 : 0)))]);
+      const allClosed = await Promise.race([
+        closed.then(() => true),
+        new Promise<boolean>((resolve) => (grace = setTimeout(() => resolve(false), finished ? 1000 : 0))),
+      ]);
       clearTimeout(grace);
       if (!allClosed) server.closeAllConnections();
       await closed;
@@ -397,7 +427,10 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
 
 /** What {@link handleSignals} listens on and how it exits (the process by default; tests pass fakes). */
 export interface SignalOptions {
-  signals?: { on(event: "SIGTERM" | "SIGINT", listener: () => void): unknown; off(event: "SIGTERM" | "SIGINT", listener: () => void): unknown };
+  signals?: {
+    on(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
+    off(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
+  };
   exit?: (code: number) => void;
   log?: (line: string) => void;
 }

@@ -15,7 +15,11 @@ import { parsePrometheus, sampleValue } from "./prometheus.js";
 const root = fileURLToPath(new URL("../../../", import.meta.url));
 const fixture = join(root, "test/fixtures/tiny-pack");
 const golden = JSON.parse(readFileSync(join(root, "test/fixtures/tiny-pack.golden.json"), "utf8")) as {
-  cases: Array<{ request: { history: string[]; candidates: string[]; domain: string; mixture: unknown }; scores: number[]; ranking: number[] }>;
+  cases: Array<{
+    request: { history: string[]; candidates: string[]; domain: string; mixture: unknown };
+    scores: number[];
+    ranking: number[];
+  }>;
 };
 const cases = golden.cases.map((c) => c.request);
 
@@ -119,7 +123,12 @@ describe("molorec-server on the fixture pack", () => {
     ["topK as a string", JSON.stringify({ ...valid, topK: "3" }), 400, "INVALID_REQUEST"],
     ["an unknown field (a pack in the body)", JSON.stringify({ ...valid, pack: "tiny-fixture" }), 400, "INVALID_REQUEST"],
     ["a title over the limit", JSON.stringify({ ...valid, candidates: ["x".repeat(301)] }), 400, "INVALID_REQUEST"],
-    ["too many candidates", JSON.stringify({ ...valid, candidates: Array.from({ length: 101 }, (_, i) => `item ${i}`) }), 400, "TOO_MANY_CANDIDATES"],
+    [
+      "too many candidates",
+      JSON.stringify({ ...valid, candidates: Array.from({ length: 101 }, (_, i) => `item ${i}`) }),
+      400,
+      "TOO_MANY_CANDIDATES",
+    ],
     ["an empty history", JSON.stringify({ ...valid, history: [] }), 400, "EMPTY_HISTORY"],
     ["a λ out of range", JSON.stringify({ ...valid, mixture: { lambda: 2 } }), 400, "INVALID_MIXTURE"],
     ["an unknown domain", JSON.stringify({ ...valid, domain: "cars" }), 404, "UNKNOWN_DOMAIN"],
@@ -139,7 +148,12 @@ describe("molorec-server on the fixture pack", () => {
     ],
   ])("answers %s with %i and keeps serving", async (_name, body, status, code) => {
     const b = typeof body === "function" ? body() : body;
-    const res = await fetch(`${server.url}/v1/recommend`, { method: "POST", body: b, headers: { "content-type": "application/json" }, ...(b instanceof ReadableStream ? { duplex: "half" } : {}) } as RequestInit);
+    const res = await fetch(`${server.url}/v1/recommend`, {
+      method: "POST",
+      body: b,
+      headers: { "content-type": "application/json" },
+      ...(b instanceof ReadableStream ? { duplex: "half" } : {}),
+    } as RequestInit);
     expect(res.status).toBe(status);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe(code);
     const ok = await recommend(server, valid);
@@ -158,7 +172,11 @@ describe("molorec-server on the fixture pack", () => {
     const mixtures: unknown[] = ["wa", "adaptive", "general", "domain", { lambda: 0.8 }, "base", "calibrated"];
     const requests = Array.from({ length: 14 }, (_, i) => {
       const c = cases[i % cases.length]!;
-      return { history: c.history.slice(0, 1 + (i % c.history.length)), candidates: c.candidates.slice(0, 1 + (i % c.candidates.length)), mixture: mixtures[i % mixtures.length] };
+      return {
+        history: c.history.slice(0, 1 + (i % c.history.length)),
+        candidates: c.candidates.slice(0, 1 + (i % c.candidates.length)),
+        mixture: mixtures[i % mixtures.length],
+      };
     });
     const reference: RecommendResponse[] = [];
     for (const r of requests) reference.push(await rec.recommend(r)); // unbatched, one at a time
@@ -166,8 +184,12 @@ describe("molorec-server on the fixture pack", () => {
     const answers = await Promise.all(requests.map((r) => recommend(server, r)));
     answers.forEach((a, i) => expectSameAnswer(a, reference[i]!));
     const after = parsePrometheus(await (await fetch(`${server.url}/metrics`)).text());
-    const batches = sampleValue(after, "molorec_batch_size_count", { pack: "tiny-fixture" }) - sampleValue(before, "molorec_batch_size_count", { pack: "tiny-fixture" });
-    const scored = sampleValue(after, "molorec_batch_size_sum", { pack: "tiny-fixture" }) - sampleValue(before, "molorec_batch_size_sum", { pack: "tiny-fixture" });
+    const batches =
+      sampleValue(after, "molorec_batch_size_count", { pack: "tiny-fixture" }) -
+      sampleValue(before, "molorec_batch_size_count", { pack: "tiny-fixture" });
+    const scored =
+      sampleValue(after, "molorec_batch_size_sum", { pack: "tiny-fixture" }) -
+      sampleValue(before, "molorec_batch_size_sum", { pack: "tiny-fixture" });
     expect(scored).toBe(14);
     expect(batches).toBeLessThan(14); // some requests shared a model pass
   });
@@ -178,7 +200,9 @@ describe("molorec-server on the fixture pack", () => {
     const res = await fetch(`${server.url}/metrics`);
     expect(res.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
     const samples = parsePrometheus(await res.text());
-    expect(sampleValue(samples, "molorec_http_requests_total", { route: "/v1/recommend", method: "POST", status: "200" })).toBeGreaterThan(0);
+    expect(sampleValue(samples, "molorec_http_requests_total", { route: "/v1/recommend", method: "POST", status: "200" })).toBeGreaterThan(
+      0,
+    );
     expect(sampleValue(samples, "molorec_http_requests_total", { route: "/v1/recommend", status: "413" })).toBe(2);
     expect(sampleValue(samples, "molorec_http_requests_total", { route: "other", status: "404" })).toBeGreaterThan(0);
     expect(sampleValue(samples, "molorec_http_request_duration_seconds_count", { route: "/v1/recommend" })).toBeGreaterThan(0);
@@ -189,7 +213,12 @@ describe("molorec-server on the fixture pack", () => {
 
   it("reports health and packs", async () => {
     const health = (await (await fetch(`${server.url}/v1/health`)).json()) as Record<string, unknown>;
-    expect(health).toMatchObject({ status: "ok", pack: "tiny-fixture", draining: false, packs: [{ name: "tiny-fixture", domains: ["movies"], queueDepth: 0 }] });
+    expect(health).toMatchObject({
+      status: "ok",
+      pack: "tiny-fixture",
+      draining: false,
+      packs: [{ name: "tiny-fixture", domains: ["movies"], queueDepth: 0 }],
+    });
     const packs = (await (await fetch(`${server.url}/v1/packs`)).json()) as { default: string; packs: Array<{ name: string }> };
     expect(packs.default).toBe("tiny-fixture");
     expect((await (await fetch(`${server.url}/v1/pack?pack=tiny-fixture`)).json()) as object).toMatchObject({ name: "tiny-fixture" });
@@ -223,7 +252,9 @@ describe("several packs", () => {
     const byQuery = await fetch(`${server.url}/v1/recommend?pack=books-pack`, { method: "POST", body: JSON.stringify(base) });
     expect(((await byQuery.json()) as RecommendResponse).domain).toBe("books");
     expect((await recommend(server, base, { [PACK_HEADER]: "fixture-2" })).domain).toBe("movies");
-    const health = (await (await fetch(`${server.url}/v1/health`, { headers: { [PACK_HEADER]: "books-pack" } })).json()) as { pack: string };
+    const health = (await (await fetch(`${server.url}/v1/health`, { headers: { [PACK_HEADER]: "books-pack" } })).json()) as {
+      pack: string;
+    };
     expect(health.pack).toBe("books-pack");
   });
 
@@ -231,7 +262,11 @@ describe("several packs", () => {
     const base = { history: cases[0]!.history, candidates: cases[0]!.candidates };
     const a = await post(server, JSON.stringify(base), { [PACK_HEADER]: "nope" });
     expect(a.status).toBe(400);
-    expect(((await a.json()) as { error: { details: { known: string[] } } }).error.details.known).toEqual(["tiny-fixture", "books-pack", "fixture-2"]);
+    expect(((await a.json()) as { error: { details: { known: string[] } } }).error.details.known).toEqual([
+      "tiny-fixture",
+      "books-pack",
+      "fixture-2",
+    ]);
     const b = await post(server, JSON.stringify({ ...base, domain: "cars" }));
     expect(b.status).toBe(404);
     const c = await post(server, JSON.stringify({ ...base, domain: "books" }), { [PACK_HEADER]: "tiny-fixture" });
@@ -254,7 +289,9 @@ describe("back-pressure", () => {
       const full = await post(server, body);
       expect(full.status).toBe(503);
       expect(Number(full.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
-      expect(await full.json()).toMatchObject({ error: { code: "BACKEND_UNAVAILABLE", details: { reason: "queue_full", queueDepth: 2, maxQueue: 2 } } });
+      expect(await full.json()).toMatchObject({
+        error: { code: "BACKEND_UNAVAILABLE", details: { reason: "queue_full", queueDepth: 2, maxQueue: 2 } },
+      });
       gate.release();
       expect((await Promise.all(accepted)).map((r) => r.status)).toEqual([200, 200, 200]);
       expect((await post(server, body)).status).toBe(200);
@@ -332,9 +369,37 @@ describe("graceful shutdown, grace period", () => {
 
 describe("command line", () => {
   it("parses flags, repeated packs and names", () => {
-    const o = parseServerArgs(["--pack", "a=/x/a", "--pack", "/x/b", "--port", "0", "--ep", "cpu", "--max-batch", "1", "--max-wait-ms", "0", "--max-queue", "3", "--max-candidates", "20"], {})!;
+    const o = parseServerArgs(
+      [
+        "--pack",
+        "a=/x/a",
+        "--pack",
+        "/x/b",
+        "--port",
+        "0",
+        "--ep",
+        "cpu",
+        "--max-batch",
+        "1",
+        "--max-wait-ms",
+        "0",
+        "--max-queue",
+        "3",
+        "--max-candidates",
+        "20",
+      ],
+      {},
+    )!;
     expect(o.packs).toEqual([{ name: "a", dir: "/x/a" }, { dir: "/x/b" }]);
-    expect(o).toMatchObject({ port: 0, host: "127.0.0.1", executionProvider: "cpu", maxBatch: 1, maxWaitMs: 0, maxQueue: 3, limits: { maxCandidates: 20 } });
+    expect(o).toMatchObject({
+      port: 0,
+      host: "127.0.0.1",
+      executionProvider: "cpu",
+      maxBatch: 1,
+      maxWaitMs: 0,
+      maxQueue: 3,
+      limits: { maxCandidates: 20 },
+    });
     expect(parseServerArgs(["--help"], {})).toBeNull();
     expect(() => parseServerArgs(["--ep", "tpu"], {})).toThrow(/--ep/);
     expect(() => parseServerArgs(["--max-batch", "0"], {})).toThrow(/--max-batch/);

@@ -47,7 +47,8 @@ export function readCatalogue(path, packDomains) {
     if (typeof it?.id !== "string" || it.id === "") fail(`items[${i}].id must be a non-empty string`);
     if (ids.has(it.id)) fail(`items[${i}].id "${it.id}" is not unique`);
     ids.add(it.id);
-    if (typeof it.title !== "string" || it.title.trim() === "" || it.title.length > 200) fail(`items[${i}].title must be a non-empty string of at most 200 characters`);
+    if (typeof it.title !== "string" || it.title.trim() === "" || it.title.length > 200)
+      fail(`items[${i}].title must be a non-empty string of at most 200 characters`);
   });
   return doc;
 }
@@ -74,7 +75,12 @@ function hue(s) {
  * @param {string} currency
  */
 function productCard(item, currency) {
-  const initials = item.title.replace(/^The /, "").split(/\s+/).slice(0, 2).map((w) => w[0]).join("");
+  const initials = item.title
+    .replace(/^The /, "")
+    .split(/\s+/)
+    .slice(0, 2)
+    .map((w) => w[0])
+    .join("");
   const meta = [item.genre, item.year].filter((x) => x !== undefined).join(" · ");
   const price = typeof item.price === "number" ? new Intl.NumberFormat("en", { style: "currency", currency }).format(item.price) : "";
   return `<li><button type="button" class="product" data-id="${escapeHtml(item.id)}">

@@ -9,7 +9,8 @@ import { startServer } from "./server.mjs";
 
 /** @param {import("./config.mjs").StorefrontConfig} cfg */
 export async function serve(cfg) {
-  if (!existsSync(join(cfg.outDir, "index.html"))) throw new Error(`${cfg.outDir} has no built site: run \`pnpm --filter @molorec/storefront build\` first (or \`start\`)`);
+  if (!existsSync(join(cfg.outDir, "index.html")))
+    throw new Error(`${cfg.outDir} has no built site: run \`pnpm --filter @molorec/storefront build\` first (or \`start\`)`);
   const server = await startServer({ root: cfg.outDir, packDir: cfg.packDir, host: cfg.host, port: cfg.port });
   console.log(`storefront: serving ${server.url} (pack ${cfg.packDir}) — Ctrl-C stops`);
   const stop = () => void server.close().then(() => process.exit(0));

@@ -99,7 +99,9 @@ export async function startServer({ root, packDir, host = "127.0.0.1", port = 80
       }
       res.writeHead(200, headers);
       if (req.method === "HEAD") return res.end();
-      createReadStream(file).on("error", () => res.destroy()).pipe(res);
+      createReadStream(file)
+        .on("error", () => res.destroy())
+        .pipe(res);
       log(`${req.method} ${path} 200 ${info.size}`);
     } catch (e) {
       send(500, `internal error: ${/** @type {Error} */ (e).message}\n`);

@@ -8,7 +8,10 @@ import { APP_DIR, resolveConfig } from "./config.mjs";
 import { serve } from "./serve.mjs";
 
 const cfg = resolveConfig(process.argv.slice(2));
-execFileSync("pnpm", ["exec", "turbo", "run", "build", "--filter=@molorec/storefront^...", "--output-logs=errors-only"], { cwd: APP_DIR, stdio: "inherit" });
+execFileSync("pnpm", ["exec", "turbo", "run", "build", "--filter=@molorec/storefront^...", "--output-logs=errors-only"], {
+  cwd: APP_DIR,
+  stdio: "inherit",
+});
 try {
   await buildSite({ packDir: cfg.packDir, cataloguePath: cfg.cataloguePath, outDir: cfg.outDir });
   await serve(cfg);

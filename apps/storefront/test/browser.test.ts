@@ -70,27 +70,34 @@ async function open(query = "", p = page, base = server.url): Promise<string> {
 }
 
 async function shelf(): Promise<Array<{ id: string; score: number }>> {
-  return page.$$eval("#recommendations li", (lis) => lis.map((li) => ({ id: li.getAttribute("data-id")!, score: Number(li.getAttribute("data-score")) })));
+  return page.$$eval("#recommendations li", (lis) =>
+    lis.map((li) => ({ id: li.getAttribute("data-id")!, score: Number(li.getAttribute("data-score")) })),
+  );
 }
 
 async function clickAndWait(selector: string): Promise<void> {
   const before = await page.$eval("#recommendations", (e) => e.getAttribute("data-version") ?? "0");
   await page.click(selector);
-  await page.waitForFunction((v) => (document.getElementById("recommendations")!.getAttribute("data-version") ?? "0") !== v, before, { timeout: 60_000 });
+  await page.waitForFunction((v) => (document.getElementById("recommendations")!.getAttribute("data-version") ?? "0") !== v, before, {
+    timeout: 60_000,
+  });
 }
 
 /** Runs golden requests in the page and checks scores and rankings. */
 async function checkGolden(which: number[] = cases.map((_, i) => i), p = page): Promise<void> {
-  const results = await p.evaluate(async (reqs) => {
-    const out: Array<{ scores: number[]; ranking: number[]; entropy: number }> = [];
-    for (const r of reqs) {
-      const res = await window.molorec.recommend(r);
-      const scores = new Array<number>(res.ranked.length);
-      for (const x of res.ranked) scores[x.index] = x.score;
-      out.push({ scores, ranking: res.ranked.map((x) => x.index), entropy: res.entropy });
-    }
-    return out;
-  }, which.map((i) => cases[i]!.request));
+  const results = await p.evaluate(
+    async (reqs) => {
+      const out: Array<{ scores: number[]; ranking: number[]; entropy: number }> = [];
+      for (const r of reqs) {
+        const res = await window.molorec.recommend(r);
+        const scores = new Array<number>(res.ranked.length);
+        for (const x of res.ranked) scores[x.index] = x.score;
+        out.push({ scores, ranking: res.ranked.map((x) => x.index), entropy: res.entropy });
+      }
+      return out;
+    },
+    which.map((i) => cases[i]!.request),
+  );
   results.forEach((r, k) => {
     const i = which[k]!;
     expectClose(r.scores, cases[i]!.scores);
@@ -100,12 +107,20 @@ async function checkGolden(which: number[] = cases.map((_, i) => i), p = page): 
 
 beforeAll(async () => {
   if (SKIP) return;
-  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium), set MOLOREC_CHROMIUM, or skip these tests with MOLOREC_SKIP_BROWSER_TESTS=1`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `Chromium not found at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium), set MOLOREC_CHROMIUM, or skip these tests with MOLOREC_SKIP_BROWSER_TESTS=1`,
+    );
   work = mkdtempSync(join(tmpdir(), "molorec-storefront-"));
   mkdirSync(ARTIFACTS, { recursive: true });
   await buildSite({ packDir: PACK, cataloguePath: null, outDir: join(work, "site"), fromSource: true, log: () => {} });
   server = await startServer({ root: join(work, "site"), packDir: PACK, port: 0 });
-  ctx = await chromium.launchPersistentContext(join(work, "profile"), { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 900 } });
+  ctx = await chromium.launchPersistentContext(join(work, "profile"), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
   page = ctx.pages()[0] ?? (await ctx.newPage());
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
@@ -121,7 +136,12 @@ afterAll(async () => {
 describe.skipIf(SKIP)("storefront in Chromium", () => {
   it("loads with download progress, then a second visit reads the pack from Cache Storage", async () => {
     expect(await open("?device=wasm")).toBe("ready");
-    const first = await page.evaluate(() => ({ stats: window.molorec.stats!, timings: window.molorec.timings!, info: window.molorec.info()!, coi: crossOriginIsolated }));
+    const first = await page.evaluate(() => ({
+      stats: window.molorec.stats!,
+      timings: window.molorec.timings!,
+      info: window.molorec.info()!,
+      coi: crossOriginIsolated,
+    }));
     expect(first.coi).toBe(true); // COOP/COEP from the server: WASM threads are allowed
     expect(first.stats.bytesFromCache).toBe(0);
     expect(first.stats.bytesFromNetwork).toBeGreaterThan(500_000);
@@ -137,11 +157,21 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
     const timings = {
       device: first.info.device,
       adapter: first.info.adapter,
-      firstVisit: { packMs: Math.round(first.timings.packMs), readyMs: Math.round(first.timings.readyMs), bytesFromNetwork: first.stats.bytesFromNetwork },
-      cachedVisit: { packMs: Math.round(second.timings.packMs), readyMs: Math.round(second.timings.readyMs), bytesFromCache: second.stats.bytesFromCache },
+      firstVisit: {
+        packMs: Math.round(first.timings.packMs),
+        readyMs: Math.round(first.timings.readyMs),
+        bytesFromNetwork: first.stats.bytesFromNetwork,
+      },
+      cachedVisit: {
+        packMs: Math.round(second.timings.packMs),
+        readyMs: Math.round(second.timings.readyMs),
+        bytesFromCache: second.stats.bytesFromCache,
+      },
     };
     writeFileSync(join(ARTIFACTS, "load-timings.json"), JSON.stringify(timings, null, 2));
-    console.log(`storefront load (${timings.device}): first visit pack ${timings.firstVisit.packMs} ms / ready ${timings.firstVisit.readyMs} ms; cached visit pack ${timings.cachedVisit.packMs} ms / ready ${timings.cachedVisit.readyMs} ms`);
+    console.log(
+      `storefront load (${timings.device}): first visit pack ${timings.firstVisit.packMs} ms / ready ${timings.firstVisit.readyMs} ms; cached visit pack ${timings.cachedVisit.packMs} ms / ready ${timings.cachedVisit.readyMs} ms`,
+    );
   });
 
   it("a click builds the history and changes the recommendations, with scores (WASM)", async () => {
@@ -176,7 +206,9 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
     await checkGolden();
   });
 
-  it("WebGPU (SwiftShader) reproduces the golden scores and rankings (≤ 1e-4), never fed a zero-sized tensor", { timeout: 110_000 }, async () => {
+  it("WebGPU (SwiftShader) reproduces the golden scores and rankings (≤ 1e-4), never fed a zero-sized tensor", {
+    timeout: 110_000,
+  }, async () => {
     const hasGpu = await (async () => {
       await page.goto(server.url);
       return page.evaluate(async () => {
@@ -185,12 +217,15 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
         return (await gpu.requestAdapter()) ? "ok" : "requestAdapter() returned null";
       });
     })();
-    if (hasGpu !== "ok") throw new Error(`WebGPU is unavailable in this Chromium (${hasGpu}); launched with: ${ARGS.join(" ")}. It must not pass silently.`);
+    if (hasGpu !== "ok")
+      throw new Error(`WebGPU is unavailable in this Chromium (${hasGpu}); launched with: ${ARGS.join(" ")}. It must not pass silently.`);
     await page.evaluate(() => localStorage.clear());
     const state = await open("?device=webgpu");
     const info = await page.evaluate(() => window.molorec.info());
     if (state !== "ready" || info?.device !== "webgpu") {
-      throw new Error(`the WebGPU backend did not start: ${await page.$eval("#error-message", (e) => e.textContent)} ${JSON.stringify(info?.failures)}`);
+      throw new Error(
+        `the WebGPU backend did not start: ${await page.$eval("#error-message", (e) => e.textContent)} ${JSON.stringify(info?.failures)}`,
+      );
     }
     console.log(`WebGPU adapter: ${JSON.stringify(info.adapter)}`);
     expect(info.adapter?.isFallbackAdapter).toBe(true); // SwiftShader, as expected on this machine

@@ -52,7 +52,8 @@ describe("static server", () => {
   });
 
   it("refuses paths outside its folders, and methods other than GET/HEAD", async () => {
-    for (const p of ["..%2fsecret.txt", "pack/..%2f..%2fsecret.txt", "%2e%2e/secret.txt"]) expect((await fetch(server.url + p)).status).toBe(404);
+    for (const p of ["..%2fsecret.txt", "pack/..%2f..%2fsecret.txt", "%2e%2e/secret.txt"])
+      expect((await fetch(server.url + p)).status).toBe(404);
     expect((await fetch(`${server.url}app.js`, { method: "POST" })).status).toBe(405);
     expect((await fetch(`${server.url}app.js`, { method: "HEAD" })).status).toBe(200);
   });

@@ -1,5 +1,13 @@
 import { createApp } from "@molorec/http";
-import { cachedRecommender, openRecommender, packSourceFromSpec, sessionsCreatedInIsolate, wasmHeapBytes, type FetcherLike, type R2BucketLike } from "@molorec/runtime-worker";
+import {
+  cachedRecommender,
+  openRecommender,
+  packSourceFromSpec,
+  sessionsCreatedInIsolate,
+  wasmHeapBytes,
+  type FetcherLike,
+  type R2BucketLike,
+} from "@molorec/runtime-worker";
 // Compiled by wrangler (CompiledWasm rule in wrangler.jsonc): Workers cannot compile wasm bytes at
 // run time. (The dist/ path, because wrangler's module rules do not read package exports.)
 import ortWasm from "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm";
@@ -15,7 +23,9 @@ export interface Env {
 }
 
 /** The Worker's fetch handler; `bundled` holds the pack's files when they are compiled in. */
-export function createWorker(bundled?: Record<string, ArrayBuffer | Uint8Array>): { fetch(request: Request, env: Env, ctx: unknown): Response | Promise<Response> } {
+export function createWorker(bundled?: Record<string, ArrayBuffer | Uint8Array>): {
+  fetch(request: Request, env: Env, ctx: unknown): Response | Promise<Response>;
+} {
   // Module scope lives as long as the isolate: the pack, tokenizer and ONNX session are loaded by
   // the first request and reused by every later one.
   const getRecommender = cachedRecommender((env: Env) =>
@@ -34,7 +44,14 @@ export function createWorker(bundled?: Record<string, ArrayBuffer | Uint8Array>)
         maxBodyBytes: env.MAX_BODY_BYTES ? Number(env.MAX_BODY_BYTES) : undefined,
         health: () => {
           const heap = wasmHeapBytes();
-          return { isolate: { ...getRecommender.stats, sessionsCreated: sessionsCreatedInIsolate(), requests, wasmHeapMiB: heap === null ? null : heap / 2 ** 20 } };
+          return {
+            isolate: {
+              ...getRecommender.stats,
+              sessionsCreated: sessionsCreatedInIsolate(),
+              requests,
+              wasmHeapMiB: heap === null ? null : heap / 2 ** 20,
+            },
+          };
         },
       });
       return app.fetch(request, env, ctx as never);

@@ -17,10 +17,12 @@ describe("Worker bundle", () => {
   it("fits the paid plan's 10 MB (gzip) script limit", async () => {
     const out = await runWrangler(["deploy", "--dry-run", "--outdir", outdir]);
     const files = readdirSync(outdir).filter((f) => !f.endsWith(".map") && f !== "README.md");
-    const sizes = Object.fromEntries(files.map((f) => {
-      const bytes = readFileSync(join(outdir, f));
-      return [f.replace(/^[0-9a-f]{40}-/, ""), { raw: bytes.byteLength, gzip: gzipSync(bytes, { level: 9 }).byteLength }];
-    }));
+    const sizes = Object.fromEntries(
+      files.map((f) => {
+        const bytes = readFileSync(join(outdir, f));
+        return [f.replace(/^[0-9a-f]{40}-/, ""), { raw: bytes.byteLength, gzip: gzipSync(bytes, { level: 9 }).byteLength }];
+      }),
+    );
     const gzip = Object.values(sizes).reduce((a, s) => a + s.gzip, 0);
     const raw = Object.values(sizes).reduce((a, s) => a + s.raw, 0);
     expect(Object.keys(sizes)).toContain("ort-wasm-simd-threaded.wasm");
@@ -28,7 +30,9 @@ describe("Worker bundle", () => {
     const mib = (n: number) => `${(n / 1024 / 1024).toFixed(2)} MiB`;
     console.log(
       `Worker bundle: script + wasm ${mib(raw)} raw, ${mib(gzip)} gzip — paid plan (10 MiB): fits; free plan (3 MiB): ${gzip < FREE_LIMIT ? "fits" : "does NOT fit"}.\n` +
-        Object.entries(sizes).map(([f, s]) => `  ${f}: ${mib(s.raw)} raw, ${mib(s.gzip)} gzip`).join("\n") +
+        Object.entries(sizes)
+          .map(([f, s]) => `  ${f}: ${mib(s.raw)} raw, ${mib(s.gzip)} gzip`)
+          .join("\n") +
         `\n  wrangler: ${/Total Upload: .*/.exec(out)?.[0] ?? "?"}`,
     );
     expect(gzip).toBeLessThan(PAID_LIMIT);

@@ -27,7 +27,11 @@ conformanceSuite({
 
 // Worker-specific checks share this file: each test file re-imports the 14 MB wasm module.
 describe("runtime-worker in workerd", () => {
-  const request = { history: ["The Silent River (1994)", "Electric Garden (2001)"], candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)", "Frozen Letter (1968)"], domain: "movies" };
+  const request = {
+    history: ["The Silent River (1994)", "Electric Garden (2001)"],
+    candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)", "Frozen Letter (1968)"],
+    domain: "movies",
+  };
 
   it("loads the pack from an R2 bucket binding, with the same answer as bundled bytes", async () => {
     for (const [path, data] of Object.entries(files)) await env.PACK_BUCKET.put(`packs/tiny/${path}`, data);
@@ -35,7 +39,9 @@ describe("runtime-worker in workerd", () => {
     const bundled = await openRecommender({ wasmModule: ortWasm, source: bundledSource(files) });
     expect(fromR2.pack.location).toBe("r2://packs/tiny");
     expect(await fromR2.recommend(request)).toEqual(await bundled.recommend(request));
-    await expect(openRecommender({ wasmModule: ortWasm, source: r2Source(env.PACK_BUCKET, "packs/missing/") })).rejects.toMatchObject({ code: "PACK_FILE_MISSING" });
+    await expect(openRecommender({ wasmModule: ortWasm, source: r2Source(env.PACK_BUCKET, "packs/missing/") })).rejects.toMatchObject({
+      code: "PACK_FILE_MISSING",
+    });
     await Promise.all([fromR2.close(), bundled.close()]);
   });
 

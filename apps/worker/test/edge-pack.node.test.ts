@@ -20,7 +20,9 @@ let node: Recommender;
 beforeAll(async () => {
   const [a, n] = await Promise.allSettled([
     startWranglerDev({ configPath: configForPack(edgePack, mkdtempSync(join(tmpdir(), "molorec-edge-"))) }),
-    loadPackFromDir(edgePack).then((pack) => createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack })),
+    loadPackFromDir(edgePack).then((pack) =>
+      createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack }),
+    ),
   ]);
   if (a.status === "fulfilled") dev = a.value;
   if (n.status === "fulfilled") node = n.value;
@@ -36,12 +38,18 @@ describe("packs/edge in wrangler dev (workerd)", () => {
   it("ranks examples/request.json as the Node runtime does (ranking, scores ≤ 1e-4), far inside the isolate's 128 MB", async () => {
     const pid = dev.workerdPid();
     const before = pid ? memoryOf(pid) : null;
-    const res = await fetch(`${dev.url}/v1/recommend`, { method: "POST", body: JSON.stringify(request), headers: { "content-type": "application/json" } });
+    const res = await fetch(`${dev.url}/v1/recommend`, {
+      method: "POST",
+      body: JSON.stringify(request),
+      headers: { "content-type": "application/json" },
+    });
     expect(res.status).toBe(200);
     const got = (await res.json()) as RecommendResponse;
     const want = await node.recommend(request);
     expect(got.ranked.map((r) => r.index)).toEqual(want.ranked.map((r) => r.index));
-    got.ranked.forEach((r, i) => expect(Math.abs(r.score - want.ranked[i]!.score)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want.ranked[i]!.score))));
+    got.ranked.forEach((r, i) =>
+      expect(Math.abs(r.score - want.ranked[i]!.score)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(want.ranked[i]!.score))),
+    );
     expect(got.mixture).toEqual(want.mixture);
     const health = (await (await fetch(`${dev.url}/v1/health`)).json()) as { isolate: { wasmHeapMiB: number } };
     expect(health.isolate.wasmHeapMiB).toBeLessThan(48);

@@ -49,7 +49,10 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([dev?.stop(), bundled?.stop()]);
   await node?.close();
-  if (Object.keys(memory).length) console.log(`workerd memory, fixture pack (wasm heap: exact, from the isolate; RSS: the whole workerd process, an upper bound): ${JSON.stringify(memory)}`);
+  if (Object.keys(memory).length)
+    console.log(
+      `workerd memory, fixture pack (wasm heap: exact, from the isolate; RSS: the whole workerd process, an upper bound): ${JSON.stringify(memory)}`,
+    );
 });
 
 describe("wrangler dev (workerd) on 127.0.0.1", () => {
@@ -83,7 +86,8 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
       expect(res.status).toBe(200);
       const body = (await res.json()) as RecommendResponse;
       expect(body.ranked.map((r) => r.index)).toEqual(c.ranking);
-      for (const r of body.ranked) expect(Math.abs(r.score - c.scores[r.index]!)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(c.scores[r.index]!)));
+      for (const r of body.ranked)
+        expect(Math.abs(r.score - c.scores[r.index]!)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(c.scores[r.index]!)));
     }
   });
 
@@ -92,8 +96,18 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
     ["malformed JSON", () => post('{"history": ["a"], "candidates": ['), 400, "INVALID_REQUEST"],
     ["unknown domain", () => post(JSON.stringify({ history: ["a"], candidates: ["b"], domain: "cars" })), 404, "UNKNOWN_DOMAIN"],
     ["0 candidates", () => post(JSON.stringify({ history: ["a"], candidates: [] })), 400, "NO_CANDIDATES"],
-    ["10,000 candidates", () => post(JSON.stringify({ history: ["a"], candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) })), 400, "TOO_MANY_CANDIDATES"],
-    ["an oversized body (2 MiB)", () => post(JSON.stringify({ history: ["a"], candidates: ["x".repeat(2 * 1024 * 1024)] })), 413, "BODY_TOO_LARGE"],
+    [
+      "10,000 candidates",
+      () => post(JSON.stringify({ history: ["a"], candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) })),
+      400,
+      "TOO_MANY_CANDIDATES",
+    ],
+    [
+      "an oversized body (2 MiB)",
+      () => post(JSON.stringify({ history: ["a"], candidates: ["x".repeat(2 * 1024 * 1024)] })),
+      413,
+      "BODY_TOO_LARGE",
+    ],
     [
       "an oversized streamed body without Content-Length",
       () => {
@@ -126,7 +140,8 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
   });
 
   it("serves repeated requests from one isolate without reloading the model", async () => {
-    const health = async () => (await (await fetch(`${dev.url}/v1/health`)).json()) as { status: string; backend: string; isolate: Record<string, number> };
+    const health = async () =>
+      (await (await fetch(`${dev.url}/v1/health`)).json()) as { status: string; backend: string; isolate: Record<string, number> };
     const h1 = await health();
     for (let i = 0; i < 5; i++) expect((await post(valid)).status).toBe(200);
     const h2 = await health();

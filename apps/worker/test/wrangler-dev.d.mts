@@ -13,4 +13,11 @@ export interface WranglerDev {
   stop(): Promise<void>;
 }
 export declare function configForPack(packDir: string, dir: string): string;
-export declare function startWranglerDev(options?: { vars?: Record<string, string>; configPath?: string; environment?: string; readyTimeoutMs?: number; maxLifetimeMs?: number; log?: (chunk: string) => void }): Promise<WranglerDev>;
+export declare function startWranglerDev(options?: {
+  vars?: Record<string, string>;
+  configPath?: string;
+  environment?: string;
+  readyTimeoutMs?: number;
+  maxLifetimeMs?: number;
+  log?: (chunk: string) => void;
+}): Promise<WranglerDev>;

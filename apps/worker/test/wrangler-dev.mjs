@@ -60,7 +60,11 @@ export function configForPack(packDir, dir) {
 /** Runs wrangler with arguments in apps/worker and resolves with its output (rejects on failure). */
 export function runWrangler(args, { timeoutMs = 120_000, env = {} } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [wranglerBin, ...args], { cwd: workerDir, env: wranglerEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(process.execPath, [wranglerBin, ...args], {
+      cwd: workerDir,
+      env: wranglerEnv(env),
+      stdio: ["ignore", "pipe", "pipe"],
+    });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
     child.stderr.on("data", (d) => (out += d));
@@ -111,11 +115,31 @@ export function memoryOf(pid) {
  * Starts `wrangler dev` on a random loopback port and waits until it is ready (the model is not
  * loaded yet: that is the first request's work). `stop()` ends wrangler and workerd.
  */
-export async function startWranglerDev({ vars = {}, configPath, environment, readyTimeoutMs = 90_000, maxLifetimeMs = 10 * 60_000, log = () => {} } = {}) {
+export async function startWranglerDev({
+  vars = {},
+  configPath,
+  environment,
+  readyTimeoutMs = 90_000,
+  maxLifetimeMs = 10 * 60_000,
+  log = () => {},
+} = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
   const state = mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
-  const args = ["dev", "--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(inspectorPort), "--persist-to", state, "--show-interactive-dev-session=false", "--log-level", "warn"];
+  const args = [
+    "dev",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(port),
+    "--inspector-port",
+    String(inspectorPort),
+    "--persist-to",
+    state,
+    "--show-interactive-dev-session=false",
+    "--log-level",
+    "warn",
+  ];
   if (configPath) args.push("--config", configPath);
   if (environment) args.push("--env", environment);
   for (const [k, v] of Object.entries(vars)) args.push("--var", `${k}:${v}`);

@@ -17,7 +17,9 @@ import { tensor, type TensorLike } from "./tensor.js";
 // The fixture pack on onnxruntime-node's CPU provider (a dev dependency: core itself imports no
 // runtime). Batched scores must equal one-job-at-a-time scores to 1e-5.
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
-const golden = JSON.parse(await readFile(fileURLToPath(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url)), "utf8")) as {
+const golden = JSON.parse(
+  await readFile(fileURLToPath(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url)), "utf8"),
+) as {
   cases: Array<{ request: { history: string[]; candidates: string[] } }>;
 };
 
@@ -49,7 +51,8 @@ function withExtras(inner: InferenceSession, opts: { extras: boolean; noEmpty: b
     outputNames: opts.extras ? [...inner.outputNames, "token_logprobs"] : inner.outputNames,
     ...(opts.noEmpty ? { acceptsEmptyTensors: false } : {}),
     async run(feeds, names) {
-      for (const [name, t] of Object.entries(feeds)) if (opts.noEmpty && t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name}`);
+      for (const [name, t] of Object.entries(feeds))
+        if (opts.noEmpty && t.data.length === 0) throw new Error(`zero-sized tensor fed: ${name}`);
       if (!opts.extras) return inner.run(feeds, names);
       const { num_logits_to_keep: keepT, target_ids: targetT, ...rest } = feeds;
       const wanted = (names ?? []).filter((n) => n !== "token_logprobs");
@@ -80,7 +83,8 @@ function expectClose(got: number[][], want: number[][], tol = 1e-5): void {
     expect(row.length).toBe(want[m]!.length);
     row.forEach((g, c) => {
       const w = want[m]![c]!;
-      if (!(Math.abs(g - w) <= tol)) throw new Error(`mixture ${m}, candidate ${c}: batched ${g}, alone ${w} (|diff| ${Math.abs(g - w).toExponential(2)})`);
+      if (!(Math.abs(g - w) <= tol))
+        throw new Error(`mixture ${m}, candidate ${c}: batched ${g}, alone ${w} (|diff| ${Math.abs(g - w).toExponential(2)})`);
     });
   });
 }
@@ -92,7 +96,10 @@ let jobs: ScoreJob[];
 
 const G: AdapterWeights = [["general", 1]];
 const D: AdapterWeights = [["domain:movies", 1]];
-const mix = (l: number): AdapterWeights => [["general", 1 - l], ["domain:movies", l]];
+const mix = (l: number): AdapterWeights => [
+  ["general", 1 - l],
+  ["domain:movies", l],
+];
 
 beforeAll(async () => {
   pack = await loadPack({ location: fixture, readBytes: async (p) => new Uint8Array(await readFile(join(fixture, p))) });
@@ -208,10 +215,13 @@ describe("Recommender.recommendBatch", () => {
       name: "recording",
       async createSession(model, options) {
         const s = await backend.createSession(model, options);
-        return { ...s, run: (feeds, names) => {
-          ranks.push(feeds.lora_scale!.dims[1]!);
-          return s.run(feeds, names);
-        } };
+        return {
+          ...s,
+          run: (feeds, names) => {
+            ranks.push(feeds.lora_scale!.dims[1]!);
+            return s.run(feeds, names);
+          },
+        };
       },
     };
     const r = await createRecommender({ backend: recording, pack });
@@ -285,7 +295,9 @@ describe("a grouped-KV-cache graph (test/fixtures/tiny-pack-grouped: same weight
     // Jobs with the same candidate count share runs with one cache per prompt row: every cache
     // serves a whole number of rows. (Mixed counts may take the per-row copies when cheaper.)
     // (equal lengths too, so that both plans pad alike and the grouped one is kept)
-    const same = jobs.filter((j) => j.candidateIds.length >= 4).map((j) => ({ ...j, candidateIds: j.candidateIds.slice(0, 4).map((c) => c.slice(0, 3)) }));
+    const same = jobs
+      .filter((j) => j.candidateIds.length >= 4)
+      .map((j) => ({ ...j, candidateIds: j.candidateIds.slice(0, 4).map((c) => c.slice(0, 3)) }));
     const wantSame = await scoreBatchedJobs(session, pack, mixer, same);
     shapes.length = 0;
     const gotSame = await scoreBatchedJobs(watching, grouped, groupedMixer, same);

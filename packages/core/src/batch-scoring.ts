@@ -4,7 +4,16 @@ import type { LoraMixer } from "./lora-mixture.js";
 import { kvNames } from "./manifest.js";
 import { logSoftmaxAt, logSumExp } from "./math.js";
 import type { ModelPack } from "./pack.js";
-import { candidateEntropy, graphExtras, meanRowEntropy, planRuns, RUN_COST_TOKENS, runSession as run, type ScoreJob, type ScoreResult } from "./scoring.js";
+import {
+  candidateEntropy,
+  graphExtras,
+  meanRowEntropy,
+  planRuns,
+  RUN_COST_TOKENS,
+  runSession as run,
+  type ScoreJob,
+  type ScoreResult,
+} from "./scoring.js";
 import { int64, tensor, type TensorLike } from "./tensor.js";
 
 /** Options of {@link scoreBatchedJobs}. */
@@ -79,7 +88,6 @@ function planCandidateRuns(
   return { runs, cost: best[n]! };
 }
 
-
 /**
  * Runs for a grouped-cache graph: a run feeds the caches of some prompt rows once, each serving
  * the same number of consecutive candidate rows. Prompt rows are grouped by candidate count; each
@@ -103,7 +111,9 @@ function planGroupedRuns(
   let total = 0;
   for (const [n, members] of byCount) {
     members.sort((a, b) => promptRows[b]!.length - promptRows[a]!.length);
-    const order = new Map(members.map((r) => [r, promptRows[r]!.fed.map((_, c) => c).sort((a, b) => promptRows[r]!.fed[b]! - promptRows[r]!.fed[a]!)]));
+    const order = new Map(
+      members.map((r) => [r, promptRows[r]!.fed.map((_, c) => c).sort((a, b) => promptRows[r]!.fed[b]! - promptRows[r]!.fed[a]!)]),
+    );
     let best: { cost: number; runs: Array<{ pairs: Array<[number, number]>; past: number[] }> } | null = null;
     const minSlices = Math.ceil(n / maxRows);
     for (let s = minSlices; s <= Math.min(n, minSlices + 3); s++) {
@@ -115,7 +125,12 @@ function planGroupedRuns(
         const perRun = Math.max(1, Math.min(Math.floor(maxRows / g), sliceL > 0 ? Math.floor(maxLogits / (g * sliceL * vocab)) : Infinity));
         for (let j = 0; j < members.length; j += perRun) {
           const past = members.slice(j, j + perRun);
-          const pairs = past.flatMap((r) => order.get(r)!.slice(k * g, (k + 1) * g).map((c): [number, number] => [r, c]));
+          const pairs = past.flatMap((r) =>
+            order
+              .get(r)!
+              .slice(k * g, (k + 1) * g)
+              .map((c): [number, number] => [r, c]),
+          );
           const L = Math.max(...pairs.map(([r, c]) => promptRows[r]!.fed[c]!));
           if (L > 0) cost += runCost + pairs.length * L * (costs.token + costs.key * (promptRows[past[0]!]!.length + L));
           runs.push({ pairs, past });
@@ -238,7 +253,10 @@ export async function scoreBatchedJobs(
 
   // 1. Prompt runs, each left-padded to its longest prompt.
   const longestPrompt = promptLength(specs[0]!);
-  const promptRows = Math.max(1, Math.min(maxRows, keep ? maxRows : Math.floor((options.maxPromptLogits ?? 4 * 1024 * 1024) / (longestPrompt * V))));
+  const promptRows = Math.max(
+    1,
+    Math.min(maxRows, keep ? maxRows : Math.floor((options.maxPromptLogits ?? 4 * 1024 * 1024) / (longestPrompt * V))),
+  );
   const rows: PromptRow[] = [];
   for (const [start, end] of planRuns(specs.map(promptLength), promptRows, options.runCostTokens ?? RUN_COST_TOKENS)) {
     const chunk = specs.slice(start, end);
@@ -279,7 +297,18 @@ export async function scoreBatchedJobs(
     chunk.forEach(({ job, mixture }, b) => {
       const logitsOffset = (keep ? b : b * P + P - 1) * V;
       const firstEntropy = wantEntropy ? meanRowEntropy(logits, logitsOffset / V, 1, V) : 0;
-      rows.push({ job, mixture, length: promptLength({ job }), kv, kvRow: b, kvWidth, logits, logitsOffset, lse: logSumExp(logits, logitsOffset, V), firstEntropy });
+      rows.push({
+        job,
+        mixture,
+        length: promptLength({ job }),
+        kv,
+        kvRow: b,
+        kvWidth,
+        logits,
+        logitsOffset,
+        lse: logSumExp(logits, logitsOffset, V),
+        firstEntropy,
+      });
     });
   }
 
@@ -302,11 +331,32 @@ export async function scoreBatchedJobs(
   const plans = [
     [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
     [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
-  ].map((order) => ({ order, ...planCandidateRuns(order.map(fed), order.map(plen), maxRows, Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6, costs, maxLogits, V) }));
+  ].map((order) => ({
+    order,
+    ...planCandidateRuns(
+      order.map(fed),
+      order.map(plen),
+      maxRows,
+      Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6,
+      costs,
+      maxLogits,
+      V,
+    ),
+  }));
   const perRow = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
-  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> = perRow.runs.map(([start, end]) => ({ pairs: perRow.order.slice(start, end), past: null }));
+  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> = perRow.runs.map(([start, end]) => ({
+    pairs: perRow.order.slice(start, end),
+    past: null,
+  }));
   if (grouped) {
-    const plan = planGroupedRuns(rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })), maxRows, runCost, costs, maxLogits, V);
+    const plan = planGroupedRuns(
+      rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })),
+      maxRows,
+      runCost,
+      costs,
+      maxLogits,
+      V,
+    );
     if (perRow.cost >= GROUPED_PREFERENCE * plan.cost) chunks = plan.runs;
   }
 
@@ -355,7 +405,12 @@ export async function scoreBatchedJobs(
             dst.set(src.subarray(from, from + n), ((b * numKvHeads + h) * W0 + W0 - row.length) * headDim);
           }
         });
-        feeds[i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1)] = tensor("float32", dst, [cacheRows.length, numKvHeads, W0, headDim]);
+        feeds[i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1)] = tensor("float32", dst, [
+          cacheRows.length,
+          numKvHeads,
+          W0,
+          headDim,
+        ]);
       }
       if (keep) feeds.num_logits_to_keep = int64([0], [1]);
       if (tgt) feeds.target_ids = int64(tgt, [B, L]);
@@ -382,7 +437,12 @@ export async function scoreBatchedJobs(
     results: jobs.map((job, j) => {
       if (job.candidateIds.length === 0 || job.mixtures.length === 0) return { scores: [], tokenLogProbs: [], runs };
       const tlp = tokenLogProbs[j]!;
-      return { scores: tlp.map((m) => m.map(aggregate)), tokenLogProbs: tlp, ...(wantEntropy ? { tokenEntropies: tokenEntropies[j]! } : {}), runs };
+      return {
+        scores: tlp.map((m) => m.map(aggregate)),
+        tokenLogProbs: tlp,
+        ...(wantEntropy ? { tokenEntropies: tokenEntropies[j]! } : {}),
+        runs,
+      };
     }),
     runs,
   };

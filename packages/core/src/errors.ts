@@ -55,7 +55,9 @@ export class MolorecError extends Error {
 export function isMolorecError(value: unknown): value is MolorecError {
   return (
     value instanceof MolorecError ||
-    (typeof value === "object" && value !== null && (value as { name?: unknown }).name === "MolorecError" &&
+    (typeof value === "object" &&
+      value !== null &&
+      (value as { name?: unknown }).name === "MolorecError" &&
       typeof (value as { code?: unknown }).code === "string")
   );
 }

@@ -71,7 +71,9 @@ export async function evaluatePolicies(
       throw new MolorecError("INVALID_REQUEST", `case ${i}: label ${c.label} is not an index into its ${c.candidates.length} candidates`);
     }
     const input = { history: c.history, candidates: c.candidates, mixtures: rows };
-    const { scores, objective } = needsObjective ? await rec.scoreWithEntropy(input) : { scores: await rec.scoreMixtures(input), objective: null };
+    const { scores, objective } = needsObjective
+      ? await rec.scoreWithEntropy(input)
+      : { scores: await rec.scoreMixtures(input), objective: null };
     plans.forEach((plan, k) => {
       let best = 0;
       if (objective) plan.rows.forEach((r, j) => (objective[r]! < objective[plan.rows[best]!]! ? (best = j) : 0));

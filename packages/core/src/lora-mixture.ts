@@ -34,10 +34,17 @@ export class LoraMixer {
     if (hit) return hit;
     const adapters = names.map((n) => {
       const a = this.pack.adapters.get(n);
-      if (!a) throw new MolorecError("INVALID_MIXTURE", `adapter "${n}" is not in this pack; it has: ${[...this.pack.adapters.keys()].join(", ") || "none"}.`);
+      if (!a)
+        throw new MolorecError(
+          "INVALID_MIXTURE",
+          `adapter "${n}" is not in this pack; it has: ${[...this.pack.adapters.keys()].join(", ") || "none"}.`,
+        );
       return a;
     });
-    const rank = Math.max(1, adapters.reduce((s, a) => s + a.rank, 0));
+    const rank = Math.max(
+      1,
+      adapters.reduce((s, a) => s + a.rank, 0),
+    );
     const offsets: number[] = [];
     let off = 0;
     for (const a of adapters) {

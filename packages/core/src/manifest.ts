@@ -235,7 +235,8 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     };
   }
   const generalAdapter = root.generalAdapter == null ? null : r.string(root.generalAdapter, "generalAdapter");
-  if (generalAdapter !== null && !(generalAdapter in adapters)) r.fail("generalAdapter", `names adapter "${generalAdapter}", which is not in adapters`);
+  if (generalAdapter !== null && !(generalAdapter in adapters))
+    r.fail("generalAdapter", `names adapter "${generalAdapter}", which is not in adapters`);
 
   const d = r.object(root.domains, "domains");
   const domains: Record<string, DomainEntry> = {};
@@ -251,7 +252,8 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     };
   }
   const defaultDomain = root.defaultDomain == null ? null : r.string(root.defaultDomain, "defaultDomain");
-  if (defaultDomain !== null && !(defaultDomain in domains)) r.fail("defaultDomain", `names domain "${defaultDomain}", which is not in domains`);
+  if (defaultDomain !== null && !(defaultDomain in domains))
+    r.fail("defaultDomain", `names domain "${defaultDomain}", which is not in domains`);
 
   const p = r.object(root.prompt, "prompt");
   const norm = p.scoreNormalization ?? "mean";
@@ -268,7 +270,10 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     endTokenId: r.int(p.endTokenId, "prompt.endTokenId", 0),
     scoreNormalization: norm as "mean" | "sum",
   };
-  for (const [k, id] of [["bosTokenId", prompt.bosTokenId], ["endTokenId", prompt.endTokenId]] as const) {
+  for (const [k, id] of [
+    ["bosTokenId", prompt.bosTokenId],
+    ["endTokenId", prompt.endTokenId],
+  ] as const) {
     if (id !== null && id >= model.vocabSize) r.fail(`prompt.${k}`, `must be < model.vocabSize (${model.vocabSize})`);
   }
 

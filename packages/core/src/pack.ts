@@ -38,10 +38,14 @@ async function read(source: PackSource, path: string): Promise<Uint8Array> {
   try {
     return await source.readBytes(path);
   } catch (cause) {
-    throw new MolorecError("PACK_FILE_MISSING", `${source.location}: cannot read ${path} (${(cause as Error)?.message ?? cause}). Is this a complete molorec pack?`, {
-      cause,
-      details: { path },
-    });
+    throw new MolorecError(
+      "PACK_FILE_MISSING",
+      `${source.location}: cannot read ${path} (${(cause as Error)?.message ?? cause}). Is this a complete molorec pack?`,
+      {
+        cause,
+        details: { path },
+      },
+    );
   }
 }
 
@@ -65,7 +69,10 @@ export function parseAdapter(manifest: PackManifest, name: string, bytes: Uint8A
     const module = m[1]!;
     const target = targets.get(module);
     if (!target) {
-      throw new MolorecError("MALFORMED_PACK", `${file}: adapter "${name}" wraps ${module}, which the graph has no LoRA input for. Re-export the pack with this module in --targets.`);
+      throw new MolorecError(
+        "MALFORMED_PACK",
+        `${file}: adapter "${name}" wraps ${module}, which the graph has no LoRA input for. Re-export the pack with this module in --targets.`,
+      );
     }
     const isA = m[2] === "A";
     const want = isA ? [entry.rank, target.inFeatures] : [target.outFeatures, entry.rank];
@@ -92,14 +99,20 @@ export function parseAdapter(manifest: PackManifest, name: string, bytes: Uint8A
  * `UNSUPPORTED_PACK_VERSION`).
  */
 export async function loadPack(source: PackSource): Promise<ModelPack> {
-  const manifest = parseManifest(parseJson(await read(source, "molorec.json"), `${source.location}/molorec.json`), `${source.location}/molorec.json`);
+  const manifest = parseManifest(
+    parseJson(await read(source, "molorec.json"), `${source.location}/molorec.json`),
+    `${source.location}/molorec.json`,
+  );
   const { files } = manifest;
   const [tokBytes, tokCfgBytes, model] = await Promise.all([
     read(source, files.tokenizer),
     files.tokenizerConfig ? read(source, files.tokenizerConfig) : Promise.resolve(null),
     read(source, files.model),
   ]);
-  const encoder = createTextEncoder(parseJson(tokBytes, files.tokenizer), tokCfgBytes ? parseJson(tokCfgBytes, files.tokenizerConfig!) : {});
+  const encoder = createTextEncoder(
+    parseJson(tokBytes, files.tokenizer),
+    tokCfgBytes ? parseJson(tokCfgBytes, files.tokenizerConfig!) : {},
+  );
   const externalData = await Promise.all(files.modelExternalData.map(async (path) => ({ path, data: await read(source, path) })));
   const adapters = new Map<string, LoadedAdapter>();
   for (const [name, entry] of Object.entries(manifest.adapters)) {

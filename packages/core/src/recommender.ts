@@ -13,9 +13,16 @@ import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from 
  * Groups of requests for the `information` objective: round-robin into ⌊n / size⌋ groups (at
  * least one), each scored on the candidates of its first request with ≥ 2 candidates.
  */
-function informationGroups(requests: ReadonlyArray<{ history: string[]; candidates: string[] }>, size: number): Array<{ candidates: string[]; histories: string[][] }> {
+function informationGroups(
+  requests: ReadonlyArray<{ history: string[]; candidates: string[] }>,
+  size: number,
+): Array<{ candidates: string[]; histories: string[][] }> {
   if (!(Number.isInteger(size) && size >= 2)) throw new MolorecError("INVALID_REQUEST", `groupSize must be an integer ≥ 2, got ${size}`);
-  if (requests.length < 2) throw new MolorecError("INVALID_REQUEST", `the information objective needs at least 2 unlabeled requests (it compares histories), got ${requests.length}`);
+  if (requests.length < 2)
+    throw new MolorecError(
+      "INVALID_REQUEST",
+      `the information objective needs at least 2 unlabeled requests (it compares histories), got ${requests.length}`,
+    );
   const n = Math.max(1, Math.floor(requests.length / size));
   const groups = Array.from({ length: n }, () => [] as Array<{ history: string[]; candidates: string[] }>);
   requests.forEach((r, i) => groups[i % n]!.push(r));
@@ -178,7 +185,11 @@ export interface Recommender {
    * Scores candidates under several adapter mixtures and returns, per mixture, the value of the
    * recommender's {@link EntropyObjective} on this request (no labels involved).
    */
-  scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }>;
+  scoreWithEntropy(input: {
+    history: string[];
+    candidates: string[];
+    mixtures: AdapterWeights[];
+  }): Promise<{ scores: number[][]; objective: number[] }>;
   /** Scores candidates under several λ of a domain (rows of one batch). */
   scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores>;
   /**
@@ -191,7 +202,11 @@ export interface Recommender {
    * const { lambda } = await rec.calibrate("movies", unlabeled, { objective: "information" });
    * ```
    */
-  calibrate(domain: string, requests: Array<{ history: string[]; candidates: string[] }>, options?: CalibrationOptions): Promise<CalibrationResult>;
+  calibrate(
+    domain: string,
+    requests: Array<{ history: string[]; candidates: string[] }>,
+    options?: CalibrationOptions,
+  ): Promise<CalibrationResult>;
   close(): Promise<void>;
 }
 
@@ -206,7 +221,11 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     session = await backend.createSession(pack.model, { externalData: pack.externalData });
   } catch (cause) {
     if (cause instanceof MolorecError) throw cause;
-    throw new MolorecError("BACKEND_UNAVAILABLE", `${backend.name} could not open ${pack.location}/${m.files.model}: ${(cause as Error)?.message ?? cause}`, { cause });
+    throw new MolorecError(
+      "BACKEND_UNAVAILABLE",
+      `${backend.name} could not open ${pack.location}/${m.files.model}: ${(cause as Error)?.message ?? cause}`,
+      { cause },
+    );
   }
   const mixer = new LoraMixer(pack);
   const limits: RequestLimits = {
@@ -217,7 +236,10 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   const adaptive = options.adaptiveLambdas ?? DEFAULT_ADAPTIVE;
   const objectiveKind: EntropyObjective = options.entropyObjective ?? "tokens";
   if (!ENTROPY_OBJECTIVES.includes(objectiveKind)) {
-    throw new MolorecError("INVALID_REQUEST", `entropyObjective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, got ${JSON.stringify(objectiveKind)}`);
+    throw new MolorecError(
+      "INVALID_REQUEST",
+      `entropyObjective must be one of ${ENTROPY_OBJECTIVES.join(", ")}, got ${JSON.stringify(objectiveKind)}`,
+    );
   }
   const scoring = { strategy: options.strategy ?? "prefix", maxBatchRows: options.maxBatchRows ?? 64 } as const;
   /** Scoring options that also compute what `kind` reads (token entropies, unless it is `candidates`). */
@@ -241,9 +263,13 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   function domainOf(name: string | null | undefined): string | null {
     if (name == null) return m.defaultDomain;
     if (!(name in m.domains)) {
-      throw new MolorecError("UNKNOWN_DOMAIN", `domain "${name}" is not in pack ${m.name}; it has: ${Object.keys(m.domains).join(", ") || "no domains"}.`, {
-        details: { domain: name, known: Object.keys(m.domains) },
-      });
+      throw new MolorecError(
+        "UNKNOWN_DOMAIN",
+        `domain "${name}" is not in pack ${m.name}; it has: ${Object.keys(m.domains).join(", ") || "no domains"}.`,
+        {
+          details: { domain: name, known: Object.keys(m.domains) },
+        },
+      );
     }
     return name;
   }
@@ -251,8 +277,10 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   function weightsFor(domain: string | null, lambda: number): AdapterWeights {
     const general = m.generalAdapter;
     const specific = domain === null ? null : m.domains[domain]!.adapter;
-    if (lambda < 1 && general === null) throw new MolorecError("INVALID_MIXTURE", `pack ${m.name} has no general adapter; only λ = 1 ("domain") is possible.`);
-    if (lambda > 0 && specific === null) throw new MolorecError("INVALID_MIXTURE", `no domain given and pack ${m.name} has no default domain; pass "domain".`);
+    if (lambda < 1 && general === null)
+      throw new MolorecError("INVALID_MIXTURE", `pack ${m.name} has no general adapter; only λ = 1 ("domain") is possible.`);
+    if (lambda > 0 && specific === null)
+      throw new MolorecError("INVALID_MIXTURE", `no domain given and pack ${m.name} has no default domain; pass "domain".`);
     const w: Array<readonly [string, number]> = [];
     if (lambda < 1) w.push([general!, 1 - lambda]);
     if (lambda > 0) w.push([specific!, lambda]);
@@ -300,11 +328,20 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     return { scores: res.scores, objective: objectiveFor(kind)(res) };
   }
 
-  function scoreWithEntropy(input: { history: string[]; candidates: string[]; mixtures: AdapterWeights[] }): Promise<{ scores: number[][]; objective: number[] }> {
+  function scoreWithEntropy(input: {
+    history: string[];
+    candidates: string[];
+    mixtures: AdapterWeights[];
+  }): Promise<{ scores: number[][]; objective: number[] }> {
     return scoreObjective(input, objectiveKind);
   }
 
-  async function scoreLambdas(input: { history: string[]; candidates: string[]; domain: string | null; lambdas: number[] }): Promise<LambdaScores> {
+  async function scoreLambdas(input: {
+    history: string[];
+    candidates: string[];
+    domain: string | null;
+    lambdas: number[];
+  }): Promise<LambdaScores> {
     const domain = domainOf(input.domain);
     const scores = await scoreMixtures({ ...input, mixtures: input.lambdas.map((l) => weightsFor(domain, l)) });
     return { lambdas: input.lambdas, scores };
@@ -395,7 +432,9 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       // requests are batched only with requests that use the same adapters.
       const groups = new Map<string, typeof ready>();
       for (const r of ready) {
-        const key = [...new Set(r.prepared.job.mixtures.flatMap((w) => w.filter(([, x]) => x !== 0).map(([name]) => name)))].sort().join("|");
+        const key = [...new Set(r.prepared.job.mixtures.flatMap((w) => w.filter(([, x]) => x !== 0).map(([name]) => name)))]
+          .sort()
+          .join("|");
         const group = groups.get(key);
         if (group) group.push(r);
         else groups.set(key, [r]);
@@ -414,7 +453,13 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         }
         try {
           const tokenEntropy = withEntropy.tokenEntropy && group.some((r) => r.prepared.needsObjective);
-          const { results } = await scoreBatchedJobs(session, pack, mixer, group.map((r) => r.prepared.job), { maxBatchRows: scoring.maxBatchRows, tokenEntropy });
+          const { results } = await scoreBatchedJobs(
+            session,
+            pack,
+            mixer,
+            group.map((r) => r.prepared.job),
+            { maxBatchRows: scoring.maxBatchRows, tokenEntropy },
+          );
           group.forEach(({ at, prepared }, i) => settle(at, () => prepared.finish(results[i]!)));
         } catch (reason) {
           for (const { at } of group) out[at] = { status: "rejected", reason };
@@ -427,7 +472,10 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
       domainOf(domain);
       const { objective: kind = objectiveKind, groupSize = 16, ...searchOptions } = calibration;
       if (!CALIBRATION_OBJECTIVES.includes(kind)) {
-        throw new MolorecError("INVALID_REQUEST", `calibration objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, got ${JSON.stringify(kind)}`);
+        throw new MolorecError(
+          "INVALID_REQUEST",
+          `calibration objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, got ${JSON.stringify(kind)}`,
+        );
       }
       if (requests.length === 0) throw new MolorecError("INVALID_REQUEST", "calibration needs at least one unlabeled request");
       if (kind === "information") {

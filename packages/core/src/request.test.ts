@@ -5,7 +5,11 @@ const limits = { maxCandidates: 3, maxHistoryItems: 2, maxTitleChars: 20 };
 
 describe("parseRecommendRequest", () => {
   it("trims titles and fills defaults", () => {
-    expect(parseRecommendRequest({ history: [" a "], candidates: ["b", "c"] }, limits)).toEqual({ history: ["a"], candidates: ["b", "c"], mixture: "calibrated" });
+    expect(parseRecommendRequest({ history: [" a "], candidates: ["b", "c"] }, limits)).toEqual({
+      history: ["a"],
+      candidates: ["b", "c"],
+      mixture: "calibrated",
+    });
   });
 
   it.each([

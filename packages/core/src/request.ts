@@ -81,25 +81,41 @@ export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
  * Validates an untrusted request body (already JSON-parsed). Every field is checked; unknown
  * fields are rejected so typos do not silently fall back to defaults.
  */
-export function parseRecommendRequest(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): Required<Omit<RecommendRequest, "domain" | "topK">> & Pick<RecommendRequest, "domain" | "topK"> {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) invalid("request", "must be a JSON object with history and candidates");
+export function parseRecommendRequest(
+  body: unknown,
+  limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
+): Required<Omit<RecommendRequest, "domain" | "topK">> & Pick<RecommendRequest, "domain" | "topK"> {
+  if (typeof body !== "object" || body === null || Array.isArray(body))
+    invalid("request", "must be a JSON object with history and candidates");
   const o = body as Record<string, unknown>;
   for (const k of Object.keys(o)) if (!FIELDS.has(k)) invalid(k, `is not a request field; fields are ${[...FIELDS].join(", ")}`);
   if (o.history === undefined) invalid("history", "is required");
   if (o.candidates === undefined) invalid("candidates", "is required");
   const history = titles(o.history, "history", limits.maxTitleChars);
-  if (history.length === 0) throw new MolorecError("EMPTY_HISTORY", "history is empty; send at least one item title the user interacted with.", { details: { field: "history" } });
-  if (history.length > limits.maxHistoryItems) {
-    throw new MolorecError("HISTORY_TOO_LONG", `history has ${history.length} items; the limit is ${limits.maxHistoryItems} (send the most recent ones).`, {
-      details: { field: "history", limit: limits.maxHistoryItems },
+  if (history.length === 0)
+    throw new MolorecError("EMPTY_HISTORY", "history is empty; send at least one item title the user interacted with.", {
+      details: { field: "history" },
     });
+  if (history.length > limits.maxHistoryItems) {
+    throw new MolorecError(
+      "HISTORY_TOO_LONG",
+      `history has ${history.length} items; the limit is ${limits.maxHistoryItems} (send the most recent ones).`,
+      {
+        details: { field: "history", limit: limits.maxHistoryItems },
+      },
+    );
   }
   if (!Array.isArray(o.candidates)) invalid("candidates", "must be an array of item titles (strings)");
-  if (o.candidates.length === 0) throw new MolorecError("NO_CANDIDATES", "candidates is empty; send the item titles to rank.", { details: { field: "candidates" } });
+  if (o.candidates.length === 0)
+    throw new MolorecError("NO_CANDIDATES", "candidates is empty; send the item titles to rank.", { details: { field: "candidates" } });
   if (o.candidates.length > limits.maxCandidates) {
-    throw new MolorecError("TOO_MANY_CANDIDATES", `${o.candidates.length} candidates; the limit is ${limits.maxCandidates}. Pre-filter, or split into several requests.`, {
-      details: { field: "candidates", limit: limits.maxCandidates },
-    });
+    throw new MolorecError(
+      "TOO_MANY_CANDIDATES",
+      `${o.candidates.length} candidates; the limit is ${limits.maxCandidates}. Pre-filter, or split into several requests.`,
+      {
+        details: { field: "candidates", limit: limits.maxCandidates },
+      },
+    );
   }
   const candidates = titles(o.candidates, "candidates", limits.maxTitleChars);
   let domain: string | undefined;

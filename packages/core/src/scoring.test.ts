@@ -20,7 +20,17 @@ const pack = {
     formatVersion: 1,
     name: "bigram",
     dtype: "float32",
-    model: { architecture: "llama", numLayers: 1, numHeads: 1, numKvHeads: 1, headDim: 2, hiddenSize: 2, vocabSize: V, maxPositions: 64, kvCache: "concat" },
+    model: {
+      architecture: "llama",
+      numLayers: 1,
+      numHeads: 1,
+      numKvHeads: 1,
+      headDim: 2,
+      hiddenSize: 2,
+      vocabSize: V,
+      maxPositions: 64,
+      kvCache: "concat",
+    },
     files: { model: "model.onnx", tokenizer: "tokenizer.json" },
     lora: { targets: [{ module: "m", inFeatures: 2, outFeatures: 2, inputA: "lora.m.A", inputB: "lora.m.B" }], scaleInput: "lora_scale" },
     adapters: {},
@@ -32,7 +42,16 @@ const pack = {
 } as unknown as ModelPack;
 
 function bigramSession(extras: boolean, fetched: string[][]): InferenceSession {
-  const inputs = ["input_ids", "attention_mask", "position_ids", "past_key_values.0.key", "past_key_values.0.value", "lora.m.A", "lora.m.B", "lora_scale"];
+  const inputs = [
+    "input_ids",
+    "attention_mask",
+    "position_ids",
+    "past_key_values.0.key",
+    "past_key_values.0.value",
+    "lora.m.A",
+    "lora.m.B",
+    "lora_scale",
+  ];
   const outputs = ["logits", "present.0.key", "present.0.value"];
   return {
     inputNames: extras ? [...inputs, "num_logits_to_keep", "target_ids"] : inputs,
@@ -74,7 +93,12 @@ function bigramSession(extras: boolean, fetched: string[][]): InferenceSession {
 
 const job = {
   promptIds: [3, 1, 4, 1, 5],
-  candidateIds: [[9, 2, 6, 0], [5, 0], [3, 5, 8, 9, 7, 0], [2, 0]],
+  candidateIds: [
+    [9, 2, 6, 0],
+    [5, 0],
+    [3, 5, 8, 9, 7, 0],
+    [2, 0],
+  ],
   mixtures: [[]],
 };
 
@@ -104,7 +128,13 @@ describe("scoreCandidates", () => {
   });
 
   it("buckets candidates by length on request, with the same scores", async () => {
-    const long = { ...job, candidateIds: [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0], ...job.candidateIds] };
+    const long = {
+      ...job,
+      candidateIds: [
+        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 0],
+        ...job.candidateIds,
+      ],
+    };
     const run = (bucketByLength: boolean) => scoreCandidates(bigramSession(false, []), pack, new LoraMixer(pack), long, { bucketByLength });
     const one = await run(false);
     const split = await run(true);
@@ -129,14 +159,21 @@ describe("scoreCandidates", () => {
     for (const extras of [false, true]) {
       for (const strategy of ["prefix", "naive"] as const) {
         const fetched: string[][] = [];
-        const res = await scoreCandidates(bigramSession(extras, fetched), pack, new LoraMixer(pack), job, { strategy, maxBatchRows: 3, tokenEntropy: true });
+        const res = await scoreCandidates(bigramSession(extras, fetched), pack, new LoraMixer(pack), job, {
+          strategy,
+          maxBatchRows: 3,
+          tokenEntropy: true,
+        });
         res.tokenEntropies![0]!.forEach((h, c) => expect(h).toBeCloseTo(want[c]!, 5));
         // entropies need whole distributions: even graphs with token_logprobs fetch logits here
         for (const f of fetched) expect(f[0]).toBe("logits");
         const plain = await scores(extras, strategy);
         res.scores[0]!.forEach((x, c) => expect(x).toBeCloseTo(plain.scores[0]![c]!, 5));
       }
-      const batched = await scoreBatchedJobs(bigramSession(extras, []), pack, new LoraMixer(pack), [job, { ...job, promptIds: [7, 5] }], { maxBatchRows: 3, tokenEntropy: true });
+      const batched = await scoreBatchedJobs(bigramSession(extras, []), pack, new LoraMixer(pack), [job, { ...job, promptIds: [7, 5] }], {
+        maxBatchRows: 3,
+        tokenEntropy: true,
+      });
       for (const r of batched.results) r.tokenEntropies![0]!.forEach((h, c) => expect(h).toBeCloseTo(want[c]!, 5));
     }
     expect((await scores(false, "prefix")).tokenEntropies).toBeUndefined();

@@ -90,7 +90,11 @@ export function planRuns(lengths: readonly number[], maxRows: number, runCost: n
 }
 
 /** Runs the session, reporting any runtime failure as `INFERENCE_FAILED`. */
-export async function runSession(session: InferenceSession, feeds: Record<string, TensorLike>, outputNames?: readonly string[]): Promise<Record<string, TensorLike>> {
+export async function runSession(
+  session: InferenceSession,
+  feeds: Record<string, TensorLike>,
+  outputNames?: readonly string[],
+): Promise<Record<string, TensorLike>> {
   try {
     return await session.run(feeds, outputNames);
   } catch (cause) {
@@ -187,7 +191,13 @@ export async function scoreCandidates(
     : scorePrefix(session, pack, mixer, job, options);
 }
 
-async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, options: ScoringOptions): Promise<ScoreResult> {
+async function scorePrefix(
+  session: InferenceSession,
+  pack: ModelPack,
+  mixer: LoraMixer,
+  job: ScoreJob,
+  options: ScoringOptions,
+): Promise<ScoreResult> {
   const maxBatchRows = options.maxBatchRows ?? 64;
   const bucket = options.bucketByLength ?? true;
   const wantEntropy = options.tokenEntropy ?? false;
@@ -254,7 +264,12 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
     const pairs: Array<[number, number]> = [];
     for (let m = 0; m < M; m++) for (let c = 0; c < N; c++) pairs.push([m, c]);
     pairs.sort((a, b) => fedOf(b[1]) - fedOf(a[1]));
-    for (const [start, end] of planRuns(pairs.map((p) => fedOf(p[1])), maxBatchRows, runCost)) chunks.push(pairs.slice(start, end));
+    for (const [start, end] of planRuns(
+      pairs.map((p) => fedOf(p[1])),
+      maxBatchRows,
+      runCost,
+    ))
+      chunks.push(pairs.slice(start, end));
   }
   const rowKv = numKvHeads * kvLen * headDim;
 
@@ -322,10 +337,21 @@ async function scorePrefix(session: InferenceSession, pack: ModelPack, mixer: Lo
       if (wantEntropy) tokenEntropies[m]![c] = candidateEntropy(firstEntropy[m]!, logits, b * L, cand.length - 1, V);
     });
   }
-  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, ...(wantEntropy ? { tokenEntropies } : {}), runs };
+  return {
+    scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))),
+    tokenLogProbs,
+    ...(wantEntropy ? { tokenEntropies } : {}),
+    runs,
+  };
 }
 
-async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: LoraMixer, job: ScoreJob, wantEntropy: boolean): Promise<ScoreResult> {
+async function scoreNaive(
+  session: InferenceSession,
+  pack: ModelPack,
+  mixer: LoraMixer,
+  job: ScoreJob,
+  wantEntropy: boolean,
+): Promise<ScoreResult> {
   const V = pack.manifest.model.vocabSize;
   const P = job.promptIds.length;
   const D = pastPad(session);
@@ -343,7 +369,10 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
       const feeds: Record<string, TensorLike> = {
         input_ids: int64(seq, [1, S]),
         attention_mask: int64(new Array(D + S).fill(1).fill(0, 0, D), [1, D + S]),
-        position_ids: int64(seq.map((_, i) => i), [1, S]),
+        position_ids: int64(
+          seq.map((_, i) => i),
+          [1, S],
+        ),
         ...emptyPast(pack, 1, D),
         ...lora,
       };
@@ -365,5 +394,10 @@ async function scoreNaive(session: InferenceSession, pack: ModelPack, mixer: Lor
     tokenLogProbs.push(perCandidate);
     tokenEntropies.push(entropies);
   }
-  return { scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))), tokenLogProbs, ...(wantEntropy ? { tokenEntropies } : {}), runs };
+  return {
+    scores: tokenLogProbs.map((row) => row.map((lp) => aggregate(pack, lp))),
+    tokenLogProbs,
+    ...(wantEntropy ? { tokenEntropies } : {}),
+    runs,
+  };
 }

@@ -5,7 +5,11 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { createApp } from "./app.js";
 
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
-const valid = { history: ["The Silent River (1994)", "Electric Garden (2001)"], candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)", "Frozen Letter (1968)"], domain: "movies" };
+const valid = {
+  history: ["The Silent River (1994)", "Electric Garden (2001)"],
+  candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)", "Frozen Letter (1968)"],
+  domain: "movies",
+};
 
 let rec: Recommender;
 let loads = 0;
@@ -23,7 +27,11 @@ const app = createApp({
 const post = (body: BodyInit | null, headers: Record<string, string> = { "content-type": "application/json" }) =>
   app.request("/v1/recommend", { method: "POST", body, headers });
 
-async function expectError(res: Response, status: number, code: string): Promise<{ error: { code: string; message: string; details?: unknown } }> {
+async function expectError(
+  res: Response,
+  status: number,
+  code: string,
+): Promise<{ error: { code: string; message: string; details?: unknown } }> {
   expect(res.status).toBe(status);
   expect(res.headers.get("content-type")).toMatch(/^application\/json/);
   const body = (await res.json()) as { error: { code: string; message: string } };
@@ -33,7 +41,10 @@ async function expectError(res: Response, status: number, code: string): Promise
 }
 
 beforeAll(async () => {
-  rec = await createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: await loadPackFromDir(fixture) });
+  rec = await createRecommender({
+    backend: nodeBackend({ executionProvider: "cpu", log: () => {} }),
+    pack: await loadPackFromDir(fixture),
+  });
 });
 
 describe("POST /v1/recommend", () => {
@@ -54,7 +65,12 @@ describe("POST /v1/recommend", () => {
     ["a JSON array", "[]", 400, "INVALID_REQUEST"],
     ["an unknown domain", JSON.stringify({ ...valid, domain: "cars" }), 404, "UNKNOWN_DOMAIN"],
     ["0 candidates", JSON.stringify({ ...valid, candidates: [] }), 400, "NO_CANDIDATES"],
-    ["10,000 candidates", JSON.stringify({ ...valid, candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) }), 400, "TOO_MANY_CANDIDATES"],
+    [
+      "10,000 candidates",
+      JSON.stringify({ ...valid, candidates: Array.from({ length: 10_000 }, (_, i) => `item ${i}`) }),
+      400,
+      "TOO_MANY_CANDIDATES",
+    ],
     ["an empty history", JSON.stringify({ ...valid, history: [] }), 400, "EMPTY_HISTORY"],
     ["a bad mixture", JSON.stringify({ ...valid, mixture: "best" }), 400, "INVALID_MIXTURE"],
     ["an unknown field", JSON.stringify({ ...valid, histroy: [] }), 400, "INVALID_REQUEST"],
@@ -78,7 +94,14 @@ describe("POST /v1/recommend", () => {
         controller.enqueue(chunk);
       },
     });
-    const res = await app.request(new Request("http://x/v1/recommend", { method: "POST", body: endless, headers: { "content-length": "10" }, duplex: "half" } as RequestInit));
+    const res = await app.request(
+      new Request("http://x/v1/recommend", {
+        method: "POST",
+        body: endless,
+        headers: { "content-length": "10" },
+        duplex: "half",
+      } as RequestInit),
+    );
     await expectError(res, 413, "BODY_TOO_LARGE");
     // drained up to 16 × the limit (so the connection stays usable), then cancelled
     expect(pulled).toBeGreaterThan(256 / 16);
@@ -94,7 +117,14 @@ describe("POST /v1/recommend", () => {
         controller.enqueue(new Uint8Array(16 * 1024));
       },
     });
-    const res = await app.request(new Request("http://x/v1/recommend", { method: "POST", body: endless, headers: { "content-length": String(1 << 30) }, duplex: "half" } as RequestInit));
+    const res = await app.request(
+      new Request("http://x/v1/recommend", {
+        method: "POST",
+        body: endless,
+        headers: { "content-length": String(1 << 30) },
+        duplex: "half",
+      } as RequestInit),
+    );
     await expectError(res, 413, "BODY_TOO_LARGE");
     expect(pulled).toBeLessThanOrEqual(1);
   });
@@ -114,7 +144,12 @@ describe("GET /v1/health and /v1/pack", () => {
   it("reports readiness, backend and the caller's counters", async () => {
     const res = await app.request("/v1/health");
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ status: "ok", pack: "tiny-fixture", backend: "onnxruntime-node(cpu)", loads: expect.any(Number) });
+    expect(await res.json()).toMatchObject({
+      status: "ok",
+      pack: "tiny-fixture",
+      backend: "onnxruntime-node(cpu)",
+      loads: expect.any(Number),
+    });
   });
 
   it("summarises the pack", async () => {
@@ -142,7 +177,11 @@ describe("errors", () => {
         },
         onError: (x) => errors.push(x),
       });
-    await expectError(await failing(new MolorecError("BACKEND_UNAVAILABLE", "no wasm module")).request("/v1/health"), 503, "BACKEND_UNAVAILABLE");
+    await expectError(
+      await failing(new MolorecError("BACKEND_UNAVAILABLE", "no wasm module")).request("/v1/health"),
+      503,
+      "BACKEND_UNAVAILABLE",
+    );
     await expectError(await failing(new MolorecError("MALFORMED_PACK", "bad manifest")).request("/v1/pack"), 500, "MALFORMED_PACK");
     const internal = await expectError(await failing(new TypeError("x is undefined")).request("/v1/health"), 500, "INTERNAL_ERROR");
     expect(internal.error.message).not.toMatch(/x is undefined/);

@@ -52,12 +52,19 @@ export function packSummary(manifest: PackManifest, limits: RequestLimits, maxBo
     formatVersion: manifest.formatVersion,
     dtype: manifest.dtype,
     model: manifest.model,
-    adapters: Object.fromEntries(Object.entries(manifest.adapters).map(([k, a]) => [k, { rank: a.rank, alpha: a.alpha, targetModules: a.targetModules }])),
+    adapters: Object.fromEntries(
+      Object.entries(manifest.adapters).map(([k, a]) => [k, { rank: a.rank, alpha: a.alpha, targetModules: a.targetModules }]),
+    ),
     generalAdapter: manifest.generalAdapter,
     domains: Object.fromEntries(
       Object.entries(manifest.domains).map(([k, d]) => [
         k,
-        { adapter: d.adapter, defaultLambda: d.defaultLambda, calibratedLambda: d.calibratedLambda ?? null, ...(d.description ? { description: d.description } : {}) },
+        {
+          adapter: d.adapter,
+          defaultLambda: d.defaultLambda,
+          calibratedLambda: d.calibratedLambda ?? null,
+          ...(d.description ? { description: d.description } : {}),
+        },
       ]),
     ),
     defaultDomain: manifest.defaultDomain,
@@ -66,7 +73,14 @@ export function packSummary(manifest: PackManifest, limits: RequestLimits, maxBo
   };
 }
 
-function errorResponse(c: Context, status: number, code: string, message: string, details?: Record<string, unknown>, headers?: Record<string, string>): Response {
+function errorResponse(
+  c: Context,
+  status: number,
+  code: string,
+  message: string,
+  details?: Record<string, unknown>,
+  headers?: Record<string, string>,
+): Response {
   const body: ErrorBody = { error: { code, message, ...(details ? { details } : {}) } };
   return c.json(body, status as ContentfulStatusCode, headers);
 }
@@ -119,16 +133,35 @@ export function createApp<Env extends object | undefined = undefined>(options: A
   });
 
   for (const [path, allow] of Object.entries(ROUTES)) {
-    app.all(path, (c) => errorResponse(c, 405, "METHOD_NOT_ALLOWED", `${c.req.method} is not allowed on ${path}; use ${allow.split(",")[0]}.`, { allow }, { allow }));
+    app.all(path, (c) =>
+      errorResponse(
+        c,
+        405,
+        "METHOD_NOT_ALLOWED",
+        `${c.req.method} is not allowed on ${path}; use ${allow.split(",")[0]}.`,
+        { allow },
+        { allow },
+      ),
+    );
   }
 
-  app.notFound((c) => errorResponse(c, 404, "NOT_FOUND", `no route ${c.req.method} ${new URL(c.req.url).pathname}; routes are ${Object.entries(ROUTES).map(([p, m]) => `${m.split(",")[0]} ${p}`).join(", ")}.`));
+  app.notFound((c) =>
+    errorResponse(
+      c,
+      404,
+      "NOT_FOUND",
+      `no route ${c.req.method} ${new URL(c.req.url).pathname}; routes are ${Object.entries(ROUTES)
+        .map(([p, m]) => `${m.split(",")[0]} ${p}`)
+        .join(", ")}.`,
+    ),
+  );
 
   app.onError((err, c) => {
     if (isMolorecError(err)) {
       // A coded error that says when to come back (e.g. a server's full queue) gets Retry-After.
       const retry = err.details?.retryAfterSeconds;
-      const headers = typeof retry === "number" && Number.isFinite(retry) && retry >= 0 ? { "retry-after": String(Math.ceil(retry)) } : undefined;
+      const headers =
+        typeof retry === "number" && Number.isFinite(retry) && retry >= 0 ? { "retry-after": String(Math.ceil(retry)) } : undefined;
       return errorResponse(c, httpStatusForCode(err.code), err.code, err.message, err.details, headers);
     }
     onError(err);

@@ -71,7 +71,8 @@ export async function readBodyWithLimit(request: Request, maxBytes: number): Pro
 
 /** Parses a UTF-8 JSON body; anything else is an `INVALID_REQUEST`. */
 export function parseJsonBody(bytes: Uint8Array): unknown {
-  if (bytes.byteLength === 0) throw new MolorecError("INVALID_REQUEST", "request body is empty; send a JSON object with history and candidates.");
+  if (bytes.byteLength === 0)
+    throw new MolorecError("INVALID_REQUEST", "request body is empty; send a JSON object with history and candidates.");
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);

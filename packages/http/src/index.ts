@@ -1,2 +1,10 @@
-export { createApp, packSummary, DEFAULT_MAX_BODY_BYTES, type AppOptions, type ErrorBody, type HttpErrorCode, type PackSummary } from "./app.js";
+export {
+  createApp,
+  packSummary,
+  DEFAULT_MAX_BODY_BYTES,
+  type AppOptions,
+  type ErrorBody,
+  type HttpErrorCode,
+  type PackSummary,
+} from "./app.js";
 export { parseJsonBody, readBodyWithLimit } from "./body.js";

@@ -63,10 +63,30 @@ describe("molorec calibrate", () => {
     const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));
     const copy = join(dir, "pack");
     cpSync(pack, copy, { recursive: true });
-    const rows = golden.cases.filter((c) => c.request.mixture === "domain").map((c, i) => ({ history: c.request.history, candidates: c.request.candidates, label: i % c.request.candidates.length }));
-    writeFileSync(join(dir, "valid.jsonl"), `${[...rows, { ...rows[0]!, history: rows[2]!.history.slice(0, 5) }].map((r) => JSON.stringify(r)).join("\n")}\n`);
+    const rows = golden.cases
+      .filter((c) => c.request.mixture === "domain")
+      .map((c, i) => ({ history: c.request.history, candidates: c.request.candidates, label: i % c.request.candidates.length }));
+    writeFileSync(
+      join(dir, "valid.jsonl"),
+      `${[...rows, { ...rows[0]!, history: rows[2]!.history.slice(0, 5) }].map((r) => JSON.stringify(r)).join("\n")}\n`,
+    );
     const { out } = capture();
-    expect(await main(["calibrate", "--pack", copy, "--domain", "movies", "--data", dir, "--objective", "information", "--write", "--ep", "cpu"])).toBe(0);
+    expect(
+      await main([
+        "calibrate",
+        "--pack",
+        copy,
+        "--domain",
+        "movies",
+        "--data",
+        dir,
+        "--objective",
+        "information",
+        "--write",
+        "--ep",
+        "cpu",
+      ]),
+    ).toBe(0);
     const head = out.find((l) => l.startsWith("calibrated movies"))!;
     expect(head).toMatch(/on 4 unlabeled prompts .*: λ = (\d\.\d{3}) \(mutual information \d\.\d{4}\)/);
     const lambda = Number(/λ = (\d\.\d{3})/.exec(head)![1]);

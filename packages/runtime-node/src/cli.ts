@@ -57,7 +57,8 @@ The pack may also be given by the MOLOREC_PACK environment variable.`;
 async function readRequest(path: string | undefined): Promise<unknown> {
   let text: string;
   if (path === undefined || path === "-") {
-    if (path === undefined && process.stdin.isTTY) throw new MolorecError("INVALID_REQUEST", "no request: pass --request FILE, or pipe JSON on stdin");
+    if (path === undefined && process.stdin.isTTY)
+      throw new MolorecError("INVALID_REQUEST", "no request: pass --request FILE, or pipe JSON on stdin");
     const chunks: Buffer[] = [];
     for await (const c of process.stdin) chunks.push(c as Buffer);
     text = Buffer.concat(chunks).toString("utf8");
@@ -76,11 +77,15 @@ async function readRequest(path: string | undefined): Promise<unknown> {
 function printTable(res: RecommendResponse, backend: string): void {
   const lam = res.mixture.lambda === null ? "—" : res.mixture.lambda.toFixed(3);
   console.log(`domain: ${res.domain ?? "(none)"}   mixture: ${res.mixture.policy} (λ=${lam}, ${res.mixture.source})   backend: ${backend}`);
-  console.log(`entropy: ${res.entropy.toFixed(4)} nats   prompt: ${res.promptTokens} tokens${res.droppedHistoryItems ? `   (${res.droppedHistoryItems} oldest history items left out)` : ""}`);
+  console.log(
+    `entropy: ${res.entropy.toFixed(4)} nats   prompt: ${res.promptTokens} tokens${res.droppedHistoryItems ? `   (${res.droppedHistoryItems} oldest history items left out)` : ""}`,
+  );
   console.log("");
   console.log(" rank   score     prob   title");
   res.ranked.forEach((r, i) => {
-    console.log(`${String(i + 1).padStart(5)}  ${r.score.toFixed(4).padStart(7)}  ${(r.probability * 100).toFixed(1).padStart(5)}%  ${r.title}`);
+    console.log(
+      `${String(i + 1).padStart(5)}  ${r.score.toFixed(4).padStart(7)}  ${(r.probability * 100).toFixed(1).padStart(5)}%  ${r.title}`,
+    );
   });
 }
 
@@ -114,16 +119,35 @@ export async function main(argv: string[]): Promise<number> {
   }
   const packDir = values.pack ?? process.env.MOLOREC_PACK;
   if (!packDir) throw new MolorecError("INVALID_REQUEST", "no pack: pass --pack DIR (the folder holding molorec.json) or set MOLOREC_PACK");
-  if (!["auto", "cpu", "cuda"].includes(values.ep!)) throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
-  if (!CALIBRATION_OBJECTIVES.includes(values.objective as CalibrationObjective)) throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, not ${values.objective}`);
+  if (!["auto", "cpu", "cuda"].includes(values.ep!))
+    throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
+  if (!CALIBRATION_OBJECTIVES.includes(values.objective as CalibrationObjective))
+    throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, not ${values.objective}`);
   if (values.objective === "information" && command !== "calibrate") {
-    throw new MolorecError("INVALID_REQUEST", `--objective information is for calibrate only (it compares many requests; adaptive chooses λ per request): use tokens, answer or candidates with ${command}`);
+    throw new MolorecError(
+      "INVALID_REQUEST",
+      `--objective information is for calibrate only (it compares many requests; adaptive chooses λ per request): use tokens, answer or candidates with ${command}`,
+    );
   }
 
   if (command === "info") {
     const pack = await loadPackFromDir(packDir);
     const m = pack.manifest;
-    console.log(JSON.stringify({ name: m.name, formatVersion: m.formatVersion, model: m.model, adapters: Object.fromEntries(Object.entries(m.adapters).map(([k, a]) => [k, { rank: a.rank, targets: a.targetModules }])), domains: m.domains, defaultDomain: m.defaultDomain, limits: m.limits }, null, 2));
+    console.log(
+      JSON.stringify(
+        {
+          name: m.name,
+          formatVersion: m.formatVersion,
+          model: m.model,
+          adapters: Object.fromEntries(Object.entries(m.adapters).map(([k, a]) => [k, { rank: a.rank, targets: a.targetModules }])),
+          domains: m.domains,
+          defaultDomain: m.defaultDomain,
+          limits: m.limits,
+        },
+        null,
+        2,
+      ),
+    );
     return 0;
   }
   if (command === "eval") return evalCommand(packDir, values);
@@ -170,13 +194,15 @@ async function openRecommender(packDir: string, values: Values) {
 
 function casesPath(values: Values, split: string): string {
   if (typeof values.cases === "string") return values.cases;
-  if (typeof values.data !== "string") throw new MolorecError("INVALID_REQUEST", "pass --cases FILE, or --data DIR (a prepared domain folder)");
+  if (typeof values.data !== "string")
+    throw new MolorecError("INVALID_REQUEST", "pass --cases FILE, or --data DIR (a prepared domain folder)");
   return join(values.data, split === "valid" ? "valid.jsonl" : `test_${split}.jsonl`);
 }
 
 async function evalCommand(packDir: string, values: Values): Promise<number> {
   const split = (values.split as string | undefined) ?? "warm";
-  if (!["warm", "cold", "valid"].includes(split)) throw new MolorecError("INVALID_REQUEST", `--split must be warm, cold or valid, not ${split}`);
+  if (!["warm", "cold", "valid"].includes(split))
+    throw new MolorecError("INVALID_REQUEST", `--split must be warm, cold or valid, not ${split}`);
   const policies = String(values.mixture ?? "general,domain,wa,calibrated,adaptive")
     .split(",")
     .map((p) => parseMixture(p.trim(), "--mixture")) as MixturePolicy[];
@@ -190,13 +216,20 @@ async function evalCommand(packDir: string, values: Values): Promise<number> {
     const started = Date.now();
     const results = await evaluatePolicies(rec, cases, { domain, policies, onProgress: progressBar(`eval ${domain} ${split}`) });
     const seconds = (Date.now() - started) / 1000;
-    console.log(`\n${rec.pack.manifest.name} · domain ${domain} · ${split} · ${cases.length} cases · ${seconds.toFixed(1)} s (${rec.backendName})\n`);
+    console.log(
+      `\n${rec.pack.manifest.name} · domain ${domain} · ${split} · ${cases.length} cases · ${seconds.toFixed(1)} s (${rec.backendName})\n`,
+    );
     console.log("policy              λ     NDCG@1  NDCG@3    HR@3  entropy");
     for (const r of results) {
-      console.log(`${r.policy.padEnd(16)} ${r.lambda === null ? "   —" : r.lambda.toFixed(2).padStart(5)}  ${r.ndcg1.toFixed(4)}  ${r.ndcg3.toFixed(4)}  ${r.hr3.toFixed(4)}  ${r.entropy.toFixed(3)}`);
+      console.log(
+        `${r.policy.padEnd(16)} ${r.lambda === null ? "   —" : r.lambda.toFixed(2).padStart(5)}  ${r.ndcg1.toFixed(4)}  ${r.ndcg3.toFixed(4)}  ${r.hr3.toFixed(4)}  ${r.entropy.toFixed(3)}`,
+      );
     }
     if (typeof values.out === "string") {
-      await writeFile(values.out, `${JSON.stringify({ pack: rec.pack.manifest.name, domain, split, cases: cases.length, seconds, backend: rec.backendName, results }, null, 2)}\n`);
+      await writeFile(
+        values.out,
+        `${JSON.stringify({ pack: rec.pack.manifest.name, domain, split, cases: cases.length, seconds, backend: rec.backendName, results }, null, 2)}\n`,
+      );
     }
   } finally {
     await rec.close();
@@ -218,7 +251,9 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
     const info = res.objectiveKind === "information";
     // The search minimises; for `information` that is minus the mutual information, printed as MI.
     const shown = (o: number) => (info ? `mutual information ${(-o).toFixed(4)}` : `entropy ${o.toFixed(4)}`);
-    console.log(`calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (${info ? "" : `mean ${res.objectiveKind} `}${shown(res.objective)})`);
+    console.log(
+      `calibrated ${domain} on ${requests.length} unlabeled prompts in ${((Date.now() - started) / 1000).toFixed(1)} s: λ = ${res.lambda.toFixed(3)} (${info ? "" : `mean ${res.objectiveKind} `}${shown(res.objective)})`,
+    );
     for (const e of res.evaluated) console.log(`  λ ${e.lambda.toFixed(3)}  ${shown(e.objective)}`);
     if (values.write) {
       const file = join(packDir, "molorec.json");
@@ -227,7 +262,11 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
       await writeFile(file, `${JSON.stringify(manifest, null, 2)}\n`);
       console.log(`wrote calibratedLambda to ${file}`);
     }
-    if (typeof values.out === "string") await writeFile(values.out, `${JSON.stringify({ domain, prompts: requests.length, entropyObjective: res.objectiveKind, ...res }, null, 2)}\n`);
+    if (typeof values.out === "string")
+      await writeFile(
+        values.out,
+        `${JSON.stringify({ domain, prompts: requests.length, entropyObjective: res.objectiveKind, ...res }, null, 2)}\n`,
+      );
   } finally {
     await rec.close();
   }

@@ -30,7 +30,9 @@ describe("nodeBackend", () => {
   it("reports a corrupt model as BACKEND_UNAVAILABLE with the runtime's reason", async () => {
     const pack = await loadPackFromDir(fixture);
     const broken = { ...pack, model: new Uint8Array([1, 2, 3, 4]) };
-    await expect(createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: broken })).rejects.toMatchObject({
+    await expect(
+      createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack: broken }),
+    ).rejects.toMatchObject({
       code: "BACKEND_UNAVAILABLE",
     });
   });
@@ -49,9 +51,18 @@ describe("pack loading from a directory", () => {
   });
 
   it.each([
-    ["a missing model file", (d: string) => writeFileSync(join(d, "molorec.json"), readFileSync(join(d, "molorec.json"), "utf8").replace('"model.onnx"', '"gone.onnx"')), "PACK_FILE_MISSING"],
+    [
+      "a missing model file",
+      (d: string) =>
+        writeFileSync(join(d, "molorec.json"), readFileSync(join(d, "molorec.json"), "utf8").replace('"model.onnx"', '"gone.onnx"')),
+      "PACK_FILE_MISSING",
+    ],
     ["a manifest that is not JSON", (d: string) => writeFileSync(join(d, "molorec.json"), "{nope"), "MALFORMED_PACK"],
-    ["a truncated adapter", (d: string) => writeFileSync(join(d, "adapters/general/adapter_model.safetensors"), new Uint8Array(3)), "MALFORMED_PACK"],
+    [
+      "a truncated adapter",
+      (d: string) => writeFileSync(join(d, "adapters/general/adapter_model.safetensors"), new Uint8Array(3)),
+      "MALFORMED_PACK",
+    ],
     ["a broken tokenizer", (d: string) => writeFileSync(join(d, "tokenizer.json"), "{}"), "MALFORMED_PACK"],
   ])("reports %s with a code", async (_n, breakIt, code) => {
     const dir = copy();

@@ -30,7 +30,6 @@ export function cudaProviderInstalled(): boolean {
   return process.platform === "linux" && existsSync(join(ortBinaryDir(), CUDA_LIB));
 }
 
-
 /**
  * The onnxruntime-node backend. CPU everywhere; CUDA on GPU servers whose onnxruntime-node
  * has the CUDA provider libraries (see this package's README). With `auto`, a failure to start
@@ -65,10 +64,14 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
         } catch (e) {
           failures.cuda = (e as Error).message;
           if (ep === "cuda") {
-            throw new MolorecError("BACKEND_UNAVAILABLE", `CUDA execution provider could not start: ${failures.cuda}. Install the CUDA provider libraries (packages/runtime-node/README.md) or use --ep cpu.`, {
-              cause: e,
-              details: { failures },
-            });
+            throw new MolorecError(
+              "BACKEND_UNAVAILABLE",
+              `CUDA execution provider could not start: ${failures.cuda}. Install the CUDA provider libraries (packages/runtime-node/README.md) or use --ep cpu.`,
+              {
+                cause: e,
+                details: { failures },
+              },
+            );
           }
         }
       }
@@ -80,10 +83,16 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
         return adaptOrtSession(s, ort.Tensor);
       } catch (e) {
         failures.cpu = (e as Error).message;
-        throw new MolorecError("BACKEND_UNAVAILABLE", `onnxruntime-node could not open the model: ${Object.entries(failures).map(([k, v]) => `${k}: ${v}`).join("; ")}`, {
-          cause: e,
-          details: { failures },
-        });
+        throw new MolorecError(
+          "BACKEND_UNAVAILABLE",
+          `onnxruntime-node could not open the model: ${Object.entries(failures)
+            .map(([k, v]) => `${k}: ${v}`)
+            .join("; ")}`,
+          {
+            cause: e,
+            details: { failures },
+          },
+        );
       }
     },
   };

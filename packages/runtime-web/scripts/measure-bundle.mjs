@@ -62,5 +62,6 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const kib = (/** @type {number} */ n) => `${(n / 1024).toFixed(1)} KiB`;
   console.log(`bundle (createRecommender + webBackend + loadPackFromUrl, minified): ${kib(r.js.bytes)}, ${kib(r.js.gzip)} gzip`);
   for (const [k, v] of Object.entries(r.js.byPackage).sort((a, b) => b[1] - a[1])) console.log(`  ${k.padEnd(26)} ${kib(v)}`);
-  for (const [k, v] of Object.entries(r.ortFiles)) console.log(`served beside it: ${k} ${kib(v.bytes)}${"gzip" in v ? `, ${kib(Number(v.gzip))} gzip` : ""}`);
+  for (const [k, v] of Object.entries(r.ortFiles))
+    console.log(`served beside it: ${k} ${kib(v.bytes)}${"gzip" in v ? `, ${kib(Number(v.gzip))} gzip` : ""}`);
 }

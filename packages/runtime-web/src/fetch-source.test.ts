@@ -82,7 +82,11 @@ describe("loadPackFromUrl", () => {
     const first = await loadPackFromUrl(BASE, { fetch: server.fetch, caches: storage, onProgress: (e) => events.push(e) });
     expect(first.pack.manifest.name).toBe("tiny-fixture");
     expect(first.stats.bytesFromCache).toBe(0);
-    expect(first.stats.bytesFromNetwork).toBe([...files.values()].reduce((s, f) => s + f.length, 0) - files.get("adapters/general/adapter_config.json")!.length - files.get("adapters/domain-movies/adapter_config.json")!.length);
+    expect(first.stats.bytesFromNetwork).toBe(
+      [...files.values()].reduce((s, f) => s + f.length, 0) -
+        files.get("adapters/general/adapter_config.json")!.length -
+        files.get("adapters/domain-movies/adapter_config.json")!.length,
+    );
     const model = events.filter((e) => e.file === "model.onnx");
     expect(model.length).toBeGreaterThan(2); // streamed, several events
     expect(model.every((e) => e.total === files.get("model.onnx")!.length && !e.fromCache)).toBe(true);
@@ -141,7 +145,10 @@ describe("loadPackFromUrl", () => {
     const partial = new Map(files);
     partial.delete("model.onnx");
     const server = fakeServer(partial);
-    await expect(loadPackFromUrl(BASE, { fetch: server.fetch, caches: null })).rejects.toMatchObject({ code: "PACK_FILE_MISSING", message: expect.stringMatching(/model\.onnx.*HTTP 404/) });
+    await expect(loadPackFromUrl(BASE, { fetch: server.fetch, caches: null })).rejects.toMatchObject({
+      code: "PACK_FILE_MISSING",
+      message: expect.stringMatching(/model\.onnx.*HTTP 404/),
+    });
   });
 
   it("refuses paths outside the pack", async () => {

@@ -119,16 +119,25 @@ export function fetchSource(baseUrl: string | URL, options: FetchSourceOptions =
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   const storage = options.cache === false ? null : options.caches !== undefined ? options.caches : defaultCaches();
   const version = options.version ?? null;
-  const stats: PackLoadStats = { files: [], bytesFromNetwork: 0, bytesFromCache: 0, ms: 0, version: storage && version ? version : null, cacheNote: null };
-  if (options.cache !== false && !storage) stats.cacheNote = "Cache Storage is unavailable (not a secure context?): every visit downloads the pack";
+  const stats: PackLoadStats = {
+    files: [],
+    bytesFromNetwork: 0,
+    bytesFromCache: 0,
+    ms: 0,
+    version: storage && version ? version : null,
+    cacheNote: null,
+  };
+  if (options.cache !== false && !storage)
+    stats.cacheNote = "Cache Storage is unavailable (not a secure context?): every visit downloads the pack";
   let cache: Promise<Cache | null> | null = null;
   const openCache = (): Promise<Cache | null> => {
-    cache ??= storage && version
-      ? storage.open(options.cacheName ?? PACK_CACHE_NAME).catch((e: unknown) => {
-          stats.cacheNote = `Cache Storage could not be opened: ${(e as Error)?.message ?? e}`;
-          return null;
-        })
-      : Promise.resolve(null);
+    cache ??=
+      storage && version
+        ? storage.open(options.cacheName ?? PACK_CACHE_NAME).catch((e: unknown) => {
+            stats.cacheNote = `Cache Storage could not be opened: ${(e as Error)?.message ?? e}`;
+            return null;
+          })
+        : Promise.resolve(null);
     return cache;
   };
 
@@ -157,9 +166,16 @@ export function fetchSource(baseUrl: string | URL, options: FetchSourceOptions =
       stats.bytesFromNetwork += bytes.byteLength;
       if (c && key) {
         const type = res.headers.get("content-type") ?? "application/octet-stream";
-        await c.put(key, new Response(bytes as Uint8Array<ArrayBuffer>, { headers: { "content-type": type, "content-length": String(bytes.byteLength) } })).catch((e: unknown) => {
-          stats.cacheNote = `not cached (${path}): ${(e as Error)?.message ?? e}`;
-        });
+        await c
+          .put(
+            key,
+            new Response(bytes as Uint8Array<ArrayBuffer>, {
+              headers: { "content-type": type, "content-length": String(bytes.byteLength) },
+            }),
+          )
+          .catch((e: unknown) => {
+            stats.cacheNote = `not cached (${path}): ${(e as Error)?.message ?? e}`;
+          });
       }
       return bytes;
     },
@@ -179,7 +195,10 @@ export function fetchSource(baseUrl: string | URL, options: FetchSourceOptions =
  * console.log(stats.bytesFromCache > 0 ? "from cache" : "downloaded", stats.ms, "ms");
  * ```
  */
-export async function loadPackFromUrl(baseUrl: string | URL, options: FetchSourceOptions = {}): Promise<{ pack: ModelPack; stats: PackLoadStats }> {
+export async function loadPackFromUrl(
+  baseUrl: string | URL,
+  options: FetchSourceOptions = {},
+): Promise<{ pack: ModelPack; stats: PackLoadStats }> {
   const t0 = performance.now();
   const base = baseOf(baseUrl);
   const doFetch = options.fetch ?? globalThis.fetch.bind(globalThis);

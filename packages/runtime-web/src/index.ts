@@ -1,4 +1,11 @@
-export { webBackend, type BackendFailure, type WebBackend, type WebBackendInfo, type WebBackendOptions, type WebDevice } from "./web-backend.js";
+export {
+  webBackend,
+  type BackendFailure,
+  type WebBackend,
+  type WebBackendInfo,
+  type WebBackendOptions,
+  type WebDevice,
+} from "./web-backend.js";
 export {
   PACK_CACHE_NAME,
   clearPackCache,
@@ -9,4 +16,11 @@ export {
   type PackLoadStats,
   type PackProgress,
 } from "./fetch-source.js";
-export { describeAdapter, probeWebGpu, type GpuAdapterLike, type GpuLike, type WebGpuAdapterInfo, type WebGpuProbe } from "./webgpu-probe.js";
+export {
+  describeAdapter,
+  probeWebGpu,
+  type GpuAdapterLike,
+  type GpuLike,
+  type WebGpuAdapterInfo,
+  type WebGpuProbe,
+} from "./webgpu-probe.js";

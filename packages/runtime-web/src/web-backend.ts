@@ -75,7 +75,12 @@ function wrap(session: ort.InferenceSession, device: "webgpu" | "wasm"): Inferen
       if (webgpu) {
         for (const [name, t] of Object.entries(feeds)) {
           if (t.data.length === 0) {
-            return Promise.reject(new MolorecError("INFERENCE_FAILED", `refusing to feed the zero-sized tensor ${name} [${t.dims.join(", ")}] to WebGPU, which cannot run it.`));
+            return Promise.reject(
+              new MolorecError(
+                "INFERENCE_FAILED",
+                `refusing to feed the zero-sized tensor ${name} [${t.dims.join(", ")}] to WebGPU, which cannot run it.`,
+              ),
+            );
           }
         }
       }
@@ -94,8 +99,16 @@ function wrap(session: ort.InferenceSession, device: "webgpu" | "wasm"): Inferen
 
 const SEVERITY = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 } as const;
 
-function sessionOptions(device: "webgpu" | "wasm", options: SessionOptions | undefined, logLevel: keyof typeof SEVERITY): ort.InferenceSession.SessionOptions {
-  const o: ort.InferenceSession.SessionOptions = { executionProviders: [device], graphOptimizationLevel: "all", logSeverityLevel: SEVERITY[logLevel] };
+function sessionOptions(
+  device: "webgpu" | "wasm",
+  options: SessionOptions | undefined,
+  logLevel: keyof typeof SEVERITY,
+): ort.InferenceSession.SessionOptions {
+  const o: ort.InferenceSession.SessionOptions = {
+    executionProviders: [device],
+    graphOptimizationLevel: "all",
+    logSeverityLevel: SEVERITY[logLevel],
+  };
   if (options?.externalData?.length) o.externalData = options.externalData.map((f) => ({ path: f.path, data: f.data }));
   return o;
 }
@@ -166,7 +179,9 @@ export function webBackend(options: WebBackendOptions): WebBackend {
           try {
             const s = await open("webgpu", model, opts);
             const a = probe.info;
-            log(`molorec: onnxruntime-web ${state.ortVersion}: running on WebGPU (${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown adapter"}${a.isFallbackAdapter ? ", software fallback adapter: slow" : ""})`);
+            log(
+              `molorec: onnxruntime-web ${state.ortVersion}: running on WebGPU (${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown adapter"}${a.isFallbackAdapter ? ", software fallback adapter: slow" : ""})`,
+            );
             return s;
           } catch (e) {
             state.failures.webgpu = { stage: "session", message: message(e) };
@@ -179,7 +194,10 @@ export function webBackend(options: WebBackendOptions): WebBackend {
       }
       try {
         const s = await open("wasm", model, opts);
-        const why = requested === "wasm" ? "requested" : `WebGPU ${state.failures.webgpu!.stage === "adapter" ? "unavailable" : "failed"}: ${state.failures.webgpu!.message}`;
+        const why =
+          requested === "wasm"
+            ? "requested"
+            : `WebGPU ${state.failures.webgpu!.stage === "adapter" ? "unavailable" : "failed"}: ${state.failures.webgpu!.message}`;
         log(`molorec: onnxruntime-web ${state.ortVersion}: running on WASM, ${state.wasmThreads} thread(s) (${why})`);
         return s;
       } catch (e) {

@@ -12,7 +12,9 @@ const adapter = (info: GpuAdapterLike["info"], legacyFallback?: boolean): GpuAda
 
 describe("probeWebGpu", () => {
   it("reports the adapter and whether it is a software fallback", async () => {
-    const gpu: GpuLike = { requestAdapter: async () => adapter({ vendor: "google", architecture: "swiftshader", isFallbackAdapter: true }) };
+    const gpu: GpuLike = {
+      requestAdapter: async () => adapter({ vendor: "google", architecture: "swiftshader", isFallbackAdapter: true }),
+    };
     const p = await probeWebGpu(gpu);
     expect(p).toMatchObject({ ok: true, info: { vendor: "google", architecture: "swiftshader", isFallbackAdapter: true } });
   });
@@ -24,8 +26,14 @@ describe("probeWebGpu", () => {
 
   it("explains a missing navigator.gpu, a null adapter and a throwing requestAdapter", async () => {
     expect(await probeWebGpu(undefined)).toMatchObject({ ok: false, reason: expect.stringMatching(/navigator\.gpu is missing/) });
-    expect(await probeWebGpu({ requestAdapter: async () => null })).toMatchObject({ ok: false, reason: expect.stringMatching(/returned null/) });
-    expect(await probeWebGpu({ requestAdapter: async () => Promise.reject(new Error("boom")) })).toMatchObject({ ok: false, reason: expect.stringMatching(/threw: boom/) });
+    expect(await probeWebGpu({ requestAdapter: async () => null })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/returned null/),
+    });
+    expect(await probeWebGpu({ requestAdapter: async () => Promise.reject(new Error("boom")) })).toMatchObject({
+      ok: false,
+      reason: expect.stringMatching(/threw: boom/),
+    });
   });
 });
 
@@ -35,7 +43,10 @@ describe("webBackend device choice", () => {
     const err = await backend.createSession(new Uint8Array([1, 2, 3])).catch((e: unknown) => e);
     expect(err).toMatchObject({
       code: "BACKEND_UNAVAILABLE",
-      details: { requested: "webgpu", failures: { webgpu: { stage: "adapter", message: expect.stringMatching(/navigator\.gpu is missing/) } } },
+      details: {
+        requested: "webgpu",
+        failures: { webgpu: { stage: "adapter", message: expect.stringMatching(/navigator\.gpu is missing/) } },
+      },
     });
     expect(backend.info()).toMatchObject({ device: null, requested: "webgpu", adapter: null });
   });

@@ -13,7 +13,10 @@ export interface GpuAdapterLike {
 
 /** `navigator.gpu`, as far as this package uses it. */
 export interface GpuLike {
-  requestAdapter(options?: { powerPreference?: "low-power" | "high-performance"; forceFallbackAdapter?: boolean }): Promise<GpuAdapterLike | null>;
+  requestAdapter(options?: {
+    powerPreference?: "low-power" | "high-performance";
+    forceFallbackAdapter?: boolean;
+  }): Promise<GpuAdapterLike | null>;
 }
 
 /** What the WebGPU adapter said about itself. */
@@ -46,11 +49,19 @@ export function describeAdapter(adapter: GpuAdapterLike): WebGpuAdapterInfo {
 }
 
 /** Asks `gpu` (normally `navigator.gpu`) for an adapter. Never throws. */
-export async function probeWebGpu(gpu: GpuLike | undefined | null, powerPreference?: "low-power" | "high-performance"): Promise<WebGpuProbe> {
-  if (!gpu) return { ok: false, reason: "navigator.gpu is missing: this browser has no WebGPU (or it is disabled, or the page is not a secure context)" };
+export async function probeWebGpu(
+  gpu: GpuLike | undefined | null,
+  powerPreference?: "low-power" | "high-performance",
+): Promise<WebGpuProbe> {
+  if (!gpu)
+    return {
+      ok: false,
+      reason: "navigator.gpu is missing: this browser has no WebGPU (or it is disabled, or the page is not a secure context)",
+    };
   try {
     const adapter = await gpu.requestAdapter(powerPreference ? { powerPreference } : undefined);
-    if (!adapter) return { ok: false, reason: "navigator.gpu.requestAdapter() returned null: no usable GPU adapter (blocklisted GPU or driver)" };
+    if (!adapter)
+      return { ok: false, reason: "navigator.gpu.requestAdapter() returned null: no usable GPU adapter (blocklisted GPU or driver)" };
     return { ok: true, adapter, info: describeAdapter(adapter) };
   } catch (e) {
     return { ok: false, reason: `navigator.gpu.requestAdapter() threw: ${(e as Error)?.message ?? e}` };

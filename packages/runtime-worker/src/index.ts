@@ -9,4 +9,11 @@ export {
   type PackBindings,
   type R2BucketLike,
 } from "./sources.js";
-export { cachedRecommender, openRecommender, type GetRecommender, type OpenRecommenderOptions, type RecommenderCacheStats, type WaitUntil } from "./recommender-cache.js";
+export {
+  cachedRecommender,
+  openRecommender,
+  type GetRecommender,
+  type OpenRecommenderOptions,
+  type RecommenderCacheStats,
+  type WaitUntil,
+} from "./recommender-cache.js";

@@ -42,7 +42,10 @@ export interface GetRecommender<Env> {
  * export default { fetch: app.fetch };
  * ```
  */
-export function cachedRecommender<Env>(open: (env: Env) => Promise<Recommender>, clock: () => number = () => Date.now()): GetRecommender<Env> {
+export function cachedRecommender<Env>(
+  open: (env: Env) => Promise<Recommender>,
+  clock: () => number = () => Date.now(),
+): GetRecommender<Env> {
   let pending: Promise<Recommender> | null = null;
   const stats: RecommenderCacheStats = { recommendersCreated: 0, loadFailures: 0, cacheHits: 0, lastLoadMs: null };
   const get = (env: Env, ctx?: WaitUntil): Promise<Recommender> => {

@@ -103,7 +103,9 @@ export function packSourceFromSpec(spec: string | undefined, bindings: PackBindi
   const kind = colon < 0 ? s : s.slice(0, colon);
   const prefix = colon < 0 ? "" : s.slice(colon + 1);
   const missing = (what: string) =>
-    new MolorecError("PACK_FILE_MISSING", `pack source "${s}" needs ${what}, which this Worker does not have; check wrangler.jsonc.`, { details: { spec: s } });
+    new MolorecError("PACK_FILE_MISSING", `pack source "${s}" needs ${what}, which this Worker does not have; check wrangler.jsonc.`, {
+      details: { spec: s },
+    });
   switch (kind) {
     case "r2":
       if (!bindings.bucket) throw missing("an R2 bucket binding");
@@ -115,6 +117,8 @@ export function packSourceFromSpec(spec: string | undefined, bindings: PackBindi
       if (!bindings.bundled) throw missing("a bundled pack");
       return bundledSource(bindings.bundled);
     default:
-      throw new MolorecError("PACK_FILE_MISSING", `pack source "${s}" is not r2:<prefix>, assets:<prefix> or bundled.`, { details: { spec: s } });
+      throw new MolorecError("PACK_FILE_MISSING", `pack source "${s}" is not r2:<prefix>, assets:<prefix> or bundled.`, {
+        details: { spec: s },
+      });
   }
 }

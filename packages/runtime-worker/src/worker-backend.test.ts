@@ -10,7 +10,14 @@ const packDir = fileURLToPath(new URL("../../../test/fixtures/tiny-pack/", impor
 const golden = JSON.parse(await readFile(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url), "utf8")) as {
   cases: Array<{ request: Record<string, unknown>; scores: number[]; ranking: number[] }>;
 };
-const FILES = ["molorec.json", "model.onnx", "tokenizer.json", "tokenizer_config.json", "adapters/general/adapter_model.safetensors", "adapters/domain-movies/adapter_model.safetensors"];
+const FILES = [
+  "molorec.json",
+  "model.onnx",
+  "tokenizer.json",
+  "tokenizer_config.json",
+  "adapters/general/adapter_model.safetensors",
+  "adapters/domain-movies/adapter_model.safetensors",
+];
 
 // Node may compile wasm from bytes, so this checks the compiled-module shim without workerd;
 // the workerd run of the conformance suite lives in apps/worker.
@@ -29,7 +36,8 @@ describe("workerBackend (in Node, module compiled here)", () => {
     for (const c of golden.cases.slice(0, 3)) {
       const res = await rec.recommend(c.request);
       expect(res.ranked.map((r) => r.index)).toEqual(c.ranking);
-      for (const r of res.ranked) expect(Math.abs(r.score - c.scores[r.index]!)).toBeLessThan(1e-4 * Math.max(1, Math.abs(c.scores[r.index]!)));
+      for (const r of res.ranked)
+        expect(Math.abs(r.score - c.scores[r.index]!)).toBeLessThan(1e-4 * Math.max(1, Math.abs(c.scores[r.index]!)));
     }
     expect(backend.sessionsCreated).toBe(1);
     expect(sessionsCreatedInIsolate()).toBe(1);
@@ -41,6 +49,9 @@ describe("workerBackend (in Node, module compiled here)", () => {
 
   it("says what to pass when the wasm module is missing", async () => {
     const backend = workerBackend({ wasmModule: undefined as unknown as WebAssembly.Module });
-    await expect(backend.createSession(new Uint8Array(1))).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE", message: expect.stringMatching(/CompiledWasm/) });
+    await expect(backend.createSession(new Uint8Array(1))).rejects.toMatchObject({
+      code: "BACKEND_UNAVAILABLE",
+      message: expect.stringMatching(/CompiledWasm/),
+    });
   });
 });

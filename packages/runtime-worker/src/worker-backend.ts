@@ -56,7 +56,10 @@ type Instantiate = (source: unknown, imports?: WebAssembly.Imports) => Promise<u
 function bindWasmModule(wasmModule: WebAssembly.Module): void {
   if (boundModule === wasmModule) return;
   if (boundModule) {
-    throw new MolorecError("BACKEND_UNAVAILABLE", "onnxruntime-web is already bound to another wasm module in this isolate; pass the same module to every workerBackend().");
+    throw new MolorecError(
+      "BACKEND_UNAVAILABLE",
+      "onnxruntime-web is already bound to another wasm module in this isolate; pass the same module to every workerBackend().",
+    );
   }
   boundModule = wasmModule;
   ort.env.wasm.numThreads = 1;
@@ -69,10 +72,12 @@ function bindWasmModule(wasmModule: WebAssembly.Module): void {
     if (!sentinel) return original.call(WebAssembly, source, imports);
     if (wasm.instantiate === shim) wasm.instantiate = original;
     ortMemory = findMemory(imports);
-    return (original.call(WebAssembly, wasmModule, imports) as Promise<WebAssembly.Instance>).then((instance) => ({ instance, module: wasmModule }));
+    return (original.call(WebAssembly, wasmModule, imports) as Promise<WebAssembly.Instance>).then((instance) => ({
+      instance,
+      module: wasmModule,
+    }));
   };
 }
-
 
 /**
  * The onnxruntime-web backend for Cloudflare Workers: WASM only, one thread, no proxy worker,
@@ -93,7 +98,10 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
     },
     async createSession(model, sessionOptions) {
       if (!(options.wasmModule instanceof WebAssembly.Module)) {
-        throw new MolorecError("BACKEND_UNAVAILABLE", "workerBackend needs wasmModule: the WebAssembly.Module of onnxruntime-web's ort-wasm-simd-threaded.wasm (import it through a wrangler CompiledWasm rule).");
+        throw new MolorecError(
+          "BACKEND_UNAVAILABLE",
+          "workerBackend needs wasmModule: the WebAssembly.Module of onnxruntime-web's ort-wasm-simd-threaded.wasm (import it through a wrangler CompiledWasm rule).",
+        );
       }
       try {
         bindWasmModule(options.wasmModule);
@@ -101,17 +109,22 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
           executionProviders: ["wasm"],
           graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
         };
-        if (sessionOptions?.externalData?.length) opts.externalData = sessionOptions.externalData.map((f) => ({ path: f.path, data: f.data }));
+        if (sessionOptions?.externalData?.length)
+          opts.externalData = sessionOptions.externalData.map((f) => ({ path: f.path, data: f.data }));
         const s = await ort.InferenceSession.create(model, opts);
         sessionsCreated++;
         isolateSessions++;
         return adaptOrtSession(s, ort.Tensor);
       } catch (cause) {
         if (cause instanceof MolorecError) throw cause;
-        throw new MolorecError("BACKEND_UNAVAILABLE", `onnxruntime-web (wasm) could not open the model: ${(cause as Error)?.message ?? cause}`, {
-          cause,
-          details: { failures: { wasm: String((cause as Error)?.message ?? cause) } },
-        });
+        throw new MolorecError(
+          "BACKEND_UNAVAILABLE",
+          `onnxruntime-web (wasm) could not open the model: ${(cause as Error)?.message ?? cause}`,
+          {
+            cause,
+            details: { failures: { wasm: String((cause as Error)?.message ?? cause) } },
+          },
+        );
       }
     },
   };

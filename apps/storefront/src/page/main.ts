@@ -1,5 +1,14 @@
 import { createRecommender, isMolorecError, type Recommender, type RecommendResponse } from "@molorec/core";
-import { clearPackCache, loadPackFromUrl, webBackend, type PackLoadStats, type PackProgress, type WebBackend, type WebBackendInfo, type WebDevice } from "@molorec/runtime-web";
+import {
+  clearPackCache,
+  loadPackFromUrl,
+  webBackend,
+  type PackLoadStats,
+  type PackProgress,
+  type WebBackend,
+  type WebBackendInfo,
+  type WebDevice,
+} from "@molorec/runtime-web";
 import { addToHistory, pickCandidates, type Catalogue, type CatalogueItem } from "./shelf.js";
 
 /** Written into the page by scripts/build.mjs. */
@@ -45,7 +54,11 @@ function loadHistory(): string[] {
   }
 }
 
-function el<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Record<string, string> = {}, ...children: Array<Node | string>): HTMLElementTagNameMap[K] {
+function el<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string> = {},
+  ...children: Array<Node | string>
+): HTMLElementTagNameMap[K] {
   const e = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
   e.append(...children);
@@ -68,9 +81,16 @@ function onProgress(p: PackProgress): void {
   const bar = $<HTMLProgressElement>("progress");
   bar.max = Math.max(total, 1);
   bar.value = loaded;
-  $("progress-text").textContent = `${kib(loaded)} of ${kib(total)}${[...files.values()].every((f) => f.fromCache) ? " (from this browser's cache)" : ""}`;
+  $("progress-text").textContent =
+    `${kib(loaded)} of ${kib(total)}${[...files.values()].every((f) => f.fromCache) ? " (from this browser's cache)" : ""}`;
   $("progress-files").replaceChildren(
-    ...[...files.values()].map((f) => el("li", {}, `${f.file}: ${kib(f.loaded)}${f.total !== null ? ` / ${kib(f.total)}` : ""}${f.fromCache ? " · cached" : f.done ? " · done" : ""}`)),
+    ...[...files.values()].map((f) =>
+      el(
+        "li",
+        {},
+        `${f.file}: ${kib(f.loaded)}${f.total !== null ? ` / ${kib(f.total)}` : ""}${f.fromCache ? " · cached" : f.done ? " · done" : ""}`,
+      ),
+    ),
   );
 }
 
@@ -78,8 +98,13 @@ function onProgress(p: PackProgress): void {
 
 function renderHistory(): void {
   const list = $("history");
-  list.replaceChildren(...(history.length ? [...history].reverse().map((id) => el("li", { "data-history-id": id }, byId.get(id)!.title)) : [el("li", { class: "muted" }, "nothing yet")]));
-  for (const b of document.querySelectorAll<HTMLButtonElement>("#grid .product")) b.classList.toggle("viewed", history.includes(b.dataset.id!));
+  list.replaceChildren(
+    ...(history.length
+      ? [...history].reverse().map((id) => el("li", { "data-history-id": id }, byId.get(id)!.title))
+      : [el("li", { class: "muted" }, "nothing yet")]),
+  );
+  for (const b of document.querySelectorAll<HTMLButtonElement>("#grid .product"))
+    b.classList.toggle("viewed", history.includes(b.dataset.id!));
 }
 
 function renderShelf(res: RecommendResponse, candidates: CatalogueItem[], ms: number): void {
@@ -175,14 +200,17 @@ function showError(e: unknown): void {
   engine.textContent = "recommendations off";
   engine.className = "engine bad";
   $("error").hidden = false;
-  const failures = (isMolorecError(e) ? (e.details?.failures as WebBackendInfo["failures"] | undefined) : undefined) ?? backend?.info().failures ?? {};
+  const failures =
+    (isMolorecError(e) ? (e.details?.failures as WebBackendInfo["failures"] | undefined) : undefined) ?? backend?.info().failures ?? {};
   const perBackend = Object.keys(failures).length > 0 && isMolorecError(e) && e.code === "BACKEND_UNAVAILABLE";
   $("error-message").textContent = perBackend
     ? `${(e as { code: string }).code}: no backend could run the model here:`
     : isMolorecError(e)
       ? `${e.code}: ${e.message}`
       : String((e as Error)?.message ?? e);
-  $("error-details").replaceChildren(...Object.entries(failures).map(([name, f]) => el("li", { "data-backend": name }, `${name} (${f!.stage}): ${f!.message}`)));
+  $("error-details").replaceChildren(
+    ...Object.entries(failures).map(([name, f]) => el("li", { "data-backend": name }, `${name} (${f!.stage}): ${f!.message}`)),
+  );
   $("retry-wasm").hidden = device === "wasm";
   console.error("storefront: recommendations unavailable", e);
 }

@@ -18,7 +18,12 @@ describe("shelf", () => {
     expect(got.map((g) => g.id)).not.toContain(items[0]!.id);
     const sameGenre = items.filter((it) => it.genre === last.genre || it.genre === items[0]!.genre).length - 2;
     expect(got.slice(0, Math.min(sameGenre, 20)).every((g) => g.genre === last.genre || g.genre === items[0]!.genre)).toBe(true);
-    expect(pickCandidates(items, items.map((i) => i.id))).toEqual([]);
+    expect(
+      pickCandidates(
+        items,
+        items.map((i) => i.id),
+      ),
+    ).toEqual([]);
   });
 
   it("the demo catalogue is a movie catalogue of 48 unique, titled items", () => {

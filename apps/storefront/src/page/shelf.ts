@@ -28,7 +28,12 @@ export function addToHistory(history: readonly string[], id: string, max: number
 export function pickCandidates(catalogue: readonly CatalogueItem[], history: readonly string[], max = 20): CatalogueItem[] {
   const viewed = new Set(history);
   const byId = new Map(catalogue.map((it) => [it.id, it]));
-  const recentGenres = new Set(history.slice(-3).map((id) => byId.get(id)?.genre).filter((g): g is string => g !== undefined));
+  const recentGenres = new Set(
+    history
+      .slice(-3)
+      .map((id) => byId.get(id)?.genre)
+      .filter((g): g is string => g !== undefined),
+  );
   const unseen = catalogue.filter((it) => !viewed.has(it.id));
   const near = unseen.filter((it) => it.genre !== undefined && recentGenres.has(it.genre));
   const rest = unseen.filter((it) => !(it.genre !== undefined && recentGenres.has(it.genre)));
