@@ -315,8 +315,6 @@ def distill(
         prompt=spec,
         extra_targets=LINEAR_TARGETS,
         domain_lambdas={d: 1.0 for d in domains},
-        scoring_head=True,
-        kv_cache="grouped",
         log=log,
     )
     summary = {

@@ -4,25 +4,27 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import warnings
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
+from onnx import numpy_helper
 
 from .adapters import Adapter, load_adapter
-from .graph import (
-    ExportableDecoder,
-    ExportError,
-    decoder_shape,
-    kv_input_names,
-    kv_output_names,
-    lora_input_names,
-)
+from .graph import FAST_VARIANT, ExportableDecoder, ExportError, GraphSignature, GraphVariant, decoder_shape, lora_input_names
+from .manifest import AdapterEntry, DomainEntry, LoraSpec, LoraTarget, ModelConfig, PackFiles, PackLimits, PackManifest, save_manifest
 from .prompt import PromptSpec
+from .prompt_options import PromptOptions, resolve_prompt
 
-PACK_FORMAT_VERSION = 1
 OPSET = 17
+WEIGHT_DTYPES = ("float32", "float16")
+# Weights above this go to one external-data file (a protobuf file cannot exceed 2 GiB).
+EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
 
 
 def adapter_dir_name(name: str) -> str:
@@ -67,113 +69,152 @@ def export_onnx(
     model: torch.nn.Module,
     targets: list[tuple[str, int, int]],
     out_path: Path,
+    variant: GraphVariant | None = None,
     *,
-    attention: str = "padding",
-    logits_to_keep: bool = False,
-    token_logprobs: bool = False,
-    kv_cache: str = "concat",
-) -> None:
-    """Writes the decoder graph. The defaults give the pack contract (DESIGN.md §3);
-    ``attention="block"`` (a ``[batch, seq, total]`` attention_mask, for packed block-causal
-    sequences), ``logits_to_keep`` (an extra ``num_logits_to_keep`` input) and ``token_logprobs``
-    (a ``target_ids`` input and a ``token_logprobs`` output) are optional variants; see
-    graph.ExportableDecoder. Runtimes use the last two when present and work without them."""
-    shape = decoder_shape(model)
-    module = ExportableDecoder(
-        model, [t[0] for t in targets], attention=attention, logits_to_keep=logits_to_keep, token_logprobs=token_logprobs, kv_cache=kv_cache
-    )
-    batch, seq, past, rank = 2, 3, 4, 2
-    g = torch.Generator().manual_seed(0)
-    if attention == "block":
-        mask = torch.tril(torch.ones(seq, past + seq, dtype=torch.int64), diagonal=past).unsqueeze(0).repeat(batch, 1, 1)
-    else:
-        mask = torch.ones(batch, past + seq, dtype=torch.int64)
-    args: list[torch.Tensor] = [
-        torch.randint(0, shape.vocab_size, (batch, seq), generator=g),
-        mask,
-        torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
-    ]
-    for _ in range(shape.num_layers):
-        args += [
-            torch.randn(1 if kv_cache == "grouped" else batch, shape.num_kv_heads, past, shape.head_dim, generator=g) for _ in range(2)
-        ]
-    lora_names: list[str] = []
-    for module_path, fin, fout in targets:
-        args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
-        lora_names += list(lora_input_names(module_path))
-    args.append(torch.ones(batch, rank))
-    extra_inputs = []
-    if logits_to_keep:
-        args.append(torch.tensor([1], dtype=torch.int64))
-        extra_inputs.append("num_logits_to_keep")
-    if token_logprobs:
-        args.append(torch.randint(0, shape.vocab_size, (batch, seq), generator=g))
-        extra_inputs.append("target_ids")
+    weights: str = "float32",
+    external_data: str = "auto",
+    log=lambda *_: None,
+    **variant_options,
+) -> list[str]:
+    """Writes the decoder graph to ``out_path``; returns the external-data files written beside it
+    (relative names, empty when every weight is inside the ``.onnx``).
 
-    input_names = [
-        "input_ids",
-        "attention_mask",
-        "position_ids",
-        *kv_input_names(shape.num_layers),
-        *lora_names,
-        "lora_scale",
-        *extra_inputs,
-    ]
-    output_names = ["logits", *kv_output_names(shape.num_layers), *(["token_logprobs"] if token_logprobs else [])]
-    dyn: dict[str, dict[int, str]] = {
-        "input_ids": {0: "batch", 1: "seq"},
-        "attention_mask": {0: "batch", 1: "seq", 2: "total_seq"} if attention == "block" else {0: "batch", 1: "total_seq"},
-        "position_ids": {0: "batch", 1: "seq"},
-        "lora_scale": {0: "batch", 1: "lora_rank"},
-        "logits": {0: "batch", 1: "logits_seq" if logits_to_keep else "seq"},
-    }
-    if token_logprobs:
-        dyn["target_ids"] = {0: "batch", 1: "seq"}
-        dyn["token_logprobs"] = {0: "batch", 1: "logits_seq" if logits_to_keep else "seq"}
-    grouped = kv_cache == "grouped"
-    for n in kv_input_names(shape.num_layers):
-        dyn[n] = {0: "past_batch" if grouped else "batch", 2: "past_seq"}
-    for n in kv_output_names(shape.num_layers):
-        dyn[n] = {0: "batch", 2: "seq" if grouped else "total_seq"}
-    for n in lora_names:
-        dyn[n] = {0: "lora_rank"} if n.endswith(".A") else {1: "lora_rank"}
+    ``variant`` (or its fields as keywords: ``attention``, ``kv_cache``, ``logits_to_keep``,
+    ``token_logprobs``) picks the optional graph features (graph.GraphVariant); the default is the
+    pack contract's minimal graph. ``weights="float16"`` stores large weights as float16 with a Cast
+    onnxruntime folds away at load (half the download; float32 arithmetic). ``external_data``:
+    ``"auto"`` keeps weights inside the ``.onnx`` up to 1.5 GiB (protobuf caps a file at 2 GiB) and
+    otherwise writes them to one ``<name>.data`` file; ``"always"`` / ``"never"`` force either."""
+    if variant is None:
+        variant = GraphVariant(**variant_options)
+    elif variant_options:
+        raise ExportError("pass either a GraphVariant or its fields, not both")
+    if weights not in WEIGHT_DTYPES:
+        raise ExportError(f"weights {weights!r}: expected one of {WEIGHT_DTYPES}")
+    if external_data not in ("auto", "always", "never"):
+        raise ExportError(f"external_data {external_data!r}: expected auto, always or never")
+    signature = GraphSignature(decoder_shape(model), tuple(targets), variant)
+    module = ExportableDecoder(model, signature)
+    out_path = Path(out_path)
+    with tempfile.TemporaryDirectory(dir=out_path.parent) as tmp:
+        # torch writes one loose file per tensor beside a graph over 2 GiB: trace into a scratch
+        # folder, then lay the weights out once below.
+        raw = Path(tmp) / "traced.onnx"
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                signature.dummies(),
+                str(raw),
+                input_names=[i.name for i in signature.inputs()],
+                output_names=[o.name for o in signature.outputs()],
+                dynamic_axes={i.name: i.axes for i in [*signature.inputs(), *signature.outputs()] if i.axes},
+                opset_version=OPSET,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+        graph = onnx.load(str(raw), load_external_data=True)
+    if module.tied and share_tied_head(graph):
+        log("tied embeddings: the LM head reads the embedding table (stored once)")
+    if weights == "float16":
+        n = store_weights_float16(graph)
+        log(f"stored {n} weight tensors as float16")
+    return save_graph(graph, out_path, external_data)
 
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            tuple(args),
-            str(out_path),
-            input_names=input_names,
-            output_names=output_names,
-            dynamic_axes=dyn,
-            opset_version=OPSET,
-            dynamo=False,
-            do_constant_folding=True,
+
+def share_tied_head(graph: onnx.ModelProto) -> bool:
+    """Points a tied LM head at the embedding table: the exporter folds ``embeddingᵀ`` into a second
+    initializer for the head's MatMul (113 MB more for a 49k × 576 table in float32). The head's input
+    is ``[batch·seq, hidden]`` (graph.ExportableDecoder._logits), so ``Gemm(transB=1)`` over the
+    table itself computes the same product. Returns whether a head was rewired."""
+    inits = {i.name: i for i in graph.graph.initializer}
+    tables = [i for i in graph.graph.initializer if len(i.dims) == 2]
+    for node in graph.graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in inits or len(inits[node.input[1]].dims) != 2:
+            continue
+        head = inits[node.input[1]]
+        rows, cols = head.dims
+        for table in tables:
+            if list(table.dims) != [cols, rows] or table.name == head.name:
+                continue
+            if np.array_equal(numpy_helper.to_array(table).T, numpy_helper.to_array(head)):
+                gemm = onnx.helper.make_node("Gemm", [node.input[0], table.name], list(node.output), name=node.name or "lm_head", transB=1)
+                node.CopyFrom(gemm)
+                graph.graph.initializer.remove(head)
+                return True
+    return False
+
+
+def weight_bytes(graph: onnx.ModelProto) -> int:
+    return sum(numpy_helper.to_array(t).nbytes if not t.raw_data else len(t.raw_data) for t in graph.graph.initializer)
+
+
+def save_graph(graph: onnx.ModelProto, out_path: Path, external_data: str = "auto") -> list[str]:
+    """Saves ``graph``, its weights in one ``<name>.data`` file beside it when needed (see
+    export_onnx); returns the external files, relative to the graph's folder."""
+    out_path = Path(out_path)
+    data_name = f"{out_path.name}.data"
+    (out_path.parent / data_name).unlink(missing_ok=True)
+    external = external_data == "always" or (external_data == "auto" and weight_bytes(graph) > EXTERNAL_DATA_THRESHOLD)
+    if external:
+        onnx.save_model(
+            graph, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
         )
+        return [data_name]
+    onnx.save_model(graph, str(out_path))
+    return []
 
 
-def _token_id(tokenizer_json: dict, token: str | None) -> int | None:
-    if token is None:
+def store_weights_float16(graph: onnx.ModelProto, min_elements: int = 1024) -> int:
+    """Stores float32 initializers of at least ``min_elements`` as float16, each behind a Cast back to
+    float32 (onnxruntime folds the Casts at load: half the file, float32 arithmetic). Returns the
+    number converted."""
+    casts, converted = [], 0
+    for init in graph.graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        values = numpy_helper.to_array(init)
+        if not np.all(np.isfinite(values.astype(np.float16))):
+            raise ExportError(f"weight {init.name} has values beyond float16's range (±65504): export with float32 weights")
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(values.astype(np.float16), f"{name}.f16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}.f16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}.cast"))
+        converted += 1
+    nodes = list(graph.graph.node)
+    del graph.graph.node[:]
+    graph.graph.node.extend(casts + nodes)
+    return converted
+
+
+def _config_eos(model: torch.nn.Module) -> int | None:
+    eos = model.config.eos_token_id
+    return eos[0] if isinstance(eos, list) else eos
+
+
+def default_prompt_spec(model: torch.nn.Module, tokenizer_dir: str | Path) -> PromptSpec:
+    """The default template with the tokenizer's BOS, its end-of-sequence token and its space rule."""
+    return resolve_prompt(tokenizer_dir, PromptOptions(), config_eos=_config_eos(model))
+
+
+def _copy_adapters(loaded: list[Adapter], sources: Iterable[str | Path], out_dir: Path) -> dict[str, AdapterEntry]:
+    entries: dict[str, AdapterEntry] = {}
+    for ad, src in zip(loaded, sources):
+        rel = f"adapters/{adapter_dir_name(ad.name)}"
+        (out_dir / rel).mkdir(parents=True, exist_ok=True)
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copyfile(Path(src) / f, out_dir / rel / f)
+        entries[ad.name] = AdapterEntry(rel, ad.rank, ad.alpha, ad.scaling, ad.target_modules)
+    return entries
+
+
+def _copy_tokenizer(tokenizer_dir: Path, out_dir: Path) -> str | None:
+    """Copies tokenizer.json (+ tokenizer_config.json); returns the config's name in the pack."""
+    shutil.copyfile(tokenizer_dir / "tokenizer.json", out_dir / "tokenizer.json")
+    cfg = tokenizer_dir / "tokenizer_config.json"
+    if not cfg.is_file():
         return None
-    for t in tokenizer_json.get("added_tokens", []):
-        if t.get("content") == token:
-            return int(t["id"])
-    vocab = tokenizer_json.get("model", {}).get("vocab", {})
-    return int(vocab[token]) if isinstance(vocab, dict) and token in vocab else None
-
-
-def default_prompt_spec(model: torch.nn.Module, tokenizer_json: dict, tokenizer_config: dict | None) -> PromptSpec:
-    eos = None
-    if tokenizer_config:
-        tok = tokenizer_config.get("eos_token")
-        eos = _token_id(tokenizer_json, tok if isinstance(tok, str) else (tok or {}).get("content"))
-    if eos is None:
-        cfg_eos = model.config.eos_token_id
-        eos = cfg_eos[0] if isinstance(cfg_eos, list) else cfg_eos
-    if eos is None:
-        raise ExportError("cannot find an end token: set eos_token in tokenizer_config.json or eos_token_id in config.json")
-    return PromptSpec(endTokenId=int(eos))
+    shutil.copyfile(cfg, out_dir / "tokenizer_config.json")
+    return "tokenizer_config.json"
 
 
 def export_pack(
@@ -184,28 +225,28 @@ def export_pack(
     tokenizer_dir: str | Path | None = None,
     name: str | None = None,
     extra_targets: Iterable[str] = (),
-    prompt: PromptSpec | None = None,
+    prompt: PromptSpec | PromptOptions | None = None,
     domain_lambdas: dict[str, float] | None = None,
     max_candidates: int = 100,
     max_history_items: int = 50,
-    scoring_head: bool = False,
-    kv_cache: str = "concat",
+    variant: GraphVariant = FAST_VARIANT,
+    weights: str = "float32",
+    external_data: str = "auto",
     log=print,
 ) -> dict:
-    """Writes a pack to ``out_dir`` and returns its manifest.
+    """Writes a pack to ``out_dir`` and returns its manifest (JSON form).
 
     ``adapters`` maps adapter names to PEFT folders: ``general`` is the domain-general adapter,
-    ``domain:<name>`` a domain-specific one (which also declares domain ``<name>``).
-    ``scoring_head`` adds the optional ``num_logits_to_keep`` and ``target_ids`` inputs and the
-    ``token_logprobs`` output (export_onnx); runtimes whose core predates them cannot run it.
-    ``kv_cache="grouped"`` exports the grouped KV cache (graph.ExportableDecoder; manifest
-    ``model.kvCache``): candidate runs share one copy of the prompt's cache.
+    ``domain:<name>`` a domain-specific one (which also declares domain ``<name>``). ``prompt``: a
+    finished spec, or options resolved against the tokenizer (prompt_options.py; default: the
+    default template with the tokenizer's BOS, end token and space rule). ``variant`` picks the
+    graph (graph.GraphVariant; default the grouped KV cache with the scoring head, the fastest
+    the runtimes read); ``weights`` and ``external_data`` as in export_onnx.
     """
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir
-    tok_path = tokenizer_dir / "tokenizer.json"
-    if not tok_path.is_file():
-        raise ExportError(f"{tok_path} is missing: the pack needs a Hugging Face tokenizer.json")
+    if not (tokenizer_dir / "tokenizer.json").is_file():
+        raise ExportError(f"{tokenizer_dir / 'tokenizer.json'} is missing: the pack needs a Hugging Face tokenizer.json")
     for n in adapters:
         if n != "general" and not n.startswith("domain:"):
             raise ExportError(f"adapter name {n!r} must be 'general' or 'domain:<name>'")
@@ -215,81 +256,43 @@ def export_pack(
     shape = decoder_shape(model)
     loaded = [load_adapter(n, p) for n, p in adapters.items()]
     targets = resolve_targets(model, loaded, extra_targets)
+    if not isinstance(prompt, PromptSpec):
+        prompt = resolve_prompt(tokenizer_dir, prompt or PromptOptions(), config_eos=_config_eos(model), log=log)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    log(f"exporting ONNX graph ({shape.num_layers} layers, {len(targets)} LoRA targets)")
-    export_onnx(model, targets, out_dir / "model.onnx", logits_to_keep=scoring_head, token_logprobs=scoring_head, kv_cache=kv_cache)
+    log(f"exporting ONNX graph ({shape.num_layers} layers, {len(targets)} LoRA targets, {weights} weights)")
+    external = export_onnx(model, targets, out_dir / "model.onnx", variant, weights=weights, external_data=external_data, log=log)
+    del model
 
-    shutil.copyfile(tok_path, out_dir / "tokenizer.json")
-    tok_cfg_path = tokenizer_dir / "tokenizer_config.json"
-    tok_cfg = json.loads(tok_cfg_path.read_text()) if tok_cfg_path.is_file() else None
-    if tok_cfg is not None:
-        shutil.copyfile(tok_cfg_path, out_dir / "tokenizer_config.json")
-    spec = prompt or default_prompt_spec(model, json.loads(tok_path.read_text()), tok_cfg)
-
-    adapter_entries: dict[str, dict] = {}
-    for ad, src in zip(loaded, adapters.values()):
-        rel = f"adapters/{adapter_dir_name(ad.name)}"
-        (out_dir / rel).mkdir(parents=True, exist_ok=True)
-        for f in ("adapter_config.json", "adapter_model.safetensors"):
-            shutil.copyfile(Path(src) / f, out_dir / rel / f)
-        adapter_entries[ad.name] = {
-            "path": rel,
-            "rank": ad.rank,
-            "alpha": ad.alpha,
-            "scaling": ad.scaling,
-            "targetModules": ad.target_modules,
-        }
     lambdas = domain_lambdas or {}
-    domains = {
-        n.split(":", 1)[1]: {
-            "adapter": n,
-            "defaultLambda": 0.5,
-            **({"calibratedLambda": lambdas[n.split(":", 1)[1]]} if n.split(":", 1)[1] in lambdas else {}),
-        }
-        for n in adapters
-        if n.startswith("domain:")
-    }
-    manifest = {
-        "format": "molorec-pack",
-        "formatVersion": PACK_FORMAT_VERSION,
-        "name": name or model_dir.name,
-        "dtype": "float32",
-        "model": {
-            "architecture": shape.architecture,
-            "numLayers": shape.num_layers,
-            "numHeads": shape.num_heads,
-            "numKvHeads": shape.num_kv_heads,
-            "headDim": shape.head_dim,
-            "hiddenSize": shape.hidden_size,
-            "vocabSize": shape.vocab_size,
-            "maxPositions": shape.max_positions,
-            "kvCache": kv_cache,
-        },
-        "files": {
-            "model": "model.onnx",
-            "modelExternalData": [],
-            "tokenizer": "tokenizer.json",
-            "tokenizerConfig": "tokenizer_config.json" if tok_cfg is not None else None,
-        },
-        "lora": {
-            "targets": [
-                {"module": m, "inFeatures": fin, "outFeatures": fout, "inputA": f"lora.{m}.A", "inputB": f"lora.{m}.B"}
-                for m, fin, fout in targets
-            ],
-            "scaleInput": "lora_scale",
-        },
-        "adapters": adapter_entries,
-        "generalAdapter": "general" if "general" in adapters else None,
-        "domains": domains,
-        "defaultDomain": next(iter(domains), None),
-        "prompt": spec.to_json(),
-        "limits": {"maxCandidates": max_candidates, "maxHistoryItems": max_history_items},
-    }
-    write_manifest(out_dir, manifest)
+    domains = {n.split(":", 1)[1]: DomainEntry(n, 0.5, lambdas.get(n.split(":", 1)[1])) for n in adapters if n.startswith("domain:")}
+    manifest = PackManifest(
+        name=name or model_dir.name,
+        model=ModelConfig(
+            shape.architecture,
+            shape.num_layers,
+            shape.num_heads,
+            shape.num_kv_heads,
+            shape.head_dim,
+            shape.hidden_size,
+            shape.vocab_size,
+            shape.max_positions,
+            variant.kv_cache,
+        ),
+        files=PackFiles(modelExternalData=external, tokenizerConfig=_copy_tokenizer(tokenizer_dir, out_dir)),
+        lora=LoraSpec([LoraTarget(m, fin, fout, *lora_input_names(m)) for m, fin, fout in targets]),
+        prompt=prompt,
+        adapters=_copy_adapters(loaded, adapters.values(), out_dir),
+        generalAdapter="general" if "general" in adapters else None,
+        domains=domains,
+        defaultDomain=next(iter(domains), None),
+        limits=PackLimits(max_candidates, max_history_items),
+        export={"weights": weights, "variant": asdict(variant)},
+    )
+    save_manifest(out_dir, manifest)
     size = sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file())
     log(f"wrote {out_dir} ({size / 1e6:.2f} MB)")
-    return manifest
+    return manifest.to_json()
 
 
 def write_manifest(pack_dir: str | Path, manifest: dict) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import tiny
 from .export import export_pack
+from .graph import GraphVariant
 from .prompt import PromptSpec, candidate_ids, prompt_ids
 from .reference import candidate_log_likelihoods, candidate_token_entropies, merged_model
 
@@ -45,6 +46,41 @@ REQUESTS = [
     },
 ]
 MIXTURES = {"base": None, "general": 0.0, "domain": 1.0, "wa": 0.5, "lambda-0.3": 0.3}
+
+
+# The space rule's golden ids (prompt.py's moveTrailingSpaces), read by packages/core's prompt tests
+# with the fixture tokenizer: Python and TypeScript must cut the same pieces.
+SPACES_GOLDEN_SPEC = PromptSpec(
+    prefix="Given the items a user interacted with:\n", suffix="Next item: ", candidatePrefix="", maxTitleTokens=6, moveTrailingSpaces=True
+)
+SPACES_GOLDEN_CASES = [
+    {"history": ["The Silent River (1994)", "  Electric Garden (2001)"], "candidates": ["Broken Mirror (1999)", "X", " Wild Orchestra"]},
+    {"history": ["Secret Kingdom of the Distant Island (1990)"], "candidates": ["Little Circus (2015)"]},
+]
+
+
+def spaces_golden(tokenizer_path: str | Path) -> dict:
+    """Prompt and candidate ids of SPACES_GOLDEN_CASES under SPACES_GOLDEN_SPEC."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+
+    def encode(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False).ids
+
+    cases = [
+        {
+            **c,
+            "promptIds": prompt_ids(encode, SPACES_GOLDEN_SPEC, c["history"]),
+            "candidateIds": [candidate_ids(encode, SPACES_GOLDEN_SPEC, t) for t in c["candidates"]],
+        }
+        for c in SPACES_GOLDEN_CASES
+    ]
+    return {
+        "about": "molorec-train make-fixture: prompt.py ids with moveTrailingSpaces (fixture tokenizer)",
+        "spec": SPACES_GOLDEN_SPEC.to_json(),
+        "cases": cases,
+    }
 
 
 def fixture_titles(n: int, seed: int) -> list[str]:
@@ -81,7 +117,15 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
         adapters = {"general": general, "domain:movies": domain}
         spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
         manifest = export_pack(
-            model_dir, out_dir, adapters, name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log
+            model_dir,
+            out_dir,
+            adapters,
+            name="tiny-fixture",
+            prompt=spec,
+            max_candidates=64,
+            max_history_items=32,
+            variant=GraphVariant(),  # the contract's minimal graph
+            log=log,
         )
         if grouped_dir is not None:
             export_pack(
@@ -92,8 +136,6 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
                 prompt=spec,
                 max_candidates=64,
                 max_history_items=32,
-                scoring_head=True,
-                kv_cache="grouped",
                 log=log,
             )
 
@@ -134,3 +176,6 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
     golden_path.parent.mkdir(parents=True, exist_ok=True)
     golden_path.write_text(json.dumps(golden, indent=1) + "\n")
     log(f"wrote {golden_path} ({len(cases)} cases)")
+    spaces = golden_path.with_name("prompt-spaces.golden.json")
+    spaces.write_text(json.dumps(spaces_golden(out_dir / "tokenizer.json"), indent=1) + "\n")
+    log(f"wrote {spaces}")

@@ -1,15 +1,16 @@
 """An exportable decoder: the HF model's weights behind a forward over flat tensors.
 
 The module re-states the Llama/Qwen2 decoder with plain tensor ops so that the ONNX graph has
-exactly the contract of a model pack (DESIGN.md §3): KV cache in and out, and every LoRA-wrapped
-Linear taking its A/B from graph inputs with a symbolic rank, scaled per batch row. It reads the
+exactly the contract of a model pack (docs/pack-format.md): KV cache in and out, and every
+LoRA-wrapped Linear taking its A/B from graph inputs with a symbolic rank, scaled per batch row. It reads the
 weights of a loaded transformers model and never copies its code paths (caches, mask helpers),
 which change between transformers releases; tests hold it equal to transformers + PEFT.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -73,6 +74,7 @@ def decoder_shape(model: nn.Module) -> DecoderShape:
 
 
 def lora_input_names(module: str) -> tuple[str, str]:
+    """The graph inputs holding a target module's LoRA A and B."""
     return f"lora.{module}.A", f"lora.{module}.B"
 
 
@@ -82,6 +84,139 @@ def kv_input_names(num_layers: int) -> list[str]:
 
 def kv_output_names(num_layers: int) -> list[str]:
     return [f"present.{i}.{kind}" for i in range(num_layers) for kind in ("key", "value")]
+
+
+@dataclass(frozen=True)
+class GraphVariant:
+    """Optional graph features beyond the pack contract; runtimes use them when present.
+
+    - ``attention``: ``"padding"`` (the contract: ``attention_mask [batch, total]`` marks valid keys
+      and causality comes from cache positions) or ``"block"`` (``[batch, seq, total]``: which key
+      each query may see, so one row can hold a prompt plus candidates that must not see each other).
+    - ``kv_cache``: ``"concat"`` (past row b serves input row b; present = past + this run) or
+      ``"grouped"`` (the past batch may be any divisor Bp of the batch B: input row b attends to
+      past row b // (B / Bp), and present holds this run's keys/values only).
+    - ``logits_to_keep``: an int64 input ``num_logits_to_keep [1]`` (0 = all) keeps the last k
+      positions' logits: a prompt pass needs one position, not the whole prompt.
+    - ``token_logprobs``: an input ``target_ids [batch, seq]`` and an output ``token_logprobs
+      [batch, kept]`` (log p(target) per position): a scorer fetches one float per token instead of
+      a vocabulary-sized row.
+    """
+
+    attention: str = "padding"
+    kv_cache: str = "concat"
+    logits_to_keep: bool = False
+    token_logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.attention not in ATTENTION_MODES:
+            raise ExportError(f"attention {self.attention!r}: expected one of {ATTENTION_MODES}")
+        if self.kv_cache not in KV_CACHE_MODES:
+            raise ExportError(f"kv_cache {self.kv_cache!r}: expected one of {KV_CACHE_MODES}")
+        if self.kv_cache == "grouped" and self.attention != "padding":
+            raise ExportError('kv_cache="grouped" needs attention="padding"')
+
+
+# The variant packs are exported with unless told otherwise: the grouped KV cache and the scoring
+# head rank 20 candidates 1.5× faster than the contract's minimal graph on SmolLM2-135M
+# (docs/performance.md), and every runtime in this repository reads them.
+FAST_VARIANT = GraphVariant(kv_cache="grouped", logits_to_keep=True, token_logprobs=True)
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    name: str
+    axes: dict[int, str]
+
+
+class DecoderInputs(NamedTuple):
+    """The graph's inputs by role (what ``forward`` receives positionally, named)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    past: tuple[torch.Tensor, ...]  # key, value per layer
+    lora: tuple[torch.Tensor, ...]  # A, B per target module
+    lora_scale: torch.Tensor
+    keep: torch.Tensor | None  # num_logits_to_keep
+    target_ids: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class GraphSignature:
+    """Every input and output of an exported decoder, in order, with dynamic axes and dummy values.
+
+    The one place that knows the graph's interface: the exporter names inputs and axes from it,
+    the decoder unpacks its positional arguments with it, and tests build feeds from it."""
+
+    shape: DecoderShape
+    targets: tuple[tuple[str, int, int], ...]  # (module path, in features, out features)
+    variant: GraphVariant = GraphVariant()
+
+    def inputs(self) -> list[GraphInput]:
+        v, grouped = self.variant, self.variant.kv_cache == "grouped"
+        mask_axes = {0: "batch", 1: "seq", 2: "total_seq"} if v.attention == "block" else {0: "batch", 1: "total_seq"}
+        out = [GraphInput("input_ids", {0: "batch", 1: "seq"}), GraphInput("attention_mask", mask_axes)]
+        out.append(GraphInput("position_ids", {0: "batch", 1: "seq"}))
+        out += [GraphInput(n, {0: "past_batch" if grouped else "batch", 2: "past_seq"}) for n in kv_input_names(self.shape.num_layers)]
+        for module, _, _ in self.targets:
+            a, b = lora_input_names(module)
+            out += [GraphInput(a, {0: "lora_rank"}), GraphInput(b, {1: "lora_rank"})]
+        out.append(GraphInput("lora_scale", {0: "batch", 1: "lora_rank"}))
+        if v.logits_to_keep:
+            out.append(GraphInput("num_logits_to_keep", {}))
+        if v.token_logprobs:
+            out.append(GraphInput("target_ids", {0: "batch", 1: "seq"}))
+        return out
+
+    def outputs(self) -> list[GraphInput]:
+        kept = "logits_seq" if self.variant.logits_to_keep else "seq"
+        present_seq = "seq" if self.variant.kv_cache == "grouped" else "total_seq"
+        out = [GraphInput("logits", {0: "batch", 1: kept})]
+        out += [GraphInput(n, {0: "batch", 2: present_seq}) for n in kv_output_names(self.shape.num_layers)]
+        if self.variant.token_logprobs:
+            out.append(GraphInput("token_logprobs", {0: "batch", 1: kept}))
+        return out
+
+    def unpack(self, args: tuple[torch.Tensor, ...]) -> DecoderInputs:
+        n_kv, n_lora = 2 * self.shape.num_layers, 2 * len(self.targets)
+        rest = list(args[3 + n_kv + n_lora + 1 :])
+        keep = rest.pop(0) if self.variant.logits_to_keep else None
+        target_ids = rest.pop(0) if self.variant.token_logprobs else None
+        return DecoderInputs(
+            args[0],
+            args[1],
+            args[2],
+            tuple(args[3 : 3 + n_kv]),
+            tuple(args[3 + n_kv : 3 + n_kv + n_lora]),
+            args[3 + n_kv + n_lora],
+            keep,
+            target_ids,
+        )
+
+    def dummies(self, *, batch: int = 2, seq: int = 3, past: int = 4, rank: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """Inputs to trace the graph with (a non-zero rank and past, so no axis folds to a constant)."""
+        s, v = self.shape, self.variant
+        g = torch.Generator().manual_seed(seed)
+        if v.attention == "block":
+            mask = torch.tril(torch.ones(seq, past + seq, dtype=torch.int64), diagonal=past).unsqueeze(0).repeat(batch, 1, 1)
+        else:
+            mask = torch.ones(batch, past + seq, dtype=torch.int64)
+        args = [
+            torch.randint(0, s.vocab_size, (batch, seq), generator=g),
+            mask,
+            torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
+        ]
+        past_batch = 1 if v.kv_cache == "grouped" else batch
+        args += [torch.randn(past_batch, s.num_kv_heads, past, s.head_dim, generator=g) for _ in range(2 * s.num_layers)]
+        for _, fin, fout in self.targets:
+            args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
+        args.append(torch.ones(batch, rank))
+        if v.logits_to_keep:
+            args.append(torch.tensor([1], dtype=torch.int64))
+        if v.token_logprobs:
+            args.append(torch.randint(0, s.vocab_size, (batch, seq), generator=g))
+        return tuple(args)
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -94,83 +229,110 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * (x * torch.rsqrt(variance + eps))
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every layer of one run shares: rotary tables, the mask, the LoRA feeds."""
+
+    batch: int
+    seq: int
+    qs: int  # query positions (seq, or the kept ones in the last layer)
+    cos: torch.Tensor
+    sin: torch.Tensor
+    q_cos: torch.Tensor  # the queries' rotation (grouped: with hd^-0.5 folded in)
+    q_sin: torch.Tensor
+    allowed: torch.Tensor  # [B, 1, 1, qs, keys]
+    cap: torch.Tensor | None  # grouped layout score cap (_grouped_mask)
+    lora: tuple[torch.Tensor, ...]
+    scale: torch.Tensor
+
+
 class ExportableDecoder(nn.Module):
-    """forward(input_ids, attention_mask, position_ids, *past_kv, *lora_ab, lora_scale).
+    """The HF model's weights behind ``forward(*inputs)``, inputs and outputs in ``signature`` order.
 
-    - past_kv: for each layer, key then value, ``[batch, kv_heads, past, head_dim]``.
-    - lora_ab: for each target module in ``targets`` order, A ``[rank, in]`` then B ``[out, rank]``.
-    - lora_scale: ``[batch, rank]``; row b's low-rank term is ``B · diag(scale[b]) · A · x``.
+    - past: per layer, key then value ``[batch, kv_heads, past, head_dim]`` (grouped: ``[Bp, …]``).
+    - LoRA: per target module, A ``[rank, in]`` then B ``[out, rank]``; ``lora_scale [batch, rank]``:
+      row b's low-rank term is ``B · diag(scale[b]) · A · x``.
 
-    Returns logits ``[batch, seq, vocab]`` then present key/value per layer.
-
-    Optional variants (not part of the pack contract; benchmarks and future packs): with
-    ``attention="block"`` the attention_mask is ``[batch, seq, total]``; with
-    ``logits_to_keep=True`` an input ``num_logits_to_keep`` (int64 ``[1]``, 0 = all) trims
-    the logits to the last k positions (the last layer then computes queries, attention and
-    MLP at those positions only: nothing else reads them); with ``token_logprobs=True`` a last
-    input ``target_ids`` ``[batch, seq]`` and a last output ``token_logprobs`` ``[batch, kept]``
-    (the log-softmax of the logits at the target ids). core/scoring.ts uses them when a graph
-    has them.
-
-    With ``kv_cache="grouped"`` (manifest ``model.kvCache: "grouped"``) the past batch may be any
-    divisor ``Bp`` of the input batch ``B``: input row ``b`` attends to past row ``b // (B / Bp)``,
-    and ``present`` holds this run's keys/values only (not the past again). A scorer feeds one
-    prompt's cache once for all its candidate rows instead of a copy per row, and attention over
-    the shared prefix runs as one matrix product per KV head for all rows.
+    Returns logits ``[batch, kept, vocab]``, present key/value per layer, then ``token_logprobs``
+    when the variant has it (see :class:`GraphVariant`).
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        targets: list[str],
-        *,
-        attention: str = "padding",
-        logits_to_keep: bool = False,
-        token_logprobs: bool = False,
-        kv_cache: str = "concat",
-    ):
+    def __init__(self, model: nn.Module, signature: GraphSignature):
         super().__init__()
-        if attention not in ATTENTION_MODES:
-            raise ExportError(f"attention {attention!r}: expected one of {ATTENTION_MODES}")
-        if kv_cache not in KV_CACHE_MODES:
-            raise ExportError(f"kv_cache {kv_cache!r}: expected one of {KV_CACHE_MODES}")
-        if kv_cache == "grouped" and attention != "padding":
-            raise ExportError('kv_cache="grouped" needs attention="padding"')
-        self.kv_cache = kv_cache
-        # "padding" (the pack contract): attention_mask [batch, total] marks valid keys and
-        # causality comes from cache positions. "block": attention_mask [batch, seq, total]
-        # says which key each query may see, so one row can hold a prompt plus several
-        # candidates that must not see each other (a block-causal packed sequence).
-        self.attention = attention
-        # With logits_to_keep, an int64 input num_logits_to_keep [1] asks for the logits of the
-        # last k positions only (0 = all): a prompt pass needs one position, not the whole prompt.
-        self.logits_to_keep = logits_to_keep
-        # With token_logprobs, a last int64 input target_ids [batch, seq] and a last output
-        # token_logprobs [batch, kept]: log p(target_ids[b, t] | tokens ≤ t), so a scorer can
-        # fetch one float per position instead of a vocabulary-sized row of logits.
-        self.token_logprobs = token_logprobs
-        self.shape = decoder_shape(model)
+        self.signature = signature
+        self.shape = signature.shape
         self.hf = model.eval()
-        cfg = model.config
-        self.eps = float(cfg.rms_norm_eps)
+        self.eps = float(model.config.rms_norm_eps)
         rotary = model.model.rotary_emb
         self.register_buffer("inv_freq", rotary.inv_freq.detach().clone().float(), persistent=False)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         known = {name for name, _ in model.named_modules()}
-        for t in targets:
+        for t, _, _ in signature.targets:
             if t not in known or t.rsplit(".", 1)[-1] not in LORA_LINEAR_NAMES:
                 raise ExportError(f"LoRA target {t!r} is not a supported Linear of this model ({', '.join(LORA_LINEAR_NAMES)})")
-        self.targets = list(targets)
-        self._target_index = {t: i for i, t in enumerate(self.targets)}
+        self._target_index = {t: i for i, (t, _, _) in enumerate(signature.targets)}
+        self.grouped = signature.variant.kv_cache == "grouped"
+        # Tied embeddings: the head reads the embedding table itself (one copy in the graph).
+        self.tied = model.lm_head.weight is model.model.embed_tokens.weight
 
-    def _linear(self, module_path: str, layer: nn.Linear, x: torch.Tensor, lora: list[torch.Tensor], scale: torch.Tensor) -> torch.Tensor:
+    def _linear(self, module_path: str, layer: nn.Linear, x: torch.Tensor, run: _Run) -> torch.Tensor:
         y = torch.nn.functional.linear(x, layer.weight, layer.bias)
         idx = self._target_index.get(module_path)
         if idx is None:
             return y
-        a, b = lora[2 * idx], lora[2 * idx + 1]
-        down = torch.matmul(x, a.transpose(0, 1)) * scale.unsqueeze(1)
+        a, b = run.lora[2 * idx], run.lora[2 * idx + 1]
+        down = torch.matmul(x, a.transpose(0, 1)) * run.scale.unsqueeze(1)
         return y + torch.matmul(down, b.transpose(0, 1))
+
+    def _allowed(self, inputs: DecoderInputs) -> torch.Tensor:
+        """Which key each query may see, ``[b, 1, 1, seq, total]`` (broadcast over heads)."""
+        mask, ids = inputs.attention_mask, inputs.input_ids
+        if self.signature.variant.attention == "block":
+            return (mask > 0).unsqueeze(1).unsqueeze(1)
+        # Causality is by cache index (as in transformers), padding by attention_mask.
+        total, seq = mask.shape[1], ids.shape[1]
+        key_idx = torch.cumsum(torch.ones_like(mask[0]), 0) - 1
+        query_idx = torch.cumsum(torch.ones_like(ids[0]), 0) - 1 + (total - seq)
+        causal = key_idx.unsqueeze(0) <= query_idx.unsqueeze(1)
+        return (causal.unsqueeze(0) & (mask.unsqueeze(1) > 0)).unsqueeze(1).unsqueeze(1)
+
+    def _kept(self, inputs: DecoderInputs) -> torch.Tensor | None:
+        """Positions ``[seq - k, seq)`` for 0 < k, all for k = 0 (traced: no Python ints)."""
+        if inputs.keep is None:
+            return None
+        n = torch.ones_like(inputs.input_ids[0]).sum()
+        want = inputs.keep.reshape(-1)[0]
+        start = torch.where(want > 0, torch.clamp(n - want, min=0), torch.zeros_like(n))
+        return torch.arange(start, n, device=inputs.input_ids.device)
+
+    def _run(self, inputs: DecoderInputs) -> _Run:
+        freqs = inputs.position_ids.unsqueeze(-1).float() * self.inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        cos = (emb.cos() * self.rope_scale).unsqueeze(1)
+        sin = (emb.sin() * self.rope_scale).unsqueeze(1)
+        allowed = self._allowed(inputs)
+        cap, q_cos, q_sin = None, cos, sin
+        if self.grouped:
+            # hd^-0.5 folded into the queries' rotation (one multiply per run instead of one over
+            # the scores per layer), and the mask laid out as a score cap once per run for every layer.
+            q_cos, q_sin = cos * self.shape.head_dim**-0.5, sin * self.shape.head_dim**-0.5
+            cap = self._grouped_mask(allowed, inputs.past[0].shape[0])
+        batch, seq = inputs.input_ids.shape[0], inputs.input_ids.shape[1]
+        return _Run(batch, seq, seq, cos, sin, q_cos, q_sin, allowed, cap, inputs.lora, inputs.lora_scale)
+
+    def _keep_positions(self, run: _Run, kept: torch.Tensor, past_batch: int) -> _Run:
+        """The last layer at the kept positions only: its output there feeds nothing but their
+        logits, so every position needs its keys and values (the cache), only the kept ones its
+        queries, attention and MLP. A prompt run keeping 1 position skips most of a layer."""
+        allowed = run.allowed.index_select(3, kept)
+        return replace(
+            run,
+            qs=kept.shape[0],
+            q_cos=run.q_cos.index_select(2, kept),
+            q_sin=run.q_sin.index_select(2, kept),
+            allowed=allowed,
+            cap=self._grouped_mask(allowed, past_batch) if self.grouped else None,
+        )
 
     def _grouped_mask(self, allowed: torch.Tensor, past_batch: int) -> torch.Tensor:
         """``allowed`` ``[B, 1, 1, qs, keys]`` as a score cap in the grouped layout ``[Bp, 1,
@@ -184,9 +346,7 @@ class ExportableDecoder(nn.Module):
         a = a.reshape(past_batch, 1, (batch // past_batch) * rep * qs, keys)
         return torch.where(a, torch.tensor(torch.finfo(torch.float32).max), torch.tensor(GROUPED_MASK_FILL))
 
-    def _grouped_attention(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pk: torch.Tensor, pv: torch.Tensor, cap: torch.Tensor
-    ) -> torch.Tensor:
+    def _grouped_attention(self, q, k, v, pk, pv, cap) -> torch.Tensor:
         """Attention of q ``[B, heads, qs, hd]`` (already scaled by hd^-0.5) over a past
         ``[Bp, kv, P, hd]`` shared by groups of ``G = B / Bp`` consecutive rows, then over the rows'
         own k/v ``[B, kv, seq, hd]``; ``cap`` from ``_grouped_mask``. Returns ``[B, qs, hidden]``.
@@ -216,110 +376,70 @@ class ExportableDecoder(nn.Module):
         ctx = past_ctx + to_groups(torch.matmul(own_probs, v), hd)  # [Bp, kv, G·rep·qs, hd]
         return ctx.reshape(bp, kv, g, rep, qs, hd).permute(0, 2, 4, 1, 3, 5).reshape(batch, qs, s.num_heads * hd)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *rest: torch.Tensor):
+    def _concat_attention(self, q, k, v, allowed) -> torch.Tensor:
+        """Grouped-query attention of q ``[B, heads, qs, hd]`` over the whole ``k``/``v`` ``[B, kv,
+        total, hd]``, without materialising repeated K/V. Returns ``[B, qs, hidden]``."""
         s = self.shape
-        n_kv = 2 * s.num_layers
-        keep = targets = None
-        if self.token_logprobs:
-            targets, rest = rest[-1], rest[:-1]
-        if self.logits_to_keep:
-            keep, rest = rest[-1], rest[:-1]
-        past = rest[:n_kv]
-        lora = list(rest[n_kv:-1])
-        scale = rest[-1]
-        m = self.hf.model
+        batch, qs = q.shape[0], q.shape[2]
+        qg = q.reshape(batch, s.num_kv_heads, s.num_heads // s.num_kv_heads, qs, s.head_dim)
+        scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim**-0.5)
+        scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v.unsqueeze(2))  # [b, kv, rep, qs, hd]
+        return ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
 
-        h = m.embed_tokens(input_ids)
-        batch, seq = input_ids.shape[0], input_ids.shape[1]
-
-        freqs = position_ids.unsqueeze(-1).float() * self.inv_freq
-        emb = torch.cat((freqs, freqs), dim=-1)
-        cos = (emb.cos() * self.rope_scale).unsqueeze(1)
-        sin = (emb.sin() * self.rope_scale).unsqueeze(1)
-
-        if self.attention == "block":
-            allowed = (attention_mask > 0).unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total]
+    def _attention_block(self, i: int, h: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor], run: _Run, kept):
+        """One layer's attention half: returns the residual stream (at the kept positions in the
+        last layer), this layer's present key/value, and the run (narrowed when positions are kept)."""
+        s, attn, prefix = self.shape, self.hf.model.layers[i].self_attn, f"model.layers.{i}.self_attn"
+        x = _rms_norm(h, self.hf.model.layers[i].input_layernorm.weight, self.eps)
+        k = self._linear(f"{prefix}.k_proj", attn.k_proj, x, run).view(run.batch, run.seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
+        v = self._linear(f"{prefix}.v_proj", attn.v_proj, x, run).view(run.batch, run.seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
+        k = k * run.cos + _rotate_half(k) * run.sin
+        if kept is not None:
+            h, x = h.index_select(1, kept), x.index_select(1, kept)
+            run = self._keep_positions(run, kept, past[0].shape[0])
+        q = self._linear(f"{prefix}.q_proj", attn.q_proj, x, run).view(run.batch, run.qs, s.num_heads, s.head_dim).transpose(1, 2)
+        q = q * run.q_cos + _rotate_half(q) * run.q_sin
+        if self.grouped:
+            present = (k, v)
+            ctx = self._grouped_attention(q, k, v, past[0], past[1], run.cap)
         else:
-            # Causality is by cache index (as in transformers), padding by attention_mask.
-            total = attention_mask.shape[1]
-            key_idx = torch.cumsum(torch.ones_like(attention_mask[0]), 0) - 1
-            query_idx = torch.cumsum(torch.ones_like(input_ids[0]), 0) - 1 + (total - seq)
-            causal = key_idx.unsqueeze(0) <= query_idx.unsqueeze(1)
-            allowed = causal.unsqueeze(0) & (attention_mask.unsqueeze(1) > 0)
-            allowed = allowed.unsqueeze(1).unsqueeze(1)  # [b, 1, 1, seq, total] for grouped heads
+            present = (torch.cat((past[0], k), dim=2), torch.cat((past[1], v), dim=2))
+            ctx = self._concat_attention(q, present[0], present[1], run.allowed)
+        return h + self._linear(f"{prefix}.o_proj", attn.o_proj, ctx, run), present, run
 
-        kept = None
-        if keep is not None:
-            # Keep positions [seq - k, seq) for 0 < k, all for k = 0 (traced: no Python ints).
-            n = torch.ones_like(input_ids[0]).sum()
-            want = keep.reshape(-1)[0]
-            start = torch.where(want > 0, torch.clamp(n - want, min=0), torch.zeros_like(n))
-            kept = torch.arange(start, n, device=h.device)
+    def _mlp_block(self, i: int, h: torch.Tensor, run: _Run) -> torch.Tensor:
+        layer, prefix = self.hf.model.layers[i], f"model.layers.{i}.mlp"
+        x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)
+        gate = self._linear(f"{prefix}.gate_proj", layer.mlp.gate_proj, x, run)
+        up = self._linear(f"{prefix}.up_proj", layer.mlp.up_proj, x, run)
+        return h + self._linear(f"{prefix}.down_proj", layer.mlp.down_proj, torch.nn.functional.silu(gate) * up, run)
 
-        rep = s.num_heads // s.num_kv_heads
-        grouped = self.kv_cache == "grouped"
-        if grouped:
-            # hd^-0.5 folded into the queries' rotation (one multiply per run instead of one over
-            # the scores per layer), and the mask laid out as a score cap once per run for every layer.
-            q_cos_all, q_sin_all = cos * s.head_dim**-0.5, sin * s.head_dim**-0.5
-            cap = self._grouped_mask(allowed, past[0].shape[0])
-        else:
-            q_cos_all, q_sin_all = cos, sin
-        last = len(m.layers) - 1
+    def _logits(self, h: torch.Tensor) -> torch.Tensor:
+        head = self.hf.lm_head
+        if not self.tied:
+            return torch.nn.functional.linear(h, head.weight, getattr(head, "bias", None))
+        # One [batch·seq, hidden] × embeddingᵀ product (a Gemm with transB): the exporter would fold
+        # a transposed copy of the table into the graph for a 3-D MatMul, storing it twice.
+        b, t = h.shape[0], h.shape[1]
+        flat = torch.nn.functional.linear(h.reshape(b * t, self.shape.hidden_size), head.weight)
+        return flat.reshape(b, t, self.shape.vocab_size)
+
+    def forward(self, *args: torch.Tensor):
+        inputs = self.signature.unpack(args)
+        run = self._run(inputs)
+        kept = self._kept(inputs)
+        h = self.hf.model.embed_tokens(inputs.input_ids)
+        last = self.shape.num_layers - 1
         presents: list[torch.Tensor] = []
-        qs = seq
-        for i, layer in enumerate(m.layers):
-            prefix = f"model.layers.{i}"
-            attn = layer.self_attn
-            x = _rms_norm(h, layer.input_layernorm.weight, self.eps)
-            k = self._linear(f"{prefix}.self_attn.k_proj", attn.k_proj, x, lora, scale)
-            v = self._linear(f"{prefix}.self_attn.v_proj", attn.v_proj, x, lora, scale)
-            k = k.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
-            v = v.view(batch, seq, s.num_kv_heads, s.head_dim).transpose(1, 2)
-            k = k * cos + _rotate_half(k) * sin
-            q_cos, q_sin = q_cos_all, q_sin_all
-            if i == last and kept is not None:
-                # Only the kept positions' logits are returned, and the last layer's output at a
-                # position feeds nothing but that position's logits: every position needs this
-                # layer's keys and values (the cache), only the kept ones its queries, attention
-                # and MLP. A prompt run keeping 1 position skips most of a layer.
-                h, x = h.index_select(1, kept), x.index_select(1, kept)
-                q_cos, q_sin = q_cos.index_select(2, kept), q_sin.index_select(2, kept)
-                allowed = allowed.index_select(3, kept)
-                qs = kept.shape[0]
-                if grouped:
-                    cap = self._grouped_mask(allowed, past[0].shape[0])
-            q = self._linear(f"{prefix}.self_attn.q_proj", attn.q_proj, x, lora, scale)
-            q = q.view(batch, qs, s.num_heads, s.head_dim).transpose(1, 2)
-            q = q * q_cos + _rotate_half(q) * q_sin
-            if grouped:
-                presents += [k, v]
-                ctx = self._grouped_attention(q, k, v, past[2 * i], past[2 * i + 1], cap)
-            else:
-                k = torch.cat((past[2 * i], k), dim=2)
-                v = torch.cat((past[2 * i + 1], v), dim=2)
-                presents += [k, v]
-
-                # Grouped-query attention without materialising repeated K/V.
-                qg = q.reshape(batch, s.num_kv_heads, rep, qs, s.head_dim)
-                scores = torch.matmul(qg, k.unsqueeze(2).transpose(-1, -2)) * (s.head_dim**-0.5)
-                scores = torch.where(allowed, scores, torch.full_like(scores, MASK_FILL))
-                probs = torch.softmax(scores, dim=-1)
-                ctx = torch.matmul(probs, v.unsqueeze(2))  # [b, kv, rep, qs, hd]
-                ctx = ctx.reshape(batch, s.num_heads, qs, s.head_dim).transpose(1, 2).reshape(batch, qs, s.num_heads * s.head_dim)
-            h = h + self._linear(f"{prefix}.self_attn.o_proj", attn.o_proj, ctx, lora, scale)
-
-            mlp = layer.mlp
-            x = _rms_norm(h, layer.post_attention_layernorm.weight, self.eps)
-            gate = self._linear(f"{prefix}.mlp.gate_proj", mlp.gate_proj, x, lora, scale)
-            up = self._linear(f"{prefix}.mlp.up_proj", mlp.up_proj, x, lora, scale)
-            h = h + self._linear(f"{prefix}.mlp.down_proj", mlp.down_proj, torch.nn.functional.silu(gate) * up, lora, scale)
-
-        h = _rms_norm(h, m.norm.weight, self.eps)
-        if kept is not None and targets is not None:
-            targets = targets.index_select(1, kept)
-        logits = torch.nn.functional.linear(h, self.hf.lm_head.weight, getattr(self.hf.lm_head, "bias", None))
-        if targets is not None:
-            logp = torch.log_softmax(logits, dim=-1)
-            return (logits, *presents, torch.gather(logp, -1, targets.unsqueeze(-1)).squeeze(-1))
-        return (logits, *presents)
+        for i in range(self.shape.num_layers):
+            past = (inputs.past[2 * i], inputs.past[2 * i + 1])
+            h, present, run = self._attention_block(i, h, past, run, kept if i == last else None)
+            presents += present
+            h = self._mlp_block(i, h, run)
+        logits = self._logits(_rms_norm(h, self.hf.model.norm.weight, self.eps))
+        if inputs.target_ids is None:
+            return (logits, *presents)
+        targets = inputs.target_ids if kept is None else inputs.target_ids.index_select(1, kept)
+        logp = torch.gather(torch.log_softmax(logits, dim=-1), -1, targets.unsqueeze(-1)).squeeze(-1)
+        return (logits, *presents, logp)

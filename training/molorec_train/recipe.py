@@ -287,9 +287,9 @@ def run_recipe(
     pack = work / "pack"
     with step("5. export the model pack", (pack / "molorec.json").exists()):
         if not (pack / "molorec.json").exists():
-            # scoring_head: the graph returns log p(target) per token, so candidate runs fetch one float
-            # per token instead of a vocabulary row; kv_cache "grouped": candidate rows share one copy
-            # of the prompt's KV cache (docs/performance.md).
+            # The default graph variant: the scoring head (log p(target) per token, so candidate runs
+            # fetch one float per token instead of a vocabulary row) and the grouped KV cache
+            # (candidate rows share one copy of the prompt's cache; docs/performance.md).
             export_pack(
                 base_dir,
                 pack,
@@ -297,8 +297,6 @@ def run_recipe(
                 name="molorec-demo",
                 prompt=spec,
                 extra_targets=LoraTrainConfig().targets,
-                scoring_head=True,
-                kv_cache="grouped",
                 log=log,
             )
 

@@ -8,6 +8,7 @@ import pytest
 
 from molorec_train import tiny
 from molorec_train.export import export_pack
+from molorec_train.graph import GraphVariant
 
 WORDS = "the star night city blue river garden red song quiet storm golden road ocean paper light".split()
 
@@ -35,7 +36,7 @@ def build(root: Path, architecture: str) -> Built:
         tok_dir, root / "domain", targets=["q_proj", "k_proj", "o_proj", "gate_proj", "down_proj"], rank=6, alpha=3, seed=12
     )
     adapters = {"general": general, "domain:test": domain}
-    export_pack(tok_dir, root / "pack", adapters, name=f"tiny-{architecture}", log=lambda *_: None)
+    export_pack(tok_dir, root / "pack", adapters, name=f"tiny-{architecture}", variant=GraphVariant(), log=lambda *_: None)
     return Built(tok_dir, adapters, root / "pack")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -9,6 +12,7 @@ import torch
 
 from molorec_train.adapters import load_adapter, mixture_feeds
 from molorec_train.export import read_manifest
+from molorec_train.graph import GraphVariant
 from molorec_train.reference import merged_model
 
 TOL = 1e-4
@@ -196,7 +200,7 @@ def test_grouped_kv_cache_in_the_manifest(built, tmp_path):
     from molorec_train.export import export_pack
 
     assert read_manifest(built.pack_dir)["model"]["kvCache"] == "concat"
-    m = export_pack(built.model_dir, tmp_path / "g", built.adapters, kv_cache="grouped", log=lambda *_: None)
+    m = export_pack(built.model_dir, tmp_path / "g", built.adapters, variant=GraphVariant(kv_cache="grouped"), log=lambda *_: None)
     assert m["model"]["kvCache"] == "grouped"
     names = {
         i.name: i.shape for i in ort.InferenceSession(str(tmp_path / "g" / "model.onnx"), providers=["CPUExecutionProvider"]).get_inputs()
@@ -249,3 +253,88 @@ def test_kept_logits_and_full_cache_match_transformers(built, pack, head_session
     tail = head_session.run(["logits"], tail_feeds)[0]
     valid = mask[:, split:].astype(bool)
     assert rel_err(tail[valid], ref[:, split:][valid]) <= TOL
+
+
+def test_tied_embeddings_are_stored_once(built):
+    """A tied LM head reads the embedding table (Gemm transB) instead of a transposed copy."""
+    import onnx
+
+    from molorec_train.export import load_model
+
+    model = load_model(built.model_dir)
+    tied = model.lm_head.weight is model.model.embed_tokens.weight
+    graph = onnx.load(str(built.pack_dir / "model.onnx"))
+    vh = sorted(tuple(i.dims) for i in graph.graph.initializer if sorted(i.dims) == sorted(model.lm_head.weight.shape))
+    assert len(vh) == (1 if tied else 2)
+    assert tied == any(n.op_type == "Gemm" for n in graph.graph.node)
+
+
+def test_float16_weights_in_one_external_file(built, pack, tmp_path):
+    """weights="float16" halves the weights (Cast back to float32 at load); external_data="always"
+    puts them in one model.onnx.data listed by the exporter, which onnxruntime reads beside the graph."""
+    from molorec_train.export import export_onnx, load_model
+
+    path = tmp_path / "model.onnx"
+    files = export_onnx(load_model(built.model_dir), pack.targets, path, weights="float16", external_data="always")
+    assert files == ["model.onnx.data"] and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    fp32_bytes = (built.pack_dir / "model.onnx").stat().st_size
+    assert (tmp_path / "model.onnx.data").stat().st_size < 0.6 * fp32_bytes
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    ids, mask, pos = padded_batch([7, 4], vocab=300, seed=3)
+    got = session.run(None, pack.feeds(ids, mask, pos, [0.5, 0.5]))[0]
+    want, _ = pack.run(ids, mask, pos, [0.5, 0.5])
+    real = mask.astype(bool)
+    assert rel_err(got[real], want[real]) <= 5e-3
+
+
+@pytest.mark.skipif(os.environ.get("MOLOREC_LARGE") != "1", reason="exports a 2.1 GB model (~12 GB RAM, minutes): MOLOREC_LARGE=1")
+def test_a_model_over_2_gib_exports_into_a_loadable_pack(tmp_path):
+    """Protobuf caps a file at 2 GiB: the weights go to one model.onnx.data listed in the manifest."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from molorec_train.export import export_pack, read_manifest
+
+    root = large_llama(tmp_path / "large")
+    m = export_pack(root, tmp_path / "pack", {}, extra_targets=["q_proj", "v_proj"], log=lambda *_: None)
+    assert m["files"]["modelExternalData"] == ["model.onnx.data"]
+    assert (tmp_path / "pack" / "model.onnx.data").stat().st_size > 2**31
+    assert read_manifest(tmp_path / "pack")["files"]["modelExternalData"] == ["model.onnx.data"]
+    session = ort.InferenceSession(str(tmp_path / "pack" / "model.onnx"), providers=["CPUExecutionProvider"])
+    model = LlamaForCausalLM.from_pretrained(root).eval()
+    ids = np.array([[5, 17, 42, 99, 123, 7]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "position_ids": np.arange(6)[None]}
+    cfg: LlamaConfig = model.config
+    for i in range(cfg.num_hidden_layers):
+        for kind in ("key", "value"):
+            feeds[f"past_key_values.{i}.{kind}"] = np.zeros(
+                (1, cfg.num_key_value_heads, 0, cfg.hidden_size // cfg.num_attention_heads), np.float32
+            )
+    targets = [(t["module"], t["inFeatures"], t["outFeatures"]) for t in m["lora"]["targets"]]
+    feeds |= mixture_feeds(targets, [], [[]]) | {"num_logits_to_keep": np.zeros(1, np.int64), "target_ids": np.zeros_like(ids)}
+    got = session.run(["logits"], feeds)[0]
+    with torch.no_grad():
+        want = model(torch.from_numpy(ids)).logits.numpy()
+    assert rel_err(got, want) <= TOL
+
+
+def large_llama(out: Path) -> Path:
+    """A random Llama just over 2 GiB in float32 (32 layers of width 1024, vocab 32,000)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from molorec_train import tiny
+
+    tiny.train_bpe_tokenizer(["a b c d e f g"], 300, out)
+    cfg = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=False,
+        eos_token_id=0,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(cfg).eval().save_pretrained(out)
+    return out

@@ -80,6 +80,12 @@ export interface PromptSpec {
   endTokenId: number;
   /** `mean`: average log-probability per scored token; `sum`: total log-probability. */
   scoreNormalization: "mean" | "sum";
+  /**
+   * Trailing spaces of a template piece that a title follows (`itemPrefix`; `suffix` and
+   * `candidatePrefix` before a candidate) are tokenized as the start of that title, as byte-level
+   * BPE tokenizers see them in running text (`"- "` + `"Heat"` → `"-"` + `" Heat"`). Default `false`.
+   */
+  moveTrailingSpaces: boolean;
 }
 
 /** Request limits the pack is built for; servers may lower them, never raise them. */
@@ -153,6 +159,11 @@ class ManifestReader {
   oneOf<T extends string>(v: Json, path: string, allowed: readonly T[]): T {
     if (!allowed.includes(v as T)) this.fail(path, `must be one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
     return v as T;
+  }
+
+  boolean(v: Json, path: string): boolean {
+    if (typeof v !== "boolean") this.fail(path, "must be true or false");
+    return v;
   }
 
   stringArray(v: Json, path: string): string[] {
@@ -269,6 +280,7 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     bosTokenId: p.bosTokenId == null ? null : r.int(p.bosTokenId, "prompt.bosTokenId", 0),
     endTokenId: r.int(p.endTokenId, "prompt.endTokenId", 0),
     scoreNormalization: norm as "mean" | "sum",
+    moveTrailingSpaces: p.moveTrailingSpaces === undefined ? false : r.boolean(p.moveTrailingSpaces, "prompt.moveTrailingSpaces"),
   };
   for (const [k, id] of [
     ["bosTokenId", prompt.bosTokenId],
