@@ -52,7 +52,7 @@ describe("runtime-worker in workerd", () => {
       return openRecommender({ wasmModule: ortWasm, source: bundledSource(files) });
     });
     const app = createApp({ getRecommender, health: () => ({ ...getRecommender.stats }) });
-    const post = (body: string) => app.request("/v1/recommend", { method: "POST", body });
+    const post = (body: string) => app.request("/v1/recommend", { method: "POST", body, headers: { "content-type": "application/json" } });
     const first = await post(JSON.stringify(request));
     expect(first.status).toBe(200);
     expect(((await first.json()) as { ranked: unknown[] }).ranked).toHaveLength(3);

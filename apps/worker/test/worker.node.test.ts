@@ -160,7 +160,11 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
   });
 
   it("answers the same with the pack compiled into the script (--env bundled)", async () => {
-    const res = await fetch(`${bundled.url}/v1/recommend`, { method: "POST", body: JSON.stringify(request) });
+    const res = await fetch(`${bundled.url}/v1/recommend`, {
+      method: "POST",
+      body: JSON.stringify(request),
+      headers: { "content-type": "application/json" },
+    });
     expect(res.status).toBe(200);
     expectSameAnswer((await res.json()) as RecommendResponse, await node.recommend(request));
     const health = (await (await fetch(`${bundled.url}/v1/health`)).json()) as { pack: string; isolate: Record<string, number> };

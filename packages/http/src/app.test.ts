@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { createRecommender, MolorecError, type Recommender } from "@molorec/core";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createApp } from "./app.js";
+import { createApp, isJsonMediaType } from "./app.js";
 
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
 const valid = {
@@ -77,6 +77,26 @@ describe("POST /v1/recommend", () => {
   ])("rejects %s with a JSON error, then still serves", async (_name, body, status, code) => {
     await expectError(await post(body as BodyInit), status, code);
     expect((await post(JSON.stringify(valid))).status).toBe(200);
+  });
+
+  it.each([
+    ["text/plain (a cross-origin form or fetch needs no preflight for it)", { "content-type": "text/plain;charset=UTF-8" }],
+    ["a form", { "content-type": "application/x-www-form-urlencoded" }],
+    ["multipart", { "content-type": "multipart/form-data; boundary=x" }],
+    ["no content type (a Blob body without a type)", {} as Record<string, string>],
+  ])("refuses %s with 415 before parsing or scoring anything", async (_name, headers) => {
+    const before = loads;
+    const body = await expectError(await post(JSON.stringify(valid), headers), 415, "UNSUPPORTED_MEDIA_TYPE");
+    expect(body.error.message).toMatch(/Content-Type: application\/json/);
+    expect(loads).toBe(before); // the recommender was never asked
+    expect((await post(JSON.stringify(valid))).status).toBe(200);
+  });
+
+  it("accepts JSON media types with parameters and +json types", async () => {
+    for (const type of ["application/json; charset=utf-8", "Application/JSON", "application/vnd.molorec+json"])
+      expect((await post(JSON.stringify(valid), { "content-type": type })).status).toBe(200);
+    expect(isJsonMediaType("application/jsonp")).toBe(false);
+    expect(isJsonMediaType("text/json")).toBe(false);
   });
 
   it("refuses an oversized body by Content-Length with 413", async () => {

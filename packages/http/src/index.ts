@@ -1,8 +1,10 @@
 export {
   createApp,
+  isJsonMediaType,
   packSummary,
   DEFAULT_MAX_BODY_BYTES,
   type AppOptions,
+  type AppRecommender,
   type ErrorBody,
   type HttpErrorCode,
   type PackSummary,
