@@ -101,8 +101,10 @@ describe("POST /v1/recommend", () => {
 
   it("refuses an oversized body by Content-Length with 413", async () => {
     const big = JSON.stringify({ ...valid, candidates: Array.from({ length: 20_000 }, (_, i) => `candidate title ${i}`) });
-    const body = await expectError(await post(big), 413, "BODY_TOO_LARGE");
+    const res = await post(big);
+    const body = await expectError(res, 413, "BODY_TOO_LARGE");
     expect(body.error.details).toEqual({ limit: 256 * 1024 });
+    expect(res.headers.get("connection")).toBeNull(); // drained: the connection can carry the next request
   });
 
   it("keeps no more than the limit of a streamed body and stops reading an endless one", async () => {
@@ -123,6 +125,8 @@ describe("POST /v1/recommend", () => {
       } as RequestInit),
     );
     await expectError(res, 413, "BODY_TOO_LARGE");
+    // the rest is left on the wire: a keep-alive client must not reuse the connection
+    expect(res.headers.get("connection")).toBe("close");
     // drained up to 16 × the limit (so the connection stays usable), then cancelled
     expect(pulled).toBeGreaterThan(256 / 16);
     expect(pulled).toBeLessThanOrEqual((16 * 256) / 16 + 3);
@@ -147,6 +151,7 @@ describe("POST /v1/recommend", () => {
     );
     await expectError(res, 413, "BODY_TOO_LARGE");
     expect(pulled).toBeLessThanOrEqual(1);
+    expect(res.headers.get("connection")).toBe("close");
   });
 
   it("answers 405 for other methods and 404 JSON for unknown routes", async () => {

@@ -1,7 +1,7 @@
 import { httpStatusForCode, isMolorecError, type PackManifest, type Recommender, type RequestLimits } from "@molorec/core";
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { parseJsonBody, readBodyWithLimit } from "./body.js";
+import { leftBodyUnread, parseJsonBody, readBodyWithLimit } from "./body.js";
 
 /**
  * Error codes of the HTTP layer itself, beside core's `MolorecErrorCode`s. `REQUEST_TIMEOUT` and
@@ -199,8 +199,10 @@ export function createApp<Env extends object | undefined = undefined>(options: A
     if (isMolorecError(err)) {
       // A coded error that says when to come back (e.g. a server's full queue) gets Retry-After.
       const retry = err.details?.retryAfterSeconds;
-      const headers =
-        typeof retry === "number" && Number.isFinite(retry) && retry >= 0 ? { "retry-after": String(Math.ceil(retry)) } : undefined;
+      const headers: Record<string, string> = {};
+      if (typeof retry === "number" && Number.isFinite(retry) && retry >= 0) headers["retry-after"] = String(Math.ceil(retry));
+      // Part of the body is still on the wire: this connection cannot carry another request.
+      if (leftBodyUnread(err)) headers.connection = "close";
       return errorResponse(c, httpStatusForCode(err.code), err.code, err.message, err.details, headers);
     }
     onError(err);

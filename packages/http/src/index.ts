@@ -9,4 +9,4 @@ export {
   type HttpErrorCode,
   type PackSummary,
 } from "./app.js";
-export { parseJsonBody, readBodyWithLimit } from "./body.js";
+export { leftBodyUnread, parseJsonBody, readBodyWithLimit } from "./body.js";
