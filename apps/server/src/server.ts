@@ -6,6 +6,7 @@ import { type AppRecommender, createApp, packSummary } from "@molorec/http";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import type { Hono } from "hono";
 import { RequestBatcher } from "./batcher.js";
+import { answerClientErrors } from "./client-errors.js";
 import { PROMETHEUS_CONTENT_TYPE, serverMetrics, type ServerMetrics } from "./metrics.js";
 import { type ResolvedServerOptions, resolveServerOptions, type ServerOptions } from "./options.js";
 import { createDrain, InFlightRequests } from "./shutdown.js";
@@ -302,9 +303,13 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
       requestTimeout: o.requestTimeoutMs,
       headersTimeout: o.headersTimeoutMs,
       keepAliveTimeout: o.keepAliveTimeoutMs,
+      // Node enforces the two timeouts on this period (30 s by default, which would let a slow
+      // client hold a connection up to twice the request timeout).
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(o.headersTimeoutMs / 4))),
     },
   }) as Server;
   server.maxConnections = o.maxConnections;
+  answerClientErrors(server, o.requestTimeoutMs);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
