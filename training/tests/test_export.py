@@ -249,3 +249,13 @@ def test_kept_logits_and_full_cache_match_transformers(built, pack, head_session
     tail = head_session.run(["logits"], tail_feeds)[0]
     valid = mask[:, split:].astype(bool)
     assert rel_err(tail[valid], ref[:, split:][valid]) <= TOL
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [("domain:movies", "domain-movies"), ("a/b", "a-b"), ("50%off?#x", "50-off--x"), ("tab\there", "tab-here"), ("c:\\x", "c--x")],
+)
+def test_adapter_folders_are_paths_the_runtimes_accept(name, folder):
+    from molorec_train.export import adapter_dir_name
+
+    assert adapter_dir_name(name) == folder
