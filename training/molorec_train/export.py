@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import warnings
@@ -28,8 +29,12 @@ EXTERNAL_DATA_THRESHOLD = 1536 * 1024 * 1024
 
 
 def adapter_dir_name(name: str) -> str:
-    """`domain:movies` -> `domain-movies` (file-system safe, stable)."""
-    safe = name.replace(":", "-").replace("/", "-")
+    """`domain:movies` -> `domain-movies` (file-system safe, stable).
+
+    Characters the runtimes refuse in pack paths (they would change meaning once a path is
+    part of a URL: `\\ : % ? #`, control characters) become `-` too.
+    """
+    safe = re.sub(r"[\\/:%?#\x00-\x1f\x7f]", "-", name)
     if not safe or safe.startswith("."):
         raise ExportError(f"adapter name {name!r} is not usable as a folder name")
     return safe

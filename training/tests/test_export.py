@@ -338,3 +338,13 @@ def large_llama(out: Path) -> Path:
     torch.manual_seed(0)
     LlamaForCausalLM(cfg).eval().save_pretrained(out)
     return out
+
+
+@pytest.mark.parametrize(
+    ("name", "folder"),
+    [("domain:movies", "domain-movies"), ("a/b", "a-b"), ("50%off?#x", "50-off--x"), ("tab\there", "tab-here"), ("c:\\x", "c--x")],
+)
+def test_adapter_folders_are_paths_the_runtimes_accept(name, folder):
+    from molorec_train.export import adapter_dir_name
+
+    assert adapter_dir_name(name) == folder

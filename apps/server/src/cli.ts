@@ -2,8 +2,9 @@ import { existsSync } from "node:fs";
 import { delimiter, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import { isMolorecError, MolorecError } from "@molorec/core";
+import { DEFAULT_REQUEST_LIMITS, isMolorecError, MolorecError } from "@molorec/core";
 import type { NodeExecutionProvider } from "@molorec/runtime-node";
+import { SERVER_DEFAULTS as D } from "./options.js";
 import { handleSignals, PACK_HEADER, startServer, type MolorecServer, type PackConfig, type ServerOptions } from "./server.js";
 
 const USAGE = `molorec-server — the MoLoRec recommender over HTTP (onnxruntime-node: CUDA or CPU)
@@ -19,27 +20,28 @@ Packs:
                           otherwise its "domain" picks the pack that has it (the default pack first).
 
 Server:
-  --host HOST             interface to bind (default 127.0.0.1; $HOST)
-  --port N                port (default 8080; $PORT; 0 = any free port)
+  --host HOST             interface to bind (default ${D.host}; $HOST)
+  --port N                port (default ${D.port}; $PORT; 0 = any free port)
   --ep auto|cpu|cuda      execution provider (default auto: CUDA when installed, else CPU; $MOLOREC_EP)
   --threads N             CPU threads per model run (default: ONNX Runtime's, all cores)
 
 Batching and back-pressure:
-  --max-batch N           most requests per batched model pass (default 8; 1 = no batching)
-  --max-wait-ms N         how long a batch waits for more requests when the model is idle (default 5)
-  --max-queue N           most waiting requests per pack; more get 503 + Retry-After (default 64)
-  --max-batch-rows N      rows of one candidate model run (default 64)
+  --max-batch N           most requests per batched model pass (default ${D.maxBatch}; 1 = no batching)
+  --max-wait-ms N         how long a batch waits for more requests when the model is idle (default ${D.maxWaitMs})
+  --max-queue N           most waiting requests per pack; more get 503 + Retry-After (default ${D.maxQueue})
+  --max-batch-rows N      rows of one candidate model run (default ${D.maxBatchRows})
 
 Limits:
-  --request-timeout-ms N  time to receive a request, and to answer a queued one (default 30000)
-  --shutdown-timeout-ms N how long SIGTERM/SIGINT wait for in-flight requests (default 30000)
+  --request-timeout-ms N  time to receive a request (slower clients get 408), and to answer a queued
+                          one (default ${D.requestTimeoutMs})
+  --shutdown-timeout-ms N how long SIGTERM/SIGINT wait for in-flight requests (default ${D.shutdownTimeoutMs})
   --shutdown-grace-ms N   how long a shutdown still accepts connections before it stops listening
-                          (default 500; health answers 503 meanwhile)
-  --max-body-bytes N      largest request body (default 1048576)
+                          (default ${D.shutdownGraceMs}; health answers 503 meanwhile)
+  --max-body-bytes N      largest request body (default ${D.maxBodyBytes})
   --max-candidates N      stricter than the pack's limit
   --max-history N         stricter than the pack's limit
-  --max-title-chars N     longest title (default 1000)
-  --max-connections N     most open connections (default 1024)
+  --max-title-chars N     longest title (default ${DEFAULT_REQUEST_LIMITS.maxTitleChars})
+  --max-connections N     most open connections (default ${D.maxConnections})
 
 Routes: POST /v1/recommend, GET /v1/health, GET /v1/pack, GET /v1/packs, GET /metrics.
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0 (a second signal exits at once).`;
@@ -103,7 +105,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     },
   });
   if (values.help) return null;
-  const ep = values.ep ?? env.MOLOREC_EP ?? "auto";
+  const ep = values.ep ?? env.MOLOREC_EP ?? D.executionProvider;
   if (!["auto", "cpu", "cuda"].includes(ep)) throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${ep}`);
   const packs = (values.pack?.length ? values.pack : defaultPackDirs(env)).map(parsePack);
   const limits: ServerOptions["limits"] = {};
@@ -115,8 +117,8 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
   if (maxTitleChars !== undefined) limits.maxTitleChars = maxTitleChars;
   const opts: ServerOptions = {
     packs,
-    host: values.host ?? env.HOST ?? "127.0.0.1",
-    port: int(values.port ?? env.PORT, "--port", 0) ?? 8080,
+    host: values.host ?? env.HOST ?? D.host,
+    port: int(values.port ?? env.PORT, "--port", 0) ?? D.port,
     executionProvider: ep as NodeExecutionProvider,
     limits,
   };

@@ -1,72 +1,21 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import {
-  createRecommender,
-  MolorecError,
-  parseRecommendRequest,
-  type InferenceBackend,
-  type Recommender,
-  type RecommendResponse,
-  type RequestLimits,
-} from "@molorec/core";
-import { createApp, DEFAULT_MAX_BODY_BYTES, packSummary } from "@molorec/http";
-import { loadPackFromDir, nodeBackend, type NodeExecutionProvider } from "@molorec/runtime-node";
+import { createRecommender, hasOwn, MolorecError, parseRecommendRequest, type RecommendResponse, type Recommender } from "@molorec/core";
+import { type AppRecommender, createApp, packSummary } from "@molorec/http";
+import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import type { Hono } from "hono";
 import { RequestBatcher } from "./batcher.js";
+import { answerClientErrors } from "./client-errors.js";
 import { PROMETHEUS_CONTENT_TYPE, serverMetrics, type ServerMetrics } from "./metrics.js";
+import { type ResolvedServerOptions, resolveServerOptions, type ServerOptions } from "./options.js";
+import { createDrain, InFlightRequests } from "./shutdown.js";
+
+export type { PackConfig, ServerOptions } from "./options.js";
+export { handleSignals, type SignalOptions } from "./shutdown.js";
 
 /** The header that picks a pack per request (the `?pack=` query parameter does the same). */
 export const PACK_HEADER = "x-molorec-pack";
-
-/** A pack to serve: its directory and, optionally, the name requests use for it (default: the manifest's name). */
-export interface PackConfig {
-  dir: string;
-  name?: string;
-}
-
-/** Options of {@link startServer}. Every field but `packs` has a default. */
-export interface ServerOptions {
-  /** Packs to load; the first one is the default pack. */
-  packs: PackConfig[];
-  /** Interface to listen on. Default `127.0.0.1`. */
-  host?: string;
-  /** Port; 0 picks a free one (see {@link MolorecServer.url}). Default 8080. */
-  port?: number;
-  /** onnxruntime-node execution provider. Default `auto` (CUDA when installed, else CPU). */
-  executionProvider?: NodeExecutionProvider;
-  /** CPU threads per model run (ONNX Runtime's default: all cores). */
-  threads?: number;
-  /** Replaces the onnxruntime-node backend (tests, other runtimes). */
-  backend?: (packName: string) => InferenceBackend;
-  /** Most requests per batched model pass. 1 = no batching. Default 8. */
-  maxBatch?: number;
-  /** How long the first request of a batch waits for more when the model is idle. Default 5 ms. */
-  maxWaitMs?: number;
-  /** Most requests waiting per pack; past it, 503 + Retry-After. Default 64. */
-  maxQueue?: number;
-  /** Rows of one candidate model run (core's `maxBatchRows`). Default 64. */
-  maxBatchRows?: number;
-  /** A request not answered this long after it was queued gets 503; also Node's limit for receiving a request. Default 30 000 ms. */
-  requestTimeoutMs?: number;
-  /** How long a shutdown waits for in-flight requests before cutting connections. Default 30 000 ms. */
-  shutdownTimeoutMs?: number;
-  /**
-   * How long a shutdown keeps accepting connections (answered, with `connection: close`; health
-   * already says 503 "draining") before it stops listening. Closing the listener resets the
-   * connections still waiting in the kernel's accept queue, which clients see as lost requests.
-   * Default 500 ms; 0 stops listening at once.
-   */
-  shutdownGraceMs?: number;
-  /** Largest request body. Default 1 MiB. */
-  maxBodyBytes?: number;
-  /** Request limits stricter than the packs' (candidates, history items, title characters). */
-  limits?: Partial<RequestLimits>;
-  /** Most open TCP connections; more are refused by the kernel backlog / dropped. Default 1024. */
-  maxConnections?: number;
-  /** Log lines (startup, provider, shutdown). Default `console.error`. */
-  log?: (line: string) => void;
-}
 
 /** One loaded pack and its batcher. */
 export interface ServedPack {
@@ -128,44 +77,56 @@ export function routeRequest(packs: readonly ServedPack[], explicit: string | nu
   }
   const domain = typeof body === "object" && body !== null && !Array.isArray(body) ? (body as { domain?: unknown }).domain : undefined;
   const first = packs[0]!;
-  if (typeof domain !== "string" || domain in first.recommender.pack.manifest.domains) return first;
-  const owner = packs.find((p) => domain in p.recommender.pack.manifest.domains);
+  // Own properties only: a domain called "toString" is in no pack.
+  const has = (p: ServedPack) => hasOwn(p.recommender.pack.manifest.domains, domain as string);
+  if (typeof domain !== "string" || has(first)) return first;
+  const owner = packs.find(has);
   if (owner) return owner;
   if (packs.length === 1) return first; // core's own UNKNOWN_DOMAIN message
   const known = Object.fromEntries(packs.map((p) => [p.name, Object.keys(p.recommender.pack.manifest.domains)]));
   throw new MolorecError(
     "UNKNOWN_DOMAIN",
-    `domain "${domain}" is in none of the loaded packs; they have: ${packs.map((p) => `${p.name} (${known[p.name]!.join(", ") || "no domains"})`).join("; ")}.`,
+    `domain ${JSON.stringify(domain.slice(0, 80))} is in none of the loaded packs; they have: ${packs.map((p) => `${p.name} (${known[p.name]!.join(", ") || "no domains"})`).join("; ")}.`,
     {
       details: { domain, known },
     },
   );
 }
 
-/** Answers `recommend` through the pack's batcher, after a cheap validation that keeps bad requests off the queue. */
-function batchedFacade(packs: readonly ServedPack[], explicit: string | null): Recommender {
+/**
+ * What the app serves for one pack selection (a named pack, or `null`: routed by domain): the
+ * pack's summary fields, and `recommend` through the batcher of the pack a request routes to. A
+ * request is validated once, here, so that bad requests never take a place in the queue; the
+ * recommender finds it already parsed under the same limits.
+ */
+function servedRecommender(packs: readonly ServedPack[], explicit: string | null): AppRecommender {
   const base = explicit ? routeRequest(packs, explicit, null) : packs[0]!;
   return {
-    ...base.recommender,
+    pack: base.recommender.pack,
+    limits: base.recommender.limits,
+    get backendName() {
+      return base.recommender.backendName;
+    },
     async recommend(body: unknown): Promise<RecommendResponse> {
       const target = routeRequest(packs, explicit, body);
       const req = parseRecommendRequest(body, target.recommender.limits);
       const domains = target.recommender.pack.manifest.domains;
-      if (req.domain !== undefined && !(req.domain in domains)) {
+      if (req.domain !== undefined && !hasOwn(domains, req.domain)) {
         throw new MolorecError(
           "UNKNOWN_DOMAIN",
-          `domain "${req.domain}" is not in pack ${target.name}; it has: ${Object.keys(domains).join(", ") || "no domains"}.`,
+          `domain ${JSON.stringify(req.domain.slice(0, 80))} is not in pack ${target.name}; it has: ${Object.keys(domains).join(", ") || "no domains"}.`,
           {
             details: { domain: req.domain, known: Object.keys(domains), pack: target.name },
           },
         );
       }
-      return target.batcher.submit(body);
+      return target.batcher.submit(req);
     },
   };
 }
 
-async function loadPacks(options: ServerOptions, metrics: ServerMetrics | null, log: (line: string) => void): Promise<ServedPack[]> {
+async function loadPacks(options: ResolvedServerOptions, metrics: ServerMetrics): Promise<ServedPack[]> {
+  const { log } = options;
   const served: ServedPack[] = [];
   try {
     for (const cfg of options.packs) {
@@ -177,30 +138,30 @@ async function loadPacks(options: ServerOptions, metrics: ServerMetrics | null, 
       const backend =
         options.backend?.(name) ??
         nodeBackend({
-          executionProvider: options.executionProvider ?? "auto",
+          executionProvider: options.executionProvider,
           ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
           log: (line) => log(`${line.replace(/^molorec: /, `molorec-server: pack ${name}: `)}`),
         });
-      const recommender = await createRecommender({
+      const recommender: Recommender = await createRecommender({
         backend,
         pack,
         ...(options.limits ? { limits: options.limits } : {}),
-        maxBatchRows: options.maxBatchRows ?? 64,
+        maxBatchRows: options.maxBatchRows,
       });
       const provider = "provider" in backend && typeof backend.provider === "function" ? String(backend.provider()) : backend.name;
       const labels = { pack: name };
       const batcher = new RequestBatcher({
-        maxBatch: options.maxBatch ?? 8,
-        maxWaitMs: options.maxWaitMs ?? 5,
-        maxQueue: options.maxQueue ?? 64,
-        timeoutMs: options.requestTimeoutMs ?? 30_000,
+        maxBatch: options.maxBatch,
+        maxWaitMs: options.maxWaitMs,
+        maxQueue: options.maxQueue,
+        timeoutMs: options.requestTimeoutMs,
         run: (bodies) => recommender.recommendBatch(bodies),
         onBatch: (size, seconds) => {
-          metrics?.batchSize.observe(labels, size);
-          metrics?.batchDuration.observe(labels, seconds);
+          metrics.batchSize.observe(labels, size);
+          metrics.batchDuration.observe(labels, seconds);
         },
-        onQueueWait: (seconds) => metrics?.queueWait.observe(labels, seconds),
-        onReject: (reason) => metrics?.rejected.inc({ pack: name, reason }),
+        onQueueWait: (seconds) => metrics.queueWait.observe(labels, seconds),
+        onReject: (reason) => metrics.rejected.inc({ pack: name, reason }),
       });
       served.push({ name, dir: pack.location, recommender, batcher, provider });
       const m = pack.manifest;
@@ -220,10 +181,25 @@ function jsonResponse(status: number, body: unknown, headers: Record<string, str
   return new Response(JSON.stringify(body), { status, headers: { "content-type": "application/json", ...headers } });
 }
 
+/** `res` with `connection: close` (keep-alive clients reconnect, to another replica, after it). */
+function closingConnection(res: Response): Response {
+  try {
+    res.headers.set("connection", "close");
+    return res;
+  } catch {
+    // Immutable headers (a fetched response): copy them.
+    const headers = new Headers(res.headers);
+    headers.set("connection", "close");
+    return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+  }
+}
+
 /**
  * Loads the packs, opens one model session per pack and serves the MoLoRec HTTP API
  * (`@molorec/http`, the Worker's routes) on Node's HTTP stack, with cross-request batching,
- * back-pressure, `GET /metrics` and graceful shutdown.
+ * back-pressure, `GET /metrics` and graceful shutdown. Packs are validated against their graphs
+ * (core's `createRecommender`) before the server listens: a broken pack is a start-up error,
+ * never a healthy server that fails every request.
  *
  * @example
  * ```ts
@@ -232,38 +208,34 @@ function jsonResponse(status: number, body: unknown, headers: Record<string, str
  * ```
  */
 export async function startServer(options: ServerOptions): Promise<MolorecServer> {
-  const log = options.log ?? ((line: string) => console.error(line));
-  const host = options.host ?? "127.0.0.1";
-  const maxBodyBytes = options.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
-  const requestTimeoutMs = options.requestTimeoutMs ?? 30_000;
-  const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 30_000;
-  const shutdownGraceMs = options.shutdownGraceMs ?? 500;
+  const o = resolveServerOptions(options);
+  const { log, host } = o;
   let packs: ServedPack[] = [];
   const metrics = serverMetrics({
     queueDepth: () => packs.map((p) => [{ pack: p.name }, p.batcher.depth]),
     batchInFlight: () => packs.map((p) => [{ pack: p.name }, p.batcher.inFlight]),
   });
-  packs = await loadPacks(options, metrics, log);
+  packs = await loadPacks(o, metrics);
   for (const p of packs) metrics.packInfo.set({ pack: p.name, backend: p.recommender.backendName }, 1);
 
-  let draining = false;
-  let inFlight = 0;
-  let idleWaiters: Array<() => void> = [];
-  const facades = new Map<string | null, Recommender>([
-    [null, batchedFacade(packs, null)],
-    ...packs.map((p) => [p.name, batchedFacade(packs, p.name)] as const),
+  const inFlight = new InFlightRequests();
+  const served = new Map<string | null, AppRecommender>([
+    [null, servedRecommender(packs, null)],
+    ...packs.map((p) => [p.name, servedRecommender(packs, p.name)] as const),
   ]);
+  // Assigned once the server exists; handlers only read it while requests are being served.
+  let drain: ReturnType<typeof createDrain> | null = null;
 
   const app = createApp<AppEnv>({
     getRecommender: async (env) => {
       const name = env?.pack ?? null;
-      const f = facades.get(name);
-      if (!f) throw unknownPack(name!, packs);
-      return f;
+      const r = served.get(name);
+      if (!r) throw unknownPack(name!, packs);
+      return r;
     },
-    maxBodyBytes,
+    maxBodyBytes: o.maxBodyBytes,
     health: () => ({
-      draining,
+      draining: drain?.draining ?? false,
       packs: packs.map((p) => ({
         name: p.name,
         backend: p.recommender.backendName,
@@ -272,7 +244,7 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
         queueDepth: p.batcher.depth,
         batchInFlight: p.batcher.inFlight,
       })),
-      batching: { maxBatch: options.maxBatch ?? 8, maxWaitMs: options.maxWaitMs ?? 5, maxQueue: options.maxQueue ?? 64 },
+      batching: { maxBatch: o.maxBatch, maxWaitMs: o.maxWaitMs, maxQueue: o.maxQueue },
     }),
     onError: (e) => log(`molorec-server: unexpected error: ${(e as Error)?.stack ?? e}`),
   });
@@ -282,7 +254,7 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
       default: packs[0]!.name,
       header: PACK_HEADER,
       packs: packs.map((p) => ({
-        ...packSummary(p.recommender.pack.manifest, p.recommender.limits, maxBodyBytes),
+        ...packSummary(p.recommender.pack.manifest, p.recommender.limits, o.maxBodyBytes),
         name: p.name,
         backend: p.recommender.backendName,
       })),
@@ -293,11 +265,12 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     const url = new URL(request.url);
     const route = ROUTE_LABELS.has(url.pathname) ? url.pathname : "other";
     const t0 = performance.now();
-    inFlight++;
+    const draining = () => drain?.draining ?? false;
+    inFlight.enter();
     metrics.inFlight.inc();
     let res: Response;
     try {
-      if (draining && route === "/v1/health") {
+      if (draining() && route === "/v1/health") {
         res = jsonResponse(
           503,
           { status: "draining", error: { code: "BACKEND_UNAVAILABLE", message: "the server is shutting down" } },
@@ -311,38 +284,36 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
       log(`molorec-server: unexpected error: ${(e as Error)?.stack ?? e}`);
       res = jsonResponse(500, { error: { code: "INTERNAL_ERROR", message: "internal error; the server log has the details." } });
     } finally {
-      inFlight--;
       metrics.inFlight.dec();
     }
-    if (draining) {
-      // Tell keep-alive clients to reconnect (to another replica): this connection ends after this answer.
-      try {
-        res.headers.set("connection", "close");
-      } catch {
-        const headers = new Headers(res.headers);
-        headers.set("connection", "close");
-        res = new Response(res.body, { status: res.status, statusText: res.statusText, headers });
-      }
+    try {
+      if (draining()) res = closingConnection(res);
+      metrics.requests.inc({ route, method: request.method, status: String(res.status) });
+      metrics.latency.observe({ route }, (performance.now() - t0) / 1000);
+      return res;
+    } finally {
+      inFlight.leave();
     }
-    metrics.requests.inc({ route, method: request.method, status: String(res.status) });
-    metrics.latency.observe({ route }, (performance.now() - t0) / 1000);
-    if (inFlight === 0 && idleWaiters.length) {
-      const w = idleWaiters;
-      idleWaiters = [];
-      for (const f of w) f();
-    }
-    return res;
   }
 
-  const server = createAdaptorServer({ fetch: (request: Request) => handle(request), hostname: host }) as Server;
-  server.requestTimeout = requestTimeoutMs;
-  server.headersTimeout = Math.min(requestTimeoutMs, 10_000);
-  server.keepAliveTimeout = 5_000;
-  server.maxConnections = options.maxConnections ?? 1024;
+  const server = createAdaptorServer({
+    fetch: (request: Request) => handle(request),
+    hostname: host,
+    serverOptions: {
+      requestTimeout: o.requestTimeoutMs,
+      headersTimeout: o.headersTimeoutMs,
+      keepAliveTimeout: o.keepAliveTimeoutMs,
+      // Node enforces the two timeouts on this period (30 s by default, which would let a slow
+      // client hold a connection up to twice the request timeout).
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(o.headersTimeoutMs / 4))),
+    },
+  }) as Server;
+  server.maxConnections = o.maxConnections;
+  answerClientErrors(server, o.requestTimeoutMs);
   try {
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
-      server.listen(options.port ?? 8080, host, () => {
+      server.listen(o.port, host, () => {
         server.off("error", reject);
         resolve();
       });
@@ -350,64 +321,17 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
   } catch (e) {
     await Promise.all(packs.map((p) => p.recommender.close()));
     const err = e as NodeJS.ErrnoException;
-    throw new MolorecError("BACKEND_UNAVAILABLE", `cannot listen on ${host}:${options.port ?? 8080}: ${err.code ?? ""} ${err.message}`, {
+    throw new MolorecError("BACKEND_UNAVAILABLE", `cannot listen on ${host}:${o.port}: ${err.code ?? ""} ${err.message}`, {
       cause: e,
     });
   }
   const port = (server.address() as AddressInfo).port;
   const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
   log(
-    `molorec-server: listening on ${url} (packs: ${packs.map((p) => p.name).join(", ")}; max-batch ${options.maxBatch ?? 8}, max-wait ${options.maxWaitMs ?? 5} ms, max-queue ${options.maxQueue ?? 64}, request timeout ${requestTimeoutMs} ms)`,
+    `molorec-server: listening on ${url} (packs: ${packs.map((p) => p.name).join(", ")}; max-batch ${o.maxBatch}, max-wait ${o.maxWaitMs} ms, max-queue ${o.maxQueue}, request timeout ${o.requestTimeoutMs} ms)`,
   );
-
-  let closing: Promise<void> | null = null;
-  /** A shutdown closes idle connections only after this long with nothing in flight. */
-  const QUIET_MS = 100;
-  const waitIdle = () => (inFlight === 0 ? Promise.resolve() : new Promise<void>((resolve) => idleWaiters.push(resolve)));
-
-  function shutdown(reason = "shutdown"): Promise<void> {
-    if (closing) return closing;
-    draining = true;
-    closing = (async () => {
-      const queued = packs.reduce((n, p) => n + p.batcher.depth + p.batcher.inFlight, 0);
-      log(
-        `molorec-server: ${reason}: draining (${shutdownGraceMs > 0 ? `accepting for ${shutdownGraceMs} ms more, then ` : ""}not accepting connections); finishing ${inFlight} in-flight request(s) (${queued} queued or scoring), at most ${shutdownTimeoutMs} ms`,
-      );
-      if (shutdownGraceMs > 0) {
-        await new Promise((r) => setTimeout(r, shutdownGraceMs));
-        // One more event-loop turn: a loop blocked past the timer accepts what is queued first.
-        await new Promise((r) => setImmediate(r));
-      }
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Accepted connections may hold a request the event loop has not read yet (it was busy
-      // scoring): wait until nothing is in flight for a quiet moment before closing idle ones.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), shutdownTimeoutMs)));
-      let finished = false;
-      for (;;) {
-        finished = await Promise.race([waitIdle().then(() => true as const), timeout]);
-        if (!finished) break;
-        await new Promise((r) => setTimeout(r, QUIET_MS));
-        if (inFlight === 0) break;
-      }
-      clearTimeout(timer);
-      const cut = inFlight;
-      // Idle keep-alive connections close now; anything still open after a moment is cut.
-      server.closeIdleConnections();
-      let grace: ReturnType<typeof setTimeout> | undefined;
-      const allClosed = await Promise.race([
-        closed.then(() => true),
-        new Promise<boolean>((resolve) => (grace = setTimeout(() => resolve(false), finished ? 1000 : 0))),
-      ]);
-      clearTimeout(grace);
-      if (!allClosed) server.closeAllConnections();
-      await closed;
-      await Promise.all(packs.map((p) => p.batcher.close()));
-      await Promise.all(packs.map((p) => p.recommender.close()));
-      log(`molorec-server: stopped (${finished ? "every in-flight request was answered" : `shutdown timeout: ${cut} request(s) cut`})`);
-    })();
-    return closing;
-  }
+  const d = createDrain({ server, packs, inFlight, graceMs: o.shutdownGraceMs, timeoutMs: o.shutdownTimeoutMs, log });
+  drain = d;
 
   return {
     url,
@@ -416,55 +340,11 @@ export async function startServer(options: ServerOptions): Promise<MolorecServer
     metrics,
     app,
     get draining() {
-      return draining;
+      return d.draining;
     },
     get inFlight() {
-      return inFlight;
+      return inFlight.value;
     },
-    shutdown,
-  };
-}
-
-/** What {@link handleSignals} listens on and how it exits (the process by default; tests pass fakes). */
-export interface SignalOptions {
-  signals?: {
-    on(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
-    off(event: "SIGTERM" | "SIGINT", listener: () => void): unknown;
-  };
-  exit?: (code: number) => void;
-  log?: (line: string) => void;
-}
-
-/**
- * SIGTERM / SIGINT: graceful shutdown, then exit 0. A second signal exits at once with 1.
- * Returns a function that removes the handlers.
- */
-export function handleSignals(server: Pick<MolorecServer, "shutdown">, options: SignalOptions = {}): () => void {
-  const signals = options.signals ?? process;
-  const exit = options.exit ?? ((code: number) => process.exit(code));
-  const log = options.log ?? ((line: string) => console.error(line));
-  let received = 0;
-  const on = (signal: "SIGTERM" | "SIGINT") => () => {
-    received++;
-    if (received > 1) {
-      log(`molorec-server: ${signal} again: exiting now`);
-      exit(1);
-      return;
-    }
-    server.shutdown(signal).then(
-      () => exit(0),
-      (e: unknown) => {
-        log(`molorec-server: shutdown failed: ${(e as Error)?.stack ?? e}`);
-        exit(1);
-      },
-    );
-  };
-  const term = on("SIGTERM");
-  const int = on("SIGINT");
-  signals.on("SIGTERM", term);
-  signals.on("SIGINT", int);
-  return () => {
-    signals.off("SIGTERM", term);
-    signals.off("SIGINT", int);
+    shutdown: (reason?: string) => d.shutdown(reason),
   };
 }

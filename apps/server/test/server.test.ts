@@ -249,7 +249,11 @@ describe("several packs", () => {
     expect((await recommend(server, base)).domain).toBe("movies");
     expect((await recommend(server, { ...base, domain: "books" })).domain).toBe("books");
     expect((await recommend(server, base, { [PACK_HEADER]: "books-pack" })).domain).toBe("books");
-    const byQuery = await fetch(`${server.url}/v1/recommend?pack=books-pack`, { method: "POST", body: JSON.stringify(base) });
+    const byQuery = await fetch(`${server.url}/v1/recommend?pack=books-pack`, {
+      method: "POST",
+      body: JSON.stringify(base),
+      headers: { "content-type": "application/json" },
+    });
     expect(((await byQuery.json()) as RecommendResponse).domain).toBe("books");
     expect((await recommend(server, base, { [PACK_HEADER]: "fixture-2" })).domain).toBe("movies");
     const health = (await (await fetch(`${server.url}/v1/health`, { headers: { [PACK_HEADER]: "books-pack" } })).json()) as {

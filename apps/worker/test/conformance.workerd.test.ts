@@ -1,11 +1,12 @@
 // The cross-runtime conformance suite, run inside workerd (vitest-pool-workers) with the Worker
 // backend, the pack given as bundled bytes (miniflare data blobs).
 import { env } from "cloudflare:workers";
-import { loadPack } from "@molorec/core";
+import { createRecommender, loadPack } from "@molorec/core";
 import { createApp } from "@molorec/http";
 import { bundledSource, cachedRecommender, openRecommender, r2Source, workerBackend } from "@molorec/runtime-worker";
 import { describe, expect, it } from "vitest";
 import { conformanceSuite } from "../../../test/conformance/suite.js";
+import { hostilePacks, protoNamedPack } from "../../../test/hostile/packs.js";
 // A CompiledWasm module, as in the Worker (src/index.ts).
 import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm";
 
@@ -52,7 +53,7 @@ describe("runtime-worker in workerd", () => {
       return openRecommender({ wasmModule: ortWasm, source: bundledSource(files) });
     });
     const app = createApp({ getRecommender, health: () => ({ ...getRecommender.stats }) });
-    const post = (body: string) => app.request("/v1/recommend", { method: "POST", body });
+    const post = (body: string) => app.request("/v1/recommend", { method: "POST", body, headers: { "content-type": "application/json" } });
     const first = await post(JSON.stringify(request));
     expect(first.status).toBe(200);
     expect(((await first.json()) as { ranked: unknown[] }).ranked).toHaveLength(3);
@@ -64,5 +65,63 @@ describe("runtime-worker in workerd", () => {
     const health = (await (await app.request("/v1/health")).json()) as Record<string, unknown>;
     expect(health).toMatchObject({ status: "ok", recommendersCreated: 1, backend: "onnxruntime-web@1.30.0(wasm)" });
     expect(opened).toBe(1);
+  });
+});
+
+describe("workerBackend in workerd, concurrently", () => {
+  it("opens two recommenders at once (each probes its model on the shared wasm instance) and serves both", async () => {
+    // Without workerBackend's queue, one probe ran while the other model was opening and failed
+    // with "Unexpected input data type".
+    const packs = await Promise.all([files, groupedFiles].map((f) => loadPack(bundledSource(f))));
+    const recs = await Promise.all(packs.map((pack) => createRecommender({ backend: workerBackend({ wasmModule: ortWasm }), pack })));
+    const request = { history: ["The Silent River (1994)"], candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)"] };
+    const [a, b, c, d] = await Promise.all([...recs, ...recs].map((r) => r.recommend(request)));
+    expect(c).toEqual(a);
+    expect(d).toEqual(b);
+    await Promise.all(recs.map((r) => r.close()));
+  });
+});
+
+// Hostile packs (test/hostile/packs.ts) opened inside workerd: each is a coded error when the
+// Worker loads it, answered as JSON by every route, never a served pack.
+describe("hostile packs in workerd", () => {
+  const fixture = Object.fromEntries(Object.entries(files).map(([path, data]) => [path, new Uint8Array(data)]));
+  const request = { history: ["The Silent River (1994)"], candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)"] };
+
+  it.each(hostilePacks(fixture).map((p) => [p.name, p] as const))("refuses %s", async (_name, p) => {
+    await expect(openRecommender({ wasmModule: ortWasm, source: bundledSource(p.files) })).rejects.toMatchObject({
+      name: "MolorecError",
+      code: p.code,
+      message: expect.stringMatching(p.message),
+    });
+  });
+
+  it("answers every route with the coded load error, every time", async () => {
+    const p = hostilePacks(fixture).find((x) => x.name === "more layers than the graph")!;
+    const getRecommender = cachedRecommender(() => openRecommender({ wasmModule: ortWasm, source: bundledSource(p.files) }));
+    const app = createApp({ getRecommender, onError: () => {} });
+    for (let i = 0; i < 2; i++) {
+      for (const res of [
+        await app.request("/v1/health"),
+        await app.request("/v1/recommend", {
+          method: "POST",
+          body: JSON.stringify(request),
+          headers: { "content-type": "application/json" },
+        }),
+      ]) {
+        expect(res.status).toBe(500);
+        expect(((await res.json()) as { error: { code: string } }).error.code).toBe("MALFORMED_PACK");
+      }
+    }
+    expect(getRecommender.stats).toMatchObject({ recommendersCreated: 0, loadFailures: 4 });
+  });
+
+  it("serves a pack whose domain and adapter are called __proto__ as the fixture serves movies", async () => {
+    const renamed = await openRecommender({ wasmModule: ortWasm, source: bundledSource(protoNamedPack(fixture)) });
+    const original = await openRecommender({ wasmModule: ortWasm, source: bundledSource(fixture) });
+    const got = await renamed.recommend({ ...request, domain: "__proto__", mixture: "domain" });
+    expect(got.ranked).toEqual((await original.recommend({ ...request, domain: "movies", mixture: "domain" })).ranked);
+    await expect(original.recommend({ ...request, domain: "__proto__" })).rejects.toMatchObject({ code: "UNKNOWN_DOMAIN" });
+    await Promise.all([renamed.close(), original.close()]);
   });
 });

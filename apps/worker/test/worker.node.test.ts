@@ -1,11 +1,16 @@
 // The Worker as deployed: `wrangler dev` (workerd) on 127.0.0.1, driven by real fetches, and
 // compared with the Node runtime on the same pack and requests.
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createRecommender, type RecommendResponse, type Recommender } from "@molorec/core";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { memoryOf, startWranglerDev, type WranglerDev } from "./wrangler-dev.mjs";
+import { hostilePacks } from "../../../test/hostile/packs.js";
+import { hostileRequests, streamedBody } from "../../../test/hostile/requests.js";
+import { configForPack, memoryOf, startWranglerDev, type WranglerDev } from "./wrangler-dev.mjs";
 
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
 const golden = JSON.parse(await readFile(new URL("../../../test/fixtures/tiny-pack.golden.json", import.meta.url), "utf8")) as {
@@ -15,6 +20,23 @@ const request = { ...golden.cases.find((c) => (c.request.history as string[]).le
 
 let dev: WranglerDev;
 let bundled: WranglerDev;
+/** The Worker serving a pack whose manifest claims a vocabulary of 10¹² (it spun the CPU forever). */
+let hostile: WranglerDev;
+const temp = mkdtempSync(join(tmpdir(), "molorec-worker-hostile-"));
+
+/** The fixture pack with its manifest's vocabulary set to 10¹², written under `temp`; returns the folder. */
+function writeHostilePack(): string {
+  const walk = (d: string): string[] =>
+    readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
+  const files = Object.fromEntries(walk(fixture).map((f) => [relative(fixture, f).split("\\").join("/"), new Uint8Array(readFileSync(f))]));
+  const pack = hostilePacks(files).find((p) => p.name === "a vocabulary of 10¹²")!;
+  const dir = join(temp, "pack");
+  for (const [path, bytes] of Object.entries(pack.files)) {
+    mkdirSync(dirname(join(dir, path)), { recursive: true });
+    writeFileSync(join(dir, path), bytes);
+  }
+  return dir;
+}
 let node: Recommender;
 const memory: Record<string, number> = {};
 
@@ -35,20 +57,23 @@ function expectSameAnswer(got: RecommendResponse, want: RecommendResponse): void
 }
 
 beforeAll(async () => {
-  const [a, b, n] = await Promise.allSettled([
+  const [a, b, n, h] = await Promise.allSettled([
     startWranglerDev(),
     startWranglerDev({ environment: "bundled" }),
     loadPackFromDir(fixture).then((pack) => createRecommender({ backend: nodeBackend({ executionProvider: "cpu", log: () => {} }), pack })),
+    startWranglerDev({ configPath: configForPack(writeHostilePack(), temp) }),
   ]);
   if (a.status === "fulfilled") dev = a.value;
   if (b.status === "fulfilled") bundled = b.value;
   if (n.status === "fulfilled") node = n.value;
-  for (const r of [a, b, n]) if (r.status === "rejected") throw r.reason;
+  if (h.status === "fulfilled") hostile = h.value;
+  for (const r of [a, b, n, h]) if (r.status === "rejected") throw r.reason;
 });
 
 afterAll(async () => {
-  await Promise.all([dev?.stop(), bundled?.stop()]);
+  await Promise.all([dev?.stop(), bundled?.stop(), hostile?.stop()]);
   await node?.close();
+  rmSync(temp, { recursive: true, force: true });
   if (Object.keys(memory).length)
     console.log(
       `workerd memory, fixture pack (wasm heap: exact, from the isolate; RSS: the whole workerd process, an upper bound): ${JSON.stringify(memory)}`,
@@ -160,7 +185,11 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
   });
 
   it("answers the same with the pack compiled into the script (--env bundled)", async () => {
-    const res = await fetch(`${bundled.url}/v1/recommend`, { method: "POST", body: JSON.stringify(request) });
+    const res = await fetch(`${bundled.url}/v1/recommend`, {
+      method: "POST",
+      body: JSON.stringify(request),
+      headers: { "content-type": "application/json" },
+    });
     expect(res.status).toBe(200);
     expectSameAnswer((await res.json()) as RecommendResponse, await node.recommend(request));
     const health = (await (await fetch(`${bundled.url}/v1/health`)).json()) as { pack: string; isolate: Record<string, number> };
@@ -172,5 +201,79 @@ describe("wrangler dev (workerd) on 127.0.0.1", () => {
     const res = await fetch(`${dev.url}/model.onnx`);
     expect(res.status).toBe(404);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe("NOT_FOUND");
+  });
+});
+
+// The hostile-input suite (test/hostile/requests.ts) against the Worker under wrangler dev: each
+// request gets its coded JSON error and the next valid request the Node runtime's answer.
+describe("hostile requests against the Worker (wrangler dev)", () => {
+  const valid = {
+    history: ["The Silent River (1994)", "Electric Garden (2001)"],
+    candidates: ["Broken Mirror (1999)", "Wild Orchestra (2004)"],
+  };
+  const expectRightAnswer = async () => {
+    const res = await post(JSON.stringify(valid));
+    expect(res.status).toBe(200);
+    expectSameAnswer((await res.json()) as RecommendResponse, await node.recommend(valid));
+  };
+
+  it.each(hostileRequests(valid).map((c) => [c.name, c] as const))(
+    "answers %s with its coded error, then the right answer",
+    async (_name, c) => {
+      const res = await c.send(dev.url);
+      expect(res.status).toBe(c.status);
+      expect(res.headers.get("content-type")).toMatch(/^application\/json/);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe(c.code);
+      await expectRightAnswer();
+    },
+  );
+
+  it("answers a body streamed past 16 × the limit with 413; the service then serves (wrangler dev's proxy may fail the next request once)", async () => {
+    const big = await post(streamedBody(20 * 1024 * 1024), { duplex: "half" } as RequestInit).catch((e: unknown) => e);
+    // The client is still sending when the answer comes: it may see the answer, or a reset first.
+    if (big instanceof Response) {
+      expect(big.status).toBe(413);
+      const body = (await big.json().catch(() => null)) as { error: { code: string } } | null;
+      if (body) expect(body.error.code).toBe("BODY_TOO_LARGE");
+    }
+    // The Worker cancels the rest of the body; wrangler dev's ProxyWorker (local only, not in
+    // workerd itself: docs/security.md) then answers the next request on its connection to the
+    // Worker with its own plain-text 503 or a reset. Only that, at most twice, is retried.
+    for (let attempt = 0; ; attempt++) {
+      const res = await post(JSON.stringify(valid)).catch((e: unknown) => e);
+      const text =
+        res instanceof Response
+          ? await res
+              .clone()
+              .text()
+              .catch(() => "")
+          : "";
+      const wranglerProxy = !(res instanceof Response) || (res.status === 503 && text.startsWith("Your worker restarted mid-request"));
+      if (wranglerProxy && attempt < 2) continue;
+      expect(res).toBeInstanceOf(Response);
+      expect((res as Response).status).toBe(200);
+      expectSameAnswer((await (res as Response).json()) as RecommendResponse, await node.recommend(valid));
+      break;
+    }
+  });
+});
+
+describe("a hostile pack behind the Worker (wrangler dev)", () => {
+  it("answers every route with the coded load error, quickly and every time", async () => {
+    for (let i = 0; i < 2; i++) {
+      for (const res of [
+        await fetch(`${hostile.url}/v1/health`),
+        await fetch(`${hostile.url}/v1/recommend`, {
+          method: "POST",
+          body: JSON.stringify({ history: ["a"], candidates: ["b"] }),
+          headers: { "content-type": "application/json" },
+        }),
+      ]) {
+        expect(res.status).toBe(500);
+        const body = (await res.json()) as { error: { code: string; message: string } };
+        expect(body.error.code).toBe("MALFORMED_PACK");
+        expect(body.error.message).toMatch(/model\.vocabSize/);
+      }
+    }
   });
 });

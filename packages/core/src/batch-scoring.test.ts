@@ -225,6 +225,7 @@ describe("Recommender.recommendBatch", () => {
       },
     };
     const r = await createRecommender({ backend: recording, pack });
+    ranks.length = 0; // the start-up probe run (base model, rank 1) is not a request's
     const cs = golden.cases.map((c) => c.request);
     const requests = [
       { ...cs[0], mixture: "domain" },

@@ -15,6 +15,10 @@ export {
   type PackManifest,
   type PromptSpec,
 } from "./manifest.js";
+export { checkGraphNames, expectedInputs, expectedOutputs, probeGraph, validateSession } from "./graph-check.js";
+export { checkOnnxModel } from "./onnx-check.js";
+export { hasOwn, ownEntry } from "./own.js";
+export { PACK_BOUNDS, packPathProblem } from "./pack-bounds.js";
 export { entropy, logitsEntropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
 export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
 export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
@@ -39,12 +43,13 @@ export {
   parseMixture,
   parseRecommendRequest,
   type MixturePolicy,
+  type ParsedRecommendRequest,
   type RecommendRequest,
   type RequestLimits,
 } from "./request.js";
 export { parseSafetensors, type NamedTensor } from "./safetensors.js";
 export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
-export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
+export { createTextEncoder, maxTokenId, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
 export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";
 export { adaptOrtSession, toOrtFeeds, type OrtSessionLike, type OrtTensorConstructor } from "./ort-session.js";

@@ -1,4 +1,6 @@
 import { MolorecError } from "./errors.js";
+import { hasOwn, ownRecord, quoteName } from "./own.js";
+import { PACK_BOUNDS, packPathProblem } from "./pack-bounds.js";
 
 /** The pack format this build of molorec reads. Bumped on any incompatible change. */
 export const PACK_FORMAT_VERSION = 1;
@@ -146,8 +148,9 @@ class ManifestReader {
     return v;
   }
 
-  int(v: Json, path: string, min = 1): number {
-    if (typeof v !== "number" || !Number.isInteger(v) || v < min) this.fail(path, `must be an integer ≥ ${min}`);
+  int(v: Json, path: string, min = 1, max = Number.MAX_SAFE_INTEGER): number {
+    if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max)
+      this.fail(path, max === Number.MAX_SAFE_INTEGER ? `must be an integer ≥ ${min}` : `must be an integer in [${min}, ${max}]`);
     return v;
   }
 
@@ -173,8 +176,27 @@ class ManifestReader {
 
   relativePath(v: Json, path: string): string {
     const p = this.string(v, path);
-    if (p.startsWith("/") || p.split(/[\\/]/).includes("..")) this.fail(path, "must be a relative path inside the pack");
+    const problem = packPathProblem(p);
+    if (problem) this.fail(path, `(${quoteName(p)}) ${problem}`);
     return p;
+  }
+
+  /** A name (of the pack), 1 to {@link PACK_BOUNDS.nameLength} characters. */
+  name(v: Json, path: string): string {
+    const n = this.string(v, path);
+    if (n.length > PACK_BOUNDS.nameLength) this.fail(path, `must be at most ${PACK_BOUNDS.nameLength} characters`);
+    return n;
+  }
+
+  /** A record keyed by names (adapters, domains): bounded in size, names bounded in length. */
+  names(v: Json, path: string, max: number): Array<[string, Json]> {
+    const entries = Object.entries(this.object(v, path));
+    if (entries.length > max) this.fail(path, `has ${entries.length} entries; at most ${max} are allowed`);
+    for (const [name] of entries) {
+      if (name.length === 0 || name.length > PACK_BOUNDS.nameLength)
+        this.fail(`${path}.${quoteName(name)}`, `must be named with 1 to ${PACK_BOUNDS.nameLength} characters`);
+    }
+    return entries;
   }
 }
 
@@ -199,13 +221,13 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   const m = r.object(root.model, "model");
   const model: ModelConfig = {
     architecture: r.string(m.architecture, "model.architecture"),
-    numLayers: r.int(m.numLayers, "model.numLayers"),
-    numHeads: r.int(m.numHeads, "model.numHeads"),
-    numKvHeads: r.int(m.numKvHeads, "model.numKvHeads"),
-    headDim: r.int(m.headDim, "model.headDim"),
-    hiddenSize: r.int(m.hiddenSize, "model.hiddenSize"),
-    vocabSize: r.int(m.vocabSize, "model.vocabSize"),
-    maxPositions: r.int(m.maxPositions, "model.maxPositions"),
+    numLayers: r.int(m.numLayers, "model.numLayers", 1, PACK_BOUNDS.layers),
+    numHeads: r.int(m.numHeads, "model.numHeads", 1, PACK_BOUNDS.heads),
+    numKvHeads: r.int(m.numKvHeads, "model.numKvHeads", 1, PACK_BOUNDS.heads),
+    headDim: r.int(m.headDim, "model.headDim", 1, PACK_BOUNDS.headDim),
+    hiddenSize: r.int(m.hiddenSize, "model.hiddenSize", 1, PACK_BOUNDS.hiddenSize),
+    vocabSize: r.int(m.vocabSize, "model.vocabSize", 2, PACK_BOUNDS.vocabSize),
+    maxPositions: r.int(m.maxPositions, "model.maxPositions", 2, PACK_BOUNDS.positions),
     kvCache: m.kvCache === undefined ? "concat" : r.oneOf(m.kvCache, "model.kvCache", ["concat", "grouped"] as const),
   };
   if (model.numHeads % model.numKvHeads !== 0) r.fail("model.numKvHeads", "must divide model.numHeads");
@@ -217,44 +239,50 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     tokenizer: r.relativePath(f.tokenizer, "files.tokenizer"),
     tokenizerConfig: f.tokenizerConfig == null ? null : r.relativePath(f.tokenizerConfig, "files.tokenizerConfig"),
   };
+  if (files.modelExternalData.length > PACK_BOUNDS.externalDataFiles)
+    r.fail("files.modelExternalData", `lists ${files.modelExternalData.length} files; at most ${PACK_BOUNDS.externalDataFiles}`);
   files.modelExternalData.forEach((p, i) => r.relativePath(p, `files.modelExternalData[${i}]`));
 
   const l = r.object(root.lora, "lora");
   if (!Array.isArray(l.targets) || l.targets.length === 0) r.fail("lora.targets", "must be a non-empty array");
-  const targets = (l.targets as Json[]).map((t, i): LoraTarget => {
+  const rawTargets = l.targets as Json[];
+  if (rawTargets.length > PACK_BOUNDS.loraTargets)
+    r.fail("lora.targets", `has ${rawTargets.length} entries; at most ${PACK_BOUNDS.loraTargets}`);
+  const targets = rawTargets.map((t, i): LoraTarget => {
     const o = r.object(t, `lora.targets[${i}]`);
     return {
       module: r.string(o.module, `lora.targets[${i}].module`),
-      inFeatures: r.int(o.inFeatures, `lora.targets[${i}].inFeatures`),
-      outFeatures: r.int(o.outFeatures, `lora.targets[${i}].outFeatures`),
+      inFeatures: r.int(o.inFeatures, `lora.targets[${i}].inFeatures`, 1, PACK_BOUNDS.features),
+      outFeatures: r.int(o.outFeatures, `lora.targets[${i}].outFeatures`, 1, PACK_BOUNDS.features),
       inputA: r.string(o.inputA, `lora.targets[${i}].inputA`),
       inputB: r.string(o.inputB, `lora.targets[${i}].inputB`),
     };
   });
   const lora = { targets, scaleInput: r.string(l.scaleInput, "lora.scaleInput") };
+  checkLoraTargets(r, lora);
 
-  const a = r.object(root.adapters, "adapters");
-  const adapters: Record<string, AdapterEntry> = {};
-  for (const [name, v] of Object.entries(a)) {
+  // Null-prototype records, looked up with own-property checks: a domain or adapter may be called
+  // "__proto__" or "toString" without selecting what every object inherits.
+  const adapters = ownRecord<AdapterEntry>();
+  for (const [name, v] of r.names(root.adapters, "adapters", PACK_BOUNDS.adapters)) {
     const o = r.object(v, `adapters.${name}`);
     adapters[name] = {
       path: r.relativePath(o.path, `adapters.${name}.path`),
-      rank: r.int(o.rank, `adapters.${name}.rank`),
-      alpha: r.number(o.alpha, `adapters.${name}.alpha`, 0),
-      scaling: r.number(o.scaling, `adapters.${name}.scaling`, 0),
+      rank: r.int(o.rank, `adapters.${name}.rank`, 1, PACK_BOUNDS.rank),
+      alpha: r.number(o.alpha, `adapters.${name}.alpha`, 0, PACK_BOUNDS.scaling),
+      scaling: r.number(o.scaling, `adapters.${name}.scaling`, 0, PACK_BOUNDS.scaling),
       targetModules: r.stringArray(o.targetModules, `adapters.${name}.targetModules`),
     };
   }
   const generalAdapter = root.generalAdapter == null ? null : r.string(root.generalAdapter, "generalAdapter");
-  if (generalAdapter !== null && !(generalAdapter in adapters))
-    r.fail("generalAdapter", `names adapter "${generalAdapter}", which is not in adapters`);
+  if (generalAdapter !== null && !hasOwn(adapters, generalAdapter))
+    r.fail("generalAdapter", `names adapter ${quoteName(generalAdapter)}, which is not in adapters`);
 
-  const d = r.object(root.domains, "domains");
-  const domains: Record<string, DomainEntry> = {};
-  for (const [name, v] of Object.entries(d)) {
+  const domains = ownRecord<DomainEntry>();
+  for (const [name, v] of r.names(root.domains, "domains", PACK_BOUNDS.domains)) {
     const o = r.object(v, `domains.${name}`);
     const adapter = r.string(o.adapter, `domains.${name}.adapter`);
-    if (!(adapter in adapters)) r.fail(`domains.${name}.adapter`, `names adapter "${adapter}", which is not in adapters`);
+    if (!hasOwn(adapters, adapter)) r.fail(`domains.${name}.adapter`, `names adapter ${quoteName(adapter)}, which is not in adapters`);
     domains[name] = {
       adapter,
       defaultLambda: o.defaultLambda === undefined ? 0.5 : r.number(o.defaultLambda, `domains.${name}.defaultLambda`, 0, 1),
@@ -263,8 +291,8 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     };
   }
   const defaultDomain = root.defaultDomain == null ? null : r.string(root.defaultDomain, "defaultDomain");
-  if (defaultDomain !== null && !(defaultDomain in domains))
-    r.fail("defaultDomain", `names domain "${defaultDomain}", which is not in domains`);
+  if (defaultDomain !== null && !hasOwn(domains, defaultDomain))
+    r.fail("defaultDomain", `names domain ${quoteName(defaultDomain)}, which is not in domains`);
 
   const p = r.object(root.prompt, "prompt");
   const norm = p.scoreNormalization ?? "mean";
@@ -275,8 +303,8 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     itemSuffix: r.string(p.itemSuffix, "prompt.itemSuffix", { empty: true }),
     suffix: r.string(p.suffix, "prompt.suffix", { empty: true }),
     candidatePrefix: r.string(p.candidatePrefix ?? "", "prompt.candidatePrefix", { empty: true }),
-    maxTitleTokens: r.int(p.maxTitleTokens, "prompt.maxTitleTokens"),
-    maxHistoryTokens: r.int(p.maxHistoryTokens, "prompt.maxHistoryTokens"),
+    maxTitleTokens: r.int(p.maxTitleTokens, "prompt.maxTitleTokens", 1, model.maxPositions - 1),
+    maxHistoryTokens: r.int(p.maxHistoryTokens, "prompt.maxHistoryTokens", 1, model.maxPositions - 1),
     bosTokenId: p.bosTokenId == null ? null : r.int(p.bosTokenId, "prompt.bosTokenId", 0),
     endTokenId: r.int(p.endTokenId, "prompt.endTokenId", 0),
     scoreNormalization: norm as "mean" | "sum",
@@ -291,14 +319,14 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
 
   const lim = r.object(root.limits, "limits");
   const limits: PackLimits = {
-    maxCandidates: r.int(lim.maxCandidates, "limits.maxCandidates"),
-    maxHistoryItems: r.int(lim.maxHistoryItems, "limits.maxHistoryItems"),
+    maxCandidates: r.int(lim.maxCandidates, "limits.maxCandidates", 1, PACK_BOUNDS.candidates),
+    maxHistoryItems: r.int(lim.maxHistoryItems, "limits.maxHistoryItems", 1, PACK_BOUNDS.historyItems),
   };
 
   return {
     format: "molorec-pack",
     formatVersion,
-    name: r.string(root.name, "name"),
+    name: r.name(root.name, "name"),
     dtype: "float32",
     model,
     files,
@@ -310,6 +338,34 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     prompt,
     limits,
   };
+}
+
+/** Graph inputs molorec feeds besides the KV cache and the LoRA weights. */
+const FIXED_INPUTS = new Set(["input_ids", "attention_mask", "position_ids", "num_logits_to_keep", "target_ids"]);
+
+/**
+ * LoRA targets name distinct modules and distinct graph inputs, none of them another input's
+ * name, and their rank-1 feeds fit {@link PACK_BOUNDS.loraFeedFloats}.
+ */
+function checkLoraTargets(r: ManifestReader, lora: { targets: LoraTarget[]; scaleInput: string }): void {
+  const modules = new Set<string>();
+  const inputs = new Set<string>([lora.scaleInput]);
+  if (FIXED_INPUTS.has(lora.scaleInput) || /^past_key_values\./.test(lora.scaleInput))
+    r.fail("lora.scaleInput", `is ${quoteName(lora.scaleInput)}, a name molorec feeds something else to`);
+  let floats = 0;
+  lora.targets.forEach((t, i) => {
+    if (modules.has(t.module)) r.fail(`lora.targets[${i}].module`, `repeats ${quoteName(t.module)}`);
+    modules.add(t.module);
+    for (const key of ["inputA", "inputB"] as const) {
+      const name = t[key];
+      if (inputs.has(name) || FIXED_INPUTS.has(name) || /^past_key_values\./.test(name))
+        r.fail(`lora.targets[${i}].${key}`, `is ${quoteName(name)}, a graph input name already in use`);
+      inputs.add(name);
+    }
+    floats += t.inFeatures + t.outFeatures;
+  });
+  if (floats > PACK_BOUNDS.loraFeedFloats)
+    r.fail("lora.targets", `add up to ${floats} input and output features; at most ${PACK_BOUNDS.loraFeedFloats} are allowed`);
 }
 
 /** Graph input/output names of the KV cache for layer `i` (transformers.js / Optimum naming). */

@@ -1,7 +1,9 @@
-import { MolorecError } from "./errors.js";
+import { isMolorecError, MolorecError } from "./errors.js";
 import { parseManifest, type PackManifest } from "./manifest.js";
+import { checkOnnxModel } from "./onnx-check.js";
+import { hasOwn, ownEntry, quoteName } from "./own.js";
 import { parseSafetensors } from "./safetensors.js";
-import { createTextEncoder, type TextEncoder } from "./tokenizer.js";
+import { createTextEncoder, maxTokenId, type TextEncoder } from "./tokenizer.js";
 
 /**
  * Where a pack's files come from. Runtime packages implement it over a directory, `fetch`,
@@ -38,6 +40,8 @@ async function read(source: PackSource, path: string): Promise<Uint8Array> {
   try {
     return await source.readBytes(path);
   } catch (cause) {
+    // A source that knows why (a path leaving the pack, a file that is not a regular file) says so.
+    if (isMolorecError(cause)) throw cause;
     throw new MolorecError(
       "PACK_FILE_MISSING",
       `${source.location}: cannot read ${path} (${(cause as Error)?.message ?? cause}). Is this a complete molorec pack?`,
@@ -59,7 +63,8 @@ function parseJson(bytes: Uint8Array, file: string): unknown {
 
 /** Reads one adapter and checks it against the graph's LoRA targets. */
 export function parseAdapter(manifest: PackManifest, name: string, bytes: Uint8Array, file: string): LoadedAdapter {
-  const entry = manifest.adapters[name]!;
+  const entry = ownEntry(manifest.adapters, name);
+  if (!entry) throw new MolorecError("MALFORMED_PACK", `${file}: adapter ${quoteName(name)} is not in the manifest's adapters`);
   const targets = new Map(manifest.lora.targets.map((t) => [t.module, t]));
   const tensors = parseSafetensors(bytes, file);
   const parts = new Map<string, { a?: Float32Array; b?: Float32Array }>();
@@ -80,6 +85,7 @@ export function parseAdapter(manifest: PackManifest, name: string, bytes: Uint8A
       throw new MolorecError("MALFORMED_PACK", `${file}: ${key} has shape [${t.dims}], expected [${want}]`);
     }
     const p = parts.get(module) ?? {};
+    if (isA ? p.a : p.b) throw new MolorecError("MALFORMED_PACK", `${file}: module ${module} has two lora_${m[2]} tensors`);
     if (isA) p.a = t.data;
     else p.b = t.data;
     parts.set(module, p);
@@ -109,10 +115,17 @@ export async function loadPack(source: PackSource): Promise<ModelPack> {
     files.tokenizerConfig ? read(source, files.tokenizerConfig) : Promise.resolve(null),
     read(source, files.model),
   ]);
-  const encoder = createTextEncoder(
-    parseJson(tokBytes, files.tokenizer),
-    tokCfgBytes ? parseJson(tokCfgBytes, files.tokenizerConfig!) : {},
-  );
+  checkOnnxModel(model, `${source.location}/${files.model}`);
+  const tokenizerJson = parseJson(tokBytes, files.tokenizer);
+  const maxId = maxTokenId(tokenizerJson);
+  if (maxId !== null && maxId >= manifest.model.vocabSize) {
+    throw new MolorecError(
+      "MALFORMED_PACK",
+      `${source.location}/${files.tokenizer} has token ids up to ${maxId}, but the model's vocabulary (model.vocabSize) is ${manifest.model.vocabSize}: the tokenizer belongs to another model. Export the pack with the model's own tokenizer.`,
+      { details: { file: files.tokenizer, maxTokenId: maxId, vocabSize: manifest.model.vocabSize } },
+    );
+  }
+  const encoder = createTextEncoder(tokenizerJson, tokCfgBytes ? parseJson(tokCfgBytes, files.tokenizerConfig!) : {});
   const externalData = await Promise.all(files.modelExternalData.map(async (path) => ({ path, data: await read(source, path) })));
   const adapters = new Map<string, LoadedAdapter>();
   for (const [name, entry] of Object.entries(manifest.adapters)) {
@@ -127,8 +140,9 @@ export function memorySource(files: Record<string, Uint8Array>, location = "memo
   return {
     location,
     async readBytes(path) {
-      const f = files[path];
-      if (!f) throw new Error(`no file ${path}`);
+      // Own entries only: a manifest naming "constructor" as a file must not read Object's.
+      const f = hasOwn(files, path) ? files[path] : undefined;
+      if (!(f instanceof Uint8Array)) throw new Error(`no file ${path}`);
       return f;
     },
   };

@@ -8,6 +8,9 @@ import { DEFAULT_REQUEST_LIMITS, parseRecommendRequest, type MixturePolicy, type
 import { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringStrategy } from "./scoring.js";
 import { checkScoreJob, scoreBatchedJobs } from "./batch-scoring.js";
 import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
+import { validateSession } from "./graph-check.js";
+import { hasOwn, quoteName } from "./own.js";
+import { checkFiniteScores } from "./finite-scores.js";
 
 /**
  * Groups of requests for the `information` objective: round-robin into ⌊n / size⌋ groups (at
@@ -228,6 +231,12 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
     );
   }
   const mixer = new LoraMixer(pack);
+  try {
+    await validateSession(session, pack, mixer);
+  } catch (e) {
+    await session.release();
+    throw e;
+  }
   const limits: RequestLimits = {
     maxCandidates: Math.min(options.limits?.maxCandidates ?? Infinity, m.limits.maxCandidates),
     maxHistoryItems: Math.min(options.limits?.maxHistoryItems ?? Infinity, m.limits.maxHistoryItems),
@@ -262,10 +271,10 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
 
   function domainOf(name: string | null | undefined): string | null {
     if (name == null) return m.defaultDomain;
-    if (!(name in m.domains)) {
+    if (!hasOwn(m.domains, name)) {
       throw new MolorecError(
         "UNKNOWN_DOMAIN",
-        `domain "${name}" is not in pack ${m.name}; it has: ${Object.keys(m.domains).join(", ") || "no domains"}.`,
+        `domain ${quoteName(name)} is not in pack ${m.name}; it has: ${Object.keys(m.domains).join(", ") || "no domains"}.`,
         {
           details: { domain: name, known: Object.keys(m.domains) },
         },
@@ -288,6 +297,7 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
   }
 
   function resolveMixture(domain: string | null, policy: MixturePolicy): ResolvedMixture {
+    if (domain !== null) domainOf(domain);
     if (typeof policy === "object") return { weights: weightsFor(domain, policy.lambda), lambda: policy.lambda, source: "request" };
     switch (policy) {
       case "base":
@@ -379,6 +389,7 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
         scores = all[0]!;
         mixture = { policy: policyName, lambda: resolved.lambda, source: resolved.source };
       }
+      checkFiniteScores(scores);
       const probs = softmax(scores);
       const order = rankByScore(scores).slice(0, req.topK ?? scores.length);
       return {

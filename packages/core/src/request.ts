@@ -1,4 +1,6 @@
 import { MolorecError } from "./errors.js";
+import { hasOwn, quoteName } from "./own.js";
+import { PACK_BOUNDS } from "./pack-bounds.js";
 
 /** How adapters are mixed for a request. λ is always the weight of the domain adapter. */
 export type MixturePolicy =
@@ -59,15 +61,24 @@ function titles(v: unknown, field: string, maxChars: number): string[] {
   });
 }
 
-/** Parses a mixture policy given as a name, a `{ lambda }` object, or a number string. */
+/**
+ * A λ written as a plain decimal (`0.7`, `1`, `.25`): what `--mixture 0.7` and `"mixture": "0.7"`
+ * mean. `Number()` would also read `0x1`, `1e0`, `0b1` and padded strings as numbers.
+ */
+const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
+
+/** Parses a mixture policy given as a name, a `{ lambda }` object, or a decimal string. */
 export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
   if (typeof v === "string") {
     if (NAMED_POLICIES.has(v)) return v as MixturePolicy;
-    const n = Number(v);
-    if (v.trim() !== "" && Number.isFinite(n)) return parseMixture({ lambda: n }, field);
-    invalid(field, `"${v}" is not a mixture; use one of ${[...NAMED_POLICIES].join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
+    if (DECIMAL.test(v)) return parseMixture({ lambda: Number(v) }, field);
+    invalid(
+      field,
+      `${quoteName(v)} is not a mixture; use one of ${[...NAMED_POLICIES].join(", ")}, a decimal λ such as "0.7", or { "lambda": 0..1 }`,
+      "INVALID_MIXTURE",
+    );
   }
-  if (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && "lambda" in v) {
+  if (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && hasOwn(v, "lambda")) {
     const lambda = (v as { lambda: unknown }).lambda;
     if (typeof lambda !== "number" || !Number.isFinite(lambda) || lambda < 0 || lambda > 1) {
       invalid(`${field}.lambda`, "must be a number in [0, 1] (the weight of the domain adapter)", "INVALID_MIXTURE");
@@ -77,18 +88,30 @@ export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
   invalid(field, `must be one of ${[...NAMED_POLICIES].join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
 }
 
+/** A validated request: every field checked, titles trimmed, the mixture defaulted. Frozen. */
+export type ParsedRecommendRequest = Readonly<
+  Required<Omit<RecommendRequest, "domain" | "topK">> & Pick<RecommendRequest, "domain" | "topK">
+>;
+
+/**
+ * Requests {@link parseRecommendRequest} returned, with the limits they were checked against. They
+ * are frozen, so passing one back (a server validates a request before queueing it; the
+ * recommender meets it again) is a lookup, not a second parse.
+ */
+const PARSED = new WeakMap<object, RequestLimits>();
+
 /**
  * Validates an untrusted request body (already JSON-parsed). Every field is checked; unknown
- * fields are rejected so typos do not silently fall back to defaults.
+ * fields are rejected so typos do not silently fall back to defaults. A request this function
+ * returned, passed again with the same `limits` object, is returned as it is.
  */
-export function parseRecommendRequest(
-  body: unknown,
-  limits: RequestLimits = DEFAULT_REQUEST_LIMITS,
-): Required<Omit<RecommendRequest, "domain" | "topK">> & Pick<RecommendRequest, "domain" | "topK"> {
+export function parseRecommendRequest(body: unknown, limits: RequestLimits = DEFAULT_REQUEST_LIMITS): ParsedRecommendRequest {
   if (typeof body !== "object" || body === null || Array.isArray(body))
     invalid("request", "must be a JSON object with history and candidates");
+  if (PARSED.get(body) === limits) return body as ParsedRecommendRequest;
   const o = body as Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!FIELDS.has(k)) invalid(k, `is not a request field; fields are ${[...FIELDS].join(", ")}`);
+  for (const k of Object.keys(o))
+    if (!FIELDS.has(k)) invalid(k.length > 80 ? quoteName(k) : k, `is not a request field; fields are ${[...FIELDS].join(", ")}`);
   if (o.history === undefined) invalid("history", "is required");
   if (o.candidates === undefined) invalid("candidates", "is required");
   const history = titles(o.history, "history", limits.maxTitleChars);
@@ -121,6 +144,8 @@ export function parseRecommendRequest(
   let domain: string | undefined;
   if (o.domain !== undefined) {
     if (typeof o.domain !== "string" || !o.domain) invalid("domain", "must be a non-empty string");
+    if (o.domain.length > PACK_BOUNDS.nameLength)
+      invalid("domain", `is ${o.domain.length} characters long; domain names have at most ${PACK_BOUNDS.nameLength}`);
     domain = o.domain;
   }
   const mixture = o.mixture === undefined ? "calibrated" : parseMixture(o.mixture);
@@ -129,5 +154,16 @@ export function parseRecommendRequest(
     if (typeof o.topK !== "number" || !Number.isInteger(o.topK) || o.topK < 1) invalid("topK", "must be a positive integer");
     topK = o.topK;
   }
-  return { history, candidates, mixture, ...(domain === undefined ? {} : { domain }), ...(topK === undefined ? {} : { topK }) };
+  Object.freeze(history);
+  Object.freeze(candidates);
+  if (typeof mixture === "object") Object.freeze(mixture);
+  const parsed: ParsedRecommendRequest = Object.freeze({
+    history,
+    candidates,
+    mixture,
+    ...(domain === undefined ? {} : { domain }),
+    ...(topK === undefined ? {} : { topK }),
+  });
+  PARSED.set(parsed, limits);
+  return parsed;
 }

@@ -30,3 +30,26 @@ export function createTextEncoder(tokenizerJson: unknown, tokenizerConfig: unkno
     },
   };
 }
+
+/**
+ * The largest token id a `tokenizer.json` can produce: the ids of its model's vocabulary (an
+ * object of ids for BPE, WordPiece and WordLevel; a list, indexed by position, for Unigram) and of
+ * its added tokens. Null when the file lists none it can read. Ids the model has no logits for
+ * would fail every request that meets them, so {@link loadPack} compares this with the model's
+ * vocabulary size.
+ */
+export function maxTokenId(tokenizerJson: unknown): number | null {
+  let max = -1;
+  const see = (id: unknown) => {
+    if (typeof id === "number" && Number.isInteger(id) && id > max) max = id;
+  };
+  const json = (typeof tokenizerJson === "object" && tokenizerJson !== null ? tokenizerJson : {}) as {
+    model?: { vocab?: unknown };
+    added_tokens?: unknown;
+  };
+  const vocab = json.model?.vocab;
+  if (Array.isArray(vocab)) max = Math.max(max, vocab.length - 1);
+  else if (typeof vocab === "object" && vocab !== null) for (const id of Object.values(vocab)) see(id);
+  if (Array.isArray(json.added_tokens)) for (const t of json.added_tokens) see((t as { id?: unknown } | null)?.id);
+  return max < 0 ? null : max;
+}

@@ -2,7 +2,7 @@ import { fileURLToPath } from "node:url";
 import { createRecommender, MolorecError, type Recommender } from "@molorec/core";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createApp } from "./app.js";
+import { createApp, isJsonMediaType } from "./app.js";
 
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
 const valid = {
@@ -79,10 +79,32 @@ describe("POST /v1/recommend", () => {
     expect((await post(JSON.stringify(valid))).status).toBe(200);
   });
 
+  it.each([
+    ["text/plain (a cross-origin form or fetch needs no preflight for it)", { "content-type": "text/plain;charset=UTF-8" }],
+    ["a form", { "content-type": "application/x-www-form-urlencoded" }],
+    ["multipart", { "content-type": "multipart/form-data; boundary=x" }],
+    ["no content type (a Blob body without a type)", {} as Record<string, string>],
+  ])("refuses %s with 415 before parsing or scoring anything", async (_name, headers) => {
+    const before = loads;
+    const body = await expectError(await post(JSON.stringify(valid), headers), 415, "UNSUPPORTED_MEDIA_TYPE");
+    expect(body.error.message).toMatch(/Content-Type: application\/json/);
+    expect(loads).toBe(before); // the recommender was never asked
+    expect((await post(JSON.stringify(valid))).status).toBe(200);
+  });
+
+  it("accepts JSON media types with parameters and +json types", async () => {
+    for (const type of ["application/json; charset=utf-8", "Application/JSON", "application/vnd.molorec+json"])
+      expect((await post(JSON.stringify(valid), { "content-type": type })).status).toBe(200);
+    expect(isJsonMediaType("application/jsonp")).toBe(false);
+    expect(isJsonMediaType("text/json")).toBe(false);
+  });
+
   it("refuses an oversized body by Content-Length with 413", async () => {
     const big = JSON.stringify({ ...valid, candidates: Array.from({ length: 20_000 }, (_, i) => `candidate title ${i}`) });
-    const body = await expectError(await post(big), 413, "BODY_TOO_LARGE");
+    const res = await post(big);
+    const body = await expectError(res, 413, "BODY_TOO_LARGE");
     expect(body.error.details).toEqual({ limit: 256 * 1024 });
+    expect(res.headers.get("connection")).toBeNull(); // drained: the connection can carry the next request
   });
 
   it("keeps no more than the limit of a streamed body and stops reading an endless one", async () => {
@@ -103,6 +125,8 @@ describe("POST /v1/recommend", () => {
       } as RequestInit),
     );
     await expectError(res, 413, "BODY_TOO_LARGE");
+    // the rest is left on the wire: a keep-alive client must not reuse the connection
+    expect(res.headers.get("connection")).toBe("close");
     // drained up to 16 × the limit (so the connection stays usable), then cancelled
     expect(pulled).toBeGreaterThan(256 / 16);
     expect(pulled).toBeLessThanOrEqual((16 * 256) / 16 + 3);
@@ -127,6 +151,7 @@ describe("POST /v1/recommend", () => {
     );
     await expectError(res, 413, "BODY_TOO_LARGE");
     expect(pulled).toBeLessThanOrEqual(1);
+    expect(res.headers.get("connection")).toBe("close");
   });
 
   it("answers 405 for other methods and 404 JSON for unknown routes", async () => {

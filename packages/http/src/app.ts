@@ -1,10 +1,25 @@
 import { httpStatusForCode, isMolorecError, type PackManifest, type Recommender, type RequestLimits } from "@molorec/core";
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { parseJsonBody, readBodyWithLimit } from "./body.js";
+import { leftBodyUnread, parseJsonBody, readBodyWithLimit } from "./body.js";
 
-/** Error codes of the HTTP layer itself, beside core's `MolorecErrorCode`s. */
-export type HttpErrorCode = "NOT_FOUND" | "METHOD_NOT_ALLOWED" | "INTERNAL_ERROR";
+/**
+ * Error codes of the HTTP layer itself, beside core's `MolorecErrorCode`s. `REQUEST_TIMEOUT` and
+ * `HEADERS_TOO_LARGE` are answered by servers that read the request themselves (apps/server).
+ */
+export type HttpErrorCode =
+  | "NOT_FOUND"
+  | "METHOD_NOT_ALLOWED"
+  | "UNSUPPORTED_MEDIA_TYPE"
+  | "REQUEST_TIMEOUT"
+  | "HEADERS_TOO_LARGE"
+  | "INTERNAL_ERROR";
+
+/**
+ * What the app needs of a recommender: a core `Recommender` is one, and so is a server's facade
+ * that routes and queues requests before they reach one.
+ */
+export type AppRecommender = Pick<Recommender, "recommend" | "pack" | "backendName" | "limits">;
 
 /** Every error answer: `{"error": {"code", "message", "details"?}}`. */
 export interface ErrorBody {
@@ -19,7 +34,7 @@ export interface AppOptions<Env extends object | undefined = undefined> {
    * the platform's execution context where there is one (Workers), so a load can outlive the
    * request that started it.
    */
-  getRecommender: (env: Env, ctx?: { waitUntil(promise: Promise<unknown>): void }) => Promise<Recommender>;
+  getRecommender: (env: Env, ctx?: { waitUntil(promise: Promise<unknown>): void }) => Promise<AppRecommender>;
   /** Largest accepted request body in bytes. Default 1 MiB. */
   maxBodyBytes?: number;
   /** Extra fields for `GET /v1/health`, e.g. how many sessions this process or isolate created. */
@@ -93,6 +108,18 @@ function executionContext(c: Context): { waitUntil(promise: Promise<unknown>): v
   }
 }
 
+/**
+ * `application/json` or a `+json` type, parameters aside. A web page can POST `text/plain`, form
+ * types or no type at all to another origin without asking it first (no CORS preflight); a JSON
+ * type needs the preflight, which this API does not grant, so pages elsewhere cannot make a
+ * visitor's browser spend this service's CPU.
+ */
+export function isJsonMediaType(contentType: string | null): boolean {
+  if (contentType === null) return false;
+  const essence = contentType.split(";", 1)[0]!.trim().toLowerCase();
+  return essence === "application/json" || /^application\/[a-z0-9.!#$&^_-]+\+json$/.test(essence);
+}
+
 const ROUTES: Record<string, string> = { "/v1/recommend": "POST", "/v1/health": "GET, HEAD", "/v1/pack": "GET, HEAD" };
 
 /**
@@ -115,7 +142,19 @@ export function createApp<Env extends object | undefined = undefined>(options: A
   const app = new Hono<{ Bindings: Env }>();
 
   app.post("/v1/recommend", async (c) => {
-    const body = parseJsonBody(await readBodyWithLimit(c.req.raw, maxBodyBytes));
+    const bytes = await readBodyWithLimit(c.req.raw, maxBodyBytes);
+    // Checked after the (bounded) read, so the connection stays usable, and before any parsing.
+    const type = c.req.header("content-type") ?? null;
+    if (!isJsonMediaType(type)) {
+      return errorResponse(
+        c,
+        415,
+        "UNSUPPORTED_MEDIA_TYPE",
+        `POST /v1/recommend takes a JSON body: send Content-Type: application/json${type === null ? " (the request had none)" : ` (not ${JSON.stringify(type.slice(0, 100))})`}.`,
+        { accept: "application/json" },
+      );
+    }
+    const body = parseJsonBody(bytes);
     const rec = await options.getRecommender(c.env, executionContext(c));
     const t0 = Date.now();
     const res = await rec.recommend(body);
@@ -160,8 +199,10 @@ export function createApp<Env extends object | undefined = undefined>(options: A
     if (isMolorecError(err)) {
       // A coded error that says when to come back (e.g. a server's full queue) gets Retry-After.
       const retry = err.details?.retryAfterSeconds;
-      const headers =
-        typeof retry === "number" && Number.isFinite(retry) && retry >= 0 ? { "retry-after": String(Math.ceil(retry)) } : undefined;
+      const headers: Record<string, string> = {};
+      if (typeof retry === "number" && Number.isFinite(retry) && retry >= 0) headers["retry-after"] = String(Math.ceil(retry));
+      // Part of the body is still on the wire: this connection cannot carry another request.
+      if (leftBodyUnread(err)) headers.connection = "close";
       return errorResponse(c, httpStatusForCode(err.code), err.code, err.message, err.details, headers);
     }
     onError(err);

@@ -9,13 +9,33 @@ function tooLarge(maxBytes: number, seen: string): MolorecError {
 /** How much of an oversized body is read and discarded (never kept) before giving up on it. */
 const DRAIN_FACTOR = 16;
 
-async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, read: number, cap: number): Promise<void> {
+/** Errors answered while part of the request body was left unread. */
+const UNREAD = new WeakSet<object>();
+
+/**
+ * Whether `error` was thrown while the request body was left partly unread (an oversized body past
+ * the drain cap). The connection cannot carry another request then: answer with
+ * `connection: close`, or a keep-alive client sends its next request on a connection the server
+ * is about to drop.
+ */
+export function leftBodyUnread(error: unknown): boolean {
+  return typeof error === "object" && error !== null && UNREAD.has(error);
+}
+
+function unread(e: MolorecError): MolorecError {
+  UNREAD.add(e);
+  return e;
+}
+
+/** Drains up to `cap` bytes; true when the body ended within them. */
+async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, read: number, cap: number): Promise<boolean> {
   while (read <= cap) {
     const { done, value } = await reader.read();
-    if (done) return;
+    if (done) return true;
     read += value.byteLength;
   }
   await reader.cancel().catch(() => {});
+  return false;
 }
 
 /**
@@ -24,18 +44,21 @@ async function drain(reader: ReadableStreamDefaultReader<Uint8Array>, read: numb
  * discarded, up to 16 × the limit, then cancelled) before answering, so that the client's
  * connection stays usable: answering with the body unread made the next request on the same
  * connection fail under wrangler dev. A declared Content-Length over 16 × the limit is refused
- * without reading anything.
+ * without reading anything. When any of the body is left unread, the error says so
+ * ({@link leftBodyUnread}).
  */
 export async function readBodyWithLimit(request: Request, maxBytes: number): Promise<Uint8Array> {
   const cap = DRAIN_FACTOR * maxBytes;
   const declared = request.headers.get("content-length");
   if (declared !== null && /^\d+$/.test(declared) && Number(declared) > maxBytes) {
+    let drained = !request.body;
     if (request.body && Number(declared) <= cap) {
       const reader = request.body.getReader();
-      await drain(reader, 0, cap).catch(() => {});
+      drained = await drain(reader, 0, cap).catch(() => false);
       reader.releaseLock();
     }
-    throw tooLarge(maxBytes, `${declared} bytes (Content-Length)`);
+    const e = tooLarge(maxBytes, `${declared} bytes (Content-Length)`);
+    throw drained ? e : unread(e);
   }
   if (!request.body) return new Uint8Array(0);
   const reader = request.body.getReader();
@@ -48,8 +71,9 @@ export async function readBodyWithLimit(request: Request, maxBytes: number): Pro
       total += value.byteLength;
       if (total > maxBytes) {
         chunks.length = 0;
-        await drain(reader, total, cap);
-        throw tooLarge(maxBytes, `over ${maxBytes} bytes`);
+        const drained = await drain(reader, total, cap);
+        const e = tooLarge(maxBytes, `over ${maxBytes} bytes`);
+        throw drained ? e : unread(e);
       }
       chunks.push(value);
     }

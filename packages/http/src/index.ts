@@ -1,10 +1,12 @@
 export {
   createApp,
+  isJsonMediaType,
   packSummary,
   DEFAULT_MAX_BODY_BYTES,
   type AppOptions,
+  type AppRecommender,
   type ErrorBody,
   type HttpErrorCode,
   type PackSummary,
 } from "./app.js";
-export { parseJsonBody, readBodyWithLimit } from "./body.js";
+export { leftBodyUnread, parseJsonBody, readBodyWithLimit } from "./body.js";

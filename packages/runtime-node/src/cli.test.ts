@@ -20,6 +20,10 @@ function capture() {
 
 afterEach(() => vi.restoreAllMocks());
 
+/** One unlabeled case, as `calibrate --cases` reads them. */
+const casesFile = join(mkdtempSync(join(tmpdir(), "molorec-cli-cases-")), "cases.jsonl");
+writeFileSync(casesFile, `${JSON.stringify({ history: ["a"], candidates: ["b", "c"], target: 0 })}\n`);
+
 describe("molorec recommend", () => {
   it("prints the golden ranking for the fixture pack", async () => {
     const c = golden.cases.find((x) => x.request.mixture === "wa")!;
@@ -52,6 +56,28 @@ describe("molorec recommend", () => {
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--ep", "tpu"], "INVALID_REQUEST"],
     [["calibrate", "--pack", pack, "--domain", "movies", "--data", "x", "--objective", "perplexity"], "INVALID_REQUEST"],
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--objective", "information"], "INVALID_REQUEST"],
+    [
+      ["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--domain", "toString", "--ep", "cpu"],
+      "UNKNOWN_DOMAIN",
+    ],
+    [
+      [
+        "recommend",
+        "--pack",
+        pack,
+        "--request",
+        join(root, "examples/request.json"),
+        "--domain",
+        "__proto__",
+        "--mixture",
+        "domain",
+        "--ep",
+        "cpu",
+      ],
+      "UNKNOWN_DOMAIN",
+    ],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--mixture", "0x1"], "INVALID_MIXTURE"],
+    [["calibrate", "--pack", pack, "--domain", "constructor", "--cases", casesFile, "--ep", "cpu"], "UNKNOWN_DOMAIN"],
   ])("fails with a coded error: %j", async (argv, code) => {
     capture();
     await expect(main(argv)).rejects.toMatchObject({ code });
@@ -94,5 +120,26 @@ describe("molorec calibrate", () => {
     expect(manifest.domains.movies.calibratedLambda).toBeCloseTo(lambda, 3);
     // Every evaluated λ is printed with its (non-negative) mutual information.
     expect(out.filter((l) => /^ {2}λ \d\.\d{3} {2}mutual information \d\.\d{4}$/.test(l)).length).toBeGreaterThanOrEqual(11);
+  });
+});
+
+describe("molorec on a hostile pack", () => {
+  it.each<[string, (m: any) => void]>([
+    ["a vocabulary of 10¹²", (m) => (m.model.vocabSize = 1e12)],
+    ["10⁹ layers", (m) => (m.model.numLayers = 1e9)],
+    ["a manifest whose layers disagree with the graph", (m) => (m.model.numLayers = 3)],
+    ["a vocabulary smaller than the graph's", (m) => (m.model.vocabSize = 512 - 1)],
+  ])("refuses %s with MALFORMED_PACK before scoring", async (_name, mutate) => {
+    const dir = mkdtempSync(join(tmpdir(), "molorec-cli-pack-"));
+    cpSync(pack, dir, { recursive: true });
+    const manifest = JSON.parse(readFileSync(join(dir, "molorec.json"), "utf8"));
+    mutate(manifest);
+    writeFileSync(join(dir, "molorec.json"), JSON.stringify(manifest));
+    capture();
+    await expect(main(["recommend", "--pack", dir, "--request", join(root, "examples/request.json"), "--ep", "cpu"])).rejects.toMatchObject(
+      {
+        code: "MALFORMED_PACK",
+      },
+    );
   });
 });

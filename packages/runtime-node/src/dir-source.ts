@@ -1,18 +1,45 @@
-import { readFile, stat } from "node:fs/promises";
+import { constants } from "node:fs";
+import { open, realpath, stat } from "node:fs/promises";
 import { resolve, sep } from "node:path";
 import type { PackSource } from "@molorec/core";
 import { MolorecError, loadPack, type ModelPack } from "@molorec/core";
 
-/** A {@link PackSource} over a pack directory on disk. */
+function outside(root: string, path: string, why: string): MolorecError {
+  return new MolorecError(
+    "MALFORMED_PACK",
+    `${root}: ${path} ${why}. A pack's files must be regular files inside its folder; copy the file in instead of linking to it.`,
+    { details: { path } },
+  );
+}
+
+/**
+ * A {@link PackSource} over a pack directory on disk. Paths are resolved with symbolic links
+ * followed and must stay inside the pack's folder (itself resolved, so a pack folder that is a
+ * link works); only regular files are read (a FIFO or a device would block or never end).
+ */
 export function dirSource(dir: string): PackSource {
   const root = resolve(dir);
+  let realRoot: Promise<string> | null = null;
   return {
     location: root,
     async readBytes(path) {
       const full = resolve(root, path);
-      if (full !== root && !full.startsWith(root + sep)) throw new Error(`${path} is outside the pack`);
-      const buf = await readFile(full);
-      return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      if (full !== root && !full.startsWith(root + sep)) throw outside(root, path, "is outside the pack");
+      realRoot ??= realpath(root);
+      const base = await realRoot;
+      const real = await realpath(full); // rejects (file missing) before anything is opened
+      if (!real.startsWith(base + sep)) throw outside(root, path, `resolves to ${real}, outside the pack`);
+      // Opened once, then checked and read through the same handle, so the file cannot be swapped
+      // between the check and the read; O_NOFOLLOW refuses a link put in its place since realpath,
+      // O_NONBLOCK keeps a FIFO from blocking the open until a writer comes.
+      const handle = await open(real, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+      try {
+        if (!(await handle.stat()).isFile()) throw outside(root, path, "is not a regular file");
+        const buf = await handle.readFile();
+        return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+      } finally {
+        await handle.close();
+      }
     },
   };
 }

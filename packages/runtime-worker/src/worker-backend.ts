@@ -51,6 +51,21 @@ function findMemory(imports: WebAssembly.Imports | undefined): WebAssembly.Memor
   return null;
 }
 
+/**
+ * Every call into onnxruntime-web, in order. The isolate has one wasm instance shared by all its
+ * sessions, and its calls yield between steps: a session opening while another runs (two
+ * recommenders opened at once, each checking its model with a probe run) corrupted the run's
+ * inputs ("Unexpected input data type"), and two runs of one session at once are refused
+ * ("Session already started"). The instance computes one thing at a time anyway.
+ */
+let ortCalls: Promise<unknown> = Promise.resolve();
+
+function serial<T>(call: () => Promise<T>): Promise<T> {
+  const result = ortCalls.then(call);
+  ortCalls = result.catch(() => {});
+  return result;
+}
+
 type Instantiate = (source: unknown, imports?: WebAssembly.Imports) => Promise<unknown>;
 
 function bindWasmModule(wasmModule: WebAssembly.Module): void {
@@ -111,10 +126,16 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
         };
         if (sessionOptions?.externalData?.length)
           opts.externalData = sessionOptions.externalData.map((f) => ({ path: f.path, data: f.data }));
-        const s = await ort.InferenceSession.create(model, opts);
+        const s = await serial(() => ort.InferenceSession.create(model, opts));
         sessionsCreated++;
         isolateSessions++;
-        return adaptOrtSession(s, ort.Tensor);
+        const session = adaptOrtSession(s, ort.Tensor);
+        return {
+          inputNames: session.inputNames,
+          outputNames: session.outputNames,
+          run: (feeds, outputNames) => serial(() => session.run(feeds, outputNames)),
+          release: () => serial(() => session.release()),
+        };
       } catch (cause) {
         if (cause instanceof MolorecError) throw cause;
         throw new MolorecError(
