@@ -50,6 +50,24 @@ describe("molorec recommend", () => {
     expect(res.mixture.lambda).toBe(1);
   });
 
+  it("takes --mixture in the request's JSON form, as its error message offers", async () => {
+    const c = golden.cases.find((x) => x.request.mixture === "domain")!;
+    const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));
+    const req = join(dir, "req.json");
+    writeFileSync(req, JSON.stringify({ ...c.request, mixture: "general" }));
+    const { out } = capture();
+    expect(await main(["recommend", "--pack", pack, "--request", req, "--mixture", '{"lambda": 1}', "--json", "--ep", "cpu"])).toBe(0);
+    const res = JSON.parse(out.join("\n"));
+    expect(res.ranked.map((r: { index: number }) => r.index)).toEqual(c.ranking);
+    expect(res.mixture.lambda).toBe(1);
+    await expect(main(["recommend", "--pack", pack, "--request", req, "--mixture", '{"lambda": 2}'])).rejects.toMatchObject({
+      code: "INVALID_MIXTURE",
+    });
+    await expect(main(["recommend", "--pack", pack, "--request", req, "--mixture", "{lambda"])).rejects.toMatchObject({
+      code: "INVALID_MIXTURE",
+    });
+  });
+
   it.each([
     [["recommend", "--pack", "/nonexistent", "--request", "x.json"], "INVALID_REQUEST"],
     [["recommend", "--pack", join(root, "test/fixtures"), "--request", join(root, "examples/request.json")], "PACK_FILE_MISSING"],

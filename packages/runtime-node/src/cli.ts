@@ -32,7 +32,7 @@ recommend options:
   --request FILE   JSON request: {"history": [...titles], "candidates": [...titles],
                    "domain"?: string, "mixture"?: policy, "topK"?: number}. "-" reads stdin.
   --domain NAME    override the request's domain
-  --mixture M      base | general | domain | wa | calibrated | adaptive | a λ in [0,1]
+  --mixture M      base | general | domain | wa | calibrated | adaptive | a λ in [0,1] | '{"lambda":0.3}'
   --top K          print only the best K
   --json           print the response as JSON
   --ep EP          execution provider: auto (default), cpu, cuda
@@ -53,6 +53,18 @@ of 16 requests scored on shared candidates; suits adapters trained with a rankin
 stores it in the pack's molorec.json as the domain's calibratedLambda.
 
 The pack may also be given by the MOLOREC_PACK environment variable.`;
+
+/** `--mixture`: a policy name, a decimal λ, or the request's JSON form `{"lambda": 0.5}`. */
+function mixtureArg(v: string): MixturePolicy {
+  if (!v.trimStart().startsWith("{")) return parseMixture(v, "--mixture");
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(v);
+  } catch (e) {
+    throw new MolorecError("INVALID_MIXTURE", `--mixture ${v} is not valid JSON: ${(e as Error).message}`);
+  }
+  return parseMixture(parsed, "--mixture");
+}
 
 async function readRequest(path: string | undefined): Promise<unknown> {
   let text: string;
@@ -159,7 +171,7 @@ export async function main(argv: string[]): Promise<number> {
   const body = (await readRequest(values.request)) as Record<string, unknown>;
   if (typeof body === "object" && body !== null && !Array.isArray(body)) {
     if (values.domain) body.domain = values.domain;
-    if (values.mixture) body.mixture = parseMixture(values.mixture, "--mixture");
+    if (values.mixture) body.mixture = mixtureArg(values.mixture);
     if (values.top) body.topK = Number(values.top);
   }
   const rec = await openRecommender(packDir, values);
