@@ -1,5 +1,6 @@
 export type { InferenceBackend, InferenceSession, SessionOptions } from "./backend.js";
-export { checkScoreJob, scoreBatchedJobs, type BatchScoreResult, type BatchScoringOptions } from "./batch-scoring.js";
+export { scoreBatchedJobs, type BatchScoreResult, type BatchScoringOptions } from "./batch-scoring.js";
+export { checkScoreJob, type ScoreJob, type ScoreResult } from "./scoring-job.js";
 export { MolorecError, isMolorecError, httpStatusForCode, type MolorecErrorCode, type MolorecErrorOptions } from "./errors.js";
 export { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 export { LoraMixer, type AdapterWeights } from "./lora-mixture.js";
@@ -43,7 +44,7 @@ export {
   type RequestLimits,
 } from "./request.js";
 export { parseSafetensors, type NamedTensor } from "./safetensors.js";
-export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
+export { scoreCandidates, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
 export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
 export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";

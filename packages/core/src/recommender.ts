@@ -6,7 +6,8 @@ import type { ModelPack } from "./pack.js";
 import { buildCandidate, buildPrompt } from "./prompt.js";
 import { DEFAULT_REQUEST_LIMITS, parseRecommendRequest, type MixturePolicy, type RequestLimits } from "./request.js";
 import { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringStrategy } from "./scoring.js";
-import { checkScoreJob, scoreBatchedJobs } from "./batch-scoring.js";
+import { scoreBatchedJobs } from "./batch-scoring.js";
+import { checkScoreJob } from "./scoring-job.js";
 import { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
 
 /**
