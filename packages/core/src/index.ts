@@ -21,20 +21,45 @@ export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
 export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
 export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
 export {
-  CALIBRATION_OBJECTIVES,
   createRecommender,
-  ENTROPY_OBJECTIVES,
-  type CalibrationObjective,
-  type CalibrationOptions,
-  type CalibrationResult,
-  type EntropyObjective,
   type LambdaScores,
   type RankedCandidate,
   type RecommendResponse,
   type Recommender,
   type RecommenderOptions,
-  type ResolvedMixture,
 } from "./recommender.js";
+export {
+  calibrateLambda,
+  type CalibrationOptions,
+  type CalibrationResult,
+  type MixtureScorer,
+  type UnlabeledRequest,
+} from "./calibration.js";
+export {
+  CALIBRATION_OBJECTIVES,
+  ENTROPY_OBJECTIVES,
+  informationGroups,
+  negativeInformation,
+  objectiveValues,
+  type CalibrationObjective,
+  type EntropyObjective,
+  type InformationGroup,
+} from "./objectives.js";
+export {
+  POLICIES,
+  POLICY_NAMES,
+  chooseRow,
+  isPolicyName,
+  mixtureWeights,
+  policyName,
+  resolveDomain,
+  resolvePolicy,
+  type MixtureSource,
+  type NamedPolicy,
+  type PolicySpec,
+  type ResolvedMixture,
+  type ResolvedPolicy,
+} from "./policies.js";
 export {
   DEFAULT_REQUEST_LIMITS,
   parseMixture,
@@ -47,5 +72,5 @@ export { parseSafetensors, type NamedTensor } from "./safetensors.js";
 export { scoreCandidates, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
 export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
-export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";
+export { evaluatePolicies, type EvalCase, type PolicyMetrics } from "./evaluation.js";
 export { adaptOrtSession, toOrtFeeds, type OrtSessionLike, type OrtTensorConstructor } from "./ort-session.js";

@@ -1,21 +1,7 @@
 import { MolorecError } from "./errors.js";
+import { isPolicyName, type MixturePolicy, POLICY_NAMES } from "./policies.js";
 
-/** How adapters are mixed for a request. λ is always the weight of the domain adapter. */
-export type MixturePolicy =
-  /** The base model, no adapter. */
-  | "base"
-  /** The domain-general adapter alone (λ = 0). */
-  | "general"
-  /** The domain's own adapter alone (λ = 1). */
-  | "domain"
-  /** Weight averaging, λ = 0.5. */
-  | "wa"
-  /** The λ the pack stores for the domain, found by entropy minimisation (falls back to the default λ). */
-  | "calibrated"
-  /** λ chosen per request: the one whose candidate distribution has the least entropy. */
-  | "adaptive"
-  /** A fixed λ in [0, 1]. */
-  | { lambda: number };
+export type { MixturePolicy } from "./policies.js";
 
 /** The body of `POST /v1/recommend`, and the input of `Recommender.recommend`. */
 export interface RecommendRequest {
@@ -41,7 +27,6 @@ export interface RequestLimits {
 
 export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxCandidates: 100, maxHistoryItems: 50, maxTitleChars: 1000 };
 
-const NAMED_POLICIES = new Set(["base", "general", "domain", "wa", "calibrated", "adaptive"]);
 const FIELDS = new Set(["history", "candidates", "domain", "mixture", "topK"]);
 
 function invalid(field: string, what: string, code: "INVALID_REQUEST" | "INVALID_MIXTURE" = "INVALID_REQUEST"): never {
@@ -62,10 +47,10 @@ function titles(v: unknown, field: string, maxChars: number): string[] {
 /** Parses a mixture policy given as a name, a `{ lambda }` object, or a number string. */
 export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
   if (typeof v === "string") {
-    if (NAMED_POLICIES.has(v)) return v as MixturePolicy;
+    if (isPolicyName(v)) return v;
     const n = Number(v);
     if (v.trim() !== "" && Number.isFinite(n)) return parseMixture({ lambda: n }, field);
-    invalid(field, `"${v}" is not a mixture; use one of ${[...NAMED_POLICIES].join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
+    invalid(field, `"${v}" is not a mixture; use one of ${POLICY_NAMES.join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
   }
   if (typeof v === "object" && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && "lambda" in v) {
     const lambda = (v as { lambda: unknown }).lambda;
@@ -74,7 +59,7 @@ export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
     }
     return { lambda };
   }
-  invalid(field, `must be one of ${[...NAMED_POLICIES].join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
+  invalid(field, `must be one of ${POLICY_NAMES.join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
 }
 
 /**
