@@ -73,4 +73,14 @@ export { scoreCandidates, type ScoringOptions, type ScoringStrategy } from "./sc
 export { createTextEncoder, type TextEncoder } from "./tokenizer.js";
 export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
 export { evaluatePolicies, type EvalCase, type PolicyMetrics } from "./evaluation.js";
-export { adaptOrtSession, toOrtFeeds, type OrtSessionLike, type OrtTensorConstructor } from "./ort-session.js";
+export {
+  adaptOrtSession,
+  checkFeeds,
+  ortModelOptions,
+  toOrtFeeds,
+  type AdaptOptions,
+  type OrtModelOptions,
+  type OrtSessionLike,
+  type OrtTensorConstructor,
+} from "./ort-session.js";
+export { openFirstProvider, type OpenOptions, type ProviderCandidate, type ProviderChoice, type ProviderFailure } from "./providers.js";

@@ -1,5 +1,4 @@
-import type { InferenceBackend } from "@molorec/core";
-import { adaptOrtSession, MolorecError } from "@molorec/core";
+import { adaptOrtSession, type InferenceBackend, MolorecError, openFirstProvider, ortModelOptions } from "@molorec/core";
 import * as ort from "onnxruntime-web/wasm";
 
 /** Options of {@link workerBackend}. */
@@ -20,6 +19,8 @@ export interface WorkerBackendOptions {
 export interface WorkerBackend extends InferenceBackend {
   /** Sessions created by this backend so far. */
   readonly sessionsCreated: number;
+  /** Always `wasm`. */
+  provider(): string;
 }
 
 // onnxruntime-web hands `env.wasm.wasmBinary` to Emscripten, which wraps it in a Uint8Array and
@@ -93,6 +94,7 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
   let sessionsCreated = 0;
   return {
     name: `onnxruntime-web@${ort.env.versions.web ?? "?"}(wasm)`,
+    provider: () => "wasm",
     get sessionsCreated() {
       return sessionsCreated;
     },
@@ -103,29 +105,19 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
           "workerBackend needs wasmModule: the WebAssembly.Module of onnxruntime-web's ort-wasm-simd-threaded.wasm (import it through a wrangler CompiledWasm rule).",
         );
       }
-      try {
-        bindWasmModule(options.wasmModule);
+      bindWasmModule(options.wasmModule);
+      const open = async () => {
         const opts: ort.InferenceSession.SessionOptions = {
+          ...ortModelOptions(sessionOptions),
           executionProviders: ["wasm"],
           graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
         };
-        if (sessionOptions?.externalData?.length)
-          opts.externalData = sessionOptions.externalData.map((f) => ({ path: f.path, data: f.data }));
-        const s = await ort.InferenceSession.create(model, opts);
-        sessionsCreated++;
-        isolateSessions++;
-        return adaptOrtSession(s, ort.Tensor);
-      } catch (cause) {
-        if (cause instanceof MolorecError) throw cause;
-        throw new MolorecError(
-          "BACKEND_UNAVAILABLE",
-          `onnxruntime-web (wasm) could not open the model: ${(cause as Error)?.message ?? cause}`,
-          {
-            cause,
-            details: { failures: { wasm: String((cause as Error)?.message ?? cause) } },
-          },
-        );
-      }
+        return adaptOrtSession(await ort.InferenceSession.create(model, opts), ort.Tensor);
+      };
+      const { session } = await openFirstProvider("onnxruntime-web (wasm)", [{ name: "wasm", open }]);
+      sessionsCreated++;
+      isolateSessions++;
+      return session;
     },
   };
 }
