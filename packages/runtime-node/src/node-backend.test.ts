@@ -3,7 +3,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { createRecommender, tensor } from "@molorec/core";
+import { createRecommender } from "@molorec/core";
+import { tensor } from "@molorec/core/internal";
 import { dirSource, loadPackFromDir } from "./dir-source.js";
 import { cudaProviderInstalled, nodeBackend } from "./node-backend.js";
 

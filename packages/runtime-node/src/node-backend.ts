@@ -1,14 +1,8 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import {
-  adaptOrtSession,
-  type InferenceBackend,
-  type InferenceSession,
-  openFirstProvider,
-  ortModelOptions,
-  type ProviderCandidate,
-} from "@molorec/core";
+import type { InferenceBackend, InferenceSession } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-node";
 
 /** Which execution provider runs the model. `auto`: CUDA when its libraries are installed, else CPU. */

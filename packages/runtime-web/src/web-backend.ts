@@ -1,13 +1,5 @@
-import {
-  adaptOrtSession,
-  type InferenceBackend,
-  type InferenceSession,
-  isMolorecError,
-  openFirstProvider,
-  ortModelOptions,
-  type ProviderCandidate,
-  type SessionOptions,
-} from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, isMolorecError, type SessionOptions } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web";
 import { probeWebGpu, type GpuLike, type WebGpuAdapterInfo } from "./webgpu-probe.js";
 

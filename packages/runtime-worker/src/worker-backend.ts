@@ -1,4 +1,5 @@
-import { adaptOrtSession, type InferenceBackend, MolorecError, openFirstProvider, ortModelOptions } from "@molorec/core";
+import { type InferenceBackend, MolorecError } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web/wasm";
 
 /** Options of {@link workerBackend}. */
