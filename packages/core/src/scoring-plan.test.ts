@@ -152,6 +152,23 @@ describe("planGroupedRuns", () => {
     expect(runs.every((r) => r.caches!.length === 1)).toBe(true);
   });
 
+  it("plans a lone prompt row as planRuns plans its candidates, ties going to fewer runs", () => {
+    // Deterministic pseudo-random suffix lengths (an LCG), sorted longest first as both plan them.
+    let seed = 7;
+    const next = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+    const demo = limits({ costs: tokenCosts({ hiddenSize: 128, vocabSize: 2048, numLayers: 4, numHeads: 4, headDim: 32 }) });
+    // A demo-pack request of 50 titles whose padding nearly ties between 3 and 4 runs.
+    const titles = [24, 23, 19, 19, 15, 12, 12, 12, ...Array(7).fill(11), ...Array(6).fill(10), ...Array(6).fill(9), ...Array(4).fill(8)];
+    const near = [...titles, ...Array(10).fill(7), ...Array(8).fill(6), 5];
+    expect(planGroupedRuns([149], [near], demo).runs.map((r) => r.rows.length)).toEqual([5, 26, 19]);
+    for (let trial = 0; trial < 50; trial++) {
+      const fed = Array.from({ length: 5 + Math.floor(next() * 95) }, () => 1 + Math.floor(next() * next() * 30)).sort((a, b) => b - a);
+      const want = planRuns(fed, 64, 32).map(({ start, end }) => end - start);
+      const got = planGroupedRuns([150], [fed], demo).runs.map((r) => r.rows.length);
+      expect(got).toEqual(want);
+    }
+  });
+
   it("puts prompt rows with different candidate counts in different runs", () => {
     const { runs } = planGroupedRuns([5, 5], [[2, 2], [2]], limits());
     for (const run of runs) expect(new Set(run.rows.map((r) => r.prompt)).size).toBe(1);

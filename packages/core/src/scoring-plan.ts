@@ -151,14 +151,17 @@ export function planPromptRuns(prompts: readonly number[], limits: PlanLimits): 
 }
 
 /**
- * Estimated cost of a candidate run of `rows` rows, suffixes padded to `suffix` tokens that attend
- * `prompt + suffix` keys: the run's fixed cost (`runCostTokens` of its padded tokens) plus its
- * padded tokens. An infinite run cost becomes a finite one that still dwarfs any run, so that sums
- * of costs still compare (fewest runs first). No suffix: no model run, no cost.
+ * Estimated cost of a candidate run of `rows` rows, suffixes padded to `suffix` tokens after a
+ * prompt of `prompt` keys: the run's fixed cost (`runCostTokens` of its padded tokens) plus its
+ * padded tokens, each costing its share of the weights and of attention over the prompt (a
+ * suffix's own keys are few beside a prompt's, and counting them would tip near-ties of padding
+ * towards extra runs, which cost more than the model says). For one prompt this is
+ * {@link planRuns}' model, scaled. An infinite run cost becomes a finite one that still dwarfs any
+ * run, so that sums of costs still compare (fewest runs first). No suffix: no model run, no cost.
  */
 function runCost(rows: number, suffix: number, prompt: number, limits: PlanLimits): number {
   if (suffix === 0) return 0;
-  const perToken = limits.costs.token + limits.costs.key * (prompt + suffix);
+  const perToken = limits.costs.token + limits.costs.key * prompt;
   const fixed = Number.isFinite(limits.runCostTokens) ? limits.runCostTokens * perToken : Number.MAX_VALUE / 1e6;
   return fixed + rows * suffix * perToken;
 }
@@ -187,7 +190,7 @@ export function planPerRowRuns(
 /**
  * Cuts candidate rows (in the given order) into consecutive runs of at most `maxRows`, minimising
  * the estimated cost: per run, (`runCostTokens` + rows × padded suffix) × (token cost + key cost ×
- * keys), keys being the run's longest prompt plus its suffix.
+ * the run's longest prompt).
  */
 function cutRuns(suffix: readonly number[], prompt: readonly number[], limits: PlanLimits): { spans: Span[]; cost: number } {
   const n = suffix.length;
@@ -202,7 +205,8 @@ function cutRuns(suffix: readonly number[], prompt: readonly number[], limits: P
       P = Math.max(P, prompt[j]!);
       if (j < i - 1 && (i - j) * L * limits.vocab > limits.maxCandidateLogits) break;
       const cost = best[j]! + runCost(i - j, L, P, limits);
-      if (cost < best[i]!) {
+      // <=: on a tie the longer run (fewer runs) wins, as in planRuns
+      if (cost <= best[i]!) {
         best[i] = cost;
         from[i] = j;
       }
@@ -276,7 +280,7 @@ function planGroup(
     for (let start = end - 1; start >= Math.max(0, end - limits.maxRows); start--) {
       if (start < end - 1 && (end - start) * leadMax[start]! * limits.vocab > limits.maxCandidateLogits) break;
       const cost = best[start]! + sliceCost(start, end - start);
-      if (cost < best[end]!) {
+      if (cost <= best[end]!) {
         best[end] = cost;
         from[end] = start;
       }
