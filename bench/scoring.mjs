@@ -101,7 +101,8 @@ if (!existsSync(coreDist) || !existsSync(nodeDist)) {
   console.error("bench: packages are not built: run `pnpm build` first.");
   process.exit(2);
 }
-const core = await import(coreDist);
+// The benchmark drives the engine's parts (scoreCandidates, LoraMixer, prompts): @molorec/core/internal.
+const core = { ...(await import(coreDist)), ...(await import(join(REPO, "packages/core/dist/internal.js"))) };
 const { nodeBackend, loadPackFromDir } = await import(nodeDist);
 const ortVersion = createRequire(join(REPO, "packages/runtime-node/package.json"))("onnxruntime-node/package.json").version;
 const backend = nodeBackend({ executionProvider: "cpu", intraOpNumThreads: cfg.threads, log: () => {} });

@@ -3,7 +3,7 @@
 // `model(input_ids).logits`, logits_to_keep = 0), then the log-softmax of each candidate token.
 // core's `strategy: "naive"` is the same loop with the logits trimmed to the candidate's positions
 // (num_logits_to_keep), which a generic user does not do; the benchmark reports both.
-import { int64, logSoftmaxAt } from "../../packages/core/dist/index.js";
+import { int64, logSoftmaxAt } from "../../packages/core/dist/internal.js";
 import { aggregate, emptyPast } from "./packed.mjs";
 
 /**

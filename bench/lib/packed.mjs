@@ -7,7 +7,7 @@
 // - scorePackedCached: the prompt once (its KV cache kept), then all candidates packed in one
 //   row over that cache: no per-candidate copies of the prompt's KV cache.
 // Both score one mixture (row) per batch row; the benchmark uses one.
-import { kvNames, logSoftmaxAt, tensor } from "../../packages/core/dist/index.js";
+import { kvNames, logSoftmaxAt, tensor } from "../../packages/core/dist/internal.js";
 
 function i64(values) {
   const out = new BigInt64Array(values.length);

@@ -4,19 +4,8 @@
  * by transformers + PEFT (training/molorec_train/fixture.py).
  */
 import { describe, expect, it } from "vitest";
-import {
-  buildCandidate,
-  buildPrompt,
-  createRecommender,
-  entropy,
-  isMolorecError,
-  LoraMixer,
-  scoreCandidates,
-  softmax,
-  type InferenceBackend,
-  type ModelPack,
-  type Recommender,
-} from "@molorec/core";
+import { createRecommender, isMolorecError, type InferenceBackend, type ModelPack, type Recommender } from "@molorec/core";
+import { buildCandidate, buildPrompt, entropy, LoraMixer, scoreCandidates, softmax } from "@molorec/core/internal";
 import golden from "../fixtures/tiny-pack.golden.json" with { type: "json" };
 
 /** What a runtime supplies to the suite. */

@@ -1,7 +1,7 @@
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { createAdaptorServer } from "@hono/node-server";
-import { createRecommender, hasOwn, MolorecError, parseRecommendRequest, type RecommendResponse, type Recommender } from "@molorec/core";
+import { createRecommender, MolorecError, parseRecommendRequest, type RecommendResponse, type Recommender } from "@molorec/core";
 import { type AppRecommender, createApp, packSummary } from "@molorec/http";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import type { Hono } from "hono";
@@ -78,7 +78,7 @@ export function routeRequest(packs: readonly ServedPack[], explicit: string | nu
   const domain = typeof body === "object" && body !== null && !Array.isArray(body) ? (body as { domain?: unknown }).domain : undefined;
   const first = packs[0]!;
   // Own properties only: a domain called "toString" is in no pack.
-  const has = (p: ServedPack) => hasOwn(p.recommender.pack.manifest.domains, domain as string);
+  const has = (p: ServedPack) => Object.hasOwn(p.recommender.pack.manifest.domains, domain as string);
   if (typeof domain !== "string" || has(first)) return first;
   const owner = packs.find(has);
   if (owner) return owner;
@@ -111,7 +111,7 @@ function servedRecommender(packs: readonly ServedPack[], explicit: string | null
       const target = routeRequest(packs, explicit, body);
       const req = parseRecommendRequest(body, target.recommender.limits);
       const domains = target.recommender.pack.manifest.domains;
-      if (req.domain !== undefined && !hasOwn(domains, req.domain)) {
+      if (req.domain !== undefined && !Object.hasOwn(domains, req.domain)) {
         throw new MolorecError(
           "UNKNOWN_DOMAIN",
           `domain ${JSON.stringify(req.domain.slice(0, 80))} is not in pack ${target.name}; it has: ${Object.keys(domains).join(", ") || "no domains"}.`,

@@ -41,5 +41,10 @@ export interface InferenceSession {
 export interface InferenceBackend {
   /** A short name for logs and errors, e.g. `onnxruntime-node(cpu)`. */
   readonly name: string;
+  /**
+   * The execution provider the last session opened on (`cpu`, `cuda`, `webgpu`, `wasm`…), `none`
+   * before one did: what servers report in health checks and metrics.
+   */
+  provider?(): string;
   createSession(model: Uint8Array, options?: SessionOptions): Promise<InferenceSession>;
 }

@@ -1,20 +1,23 @@
 import type { InferenceSession } from "./backend.js";
-import { MolorecError } from "./errors.js";
-import type { LoraMixer } from "./lora-mixture.js";
-import { kvNames } from "./manifest.js";
-import { logSoftmaxAt, logSumExp } from "./math.js";
+import type { AdapterWeights, LoraMixer } from "./lora-mixture.js";
 import type { ModelPack } from "./pack.js";
 import {
   candidateEntropy,
-  graphExtras,
-  meanRowEntropy,
-  planRuns,
-  RUN_COST_TOKENS,
-  runSession as run,
-  type ScoreJob,
-  type ScoreResult,
-} from "./scoring.js";
-import { int64, tensor, type TensorLike } from "./tensor.js";
+  candidateLogProbs,
+  type CacheSlot,
+  type FeedContext,
+  feedContext,
+  type FirstToken,
+  firstToken,
+  pastFeeds,
+  runModel,
+  sequenceFeeds,
+  type SuffixRow,
+  suffixFeeds,
+  suffixLength,
+} from "./scoring-feeds.js";
+import { checkScoreJob, isEmptyJob, type ScoreJob, type ScoreResult, scoreResult } from "./scoring-job.js";
+import { type CandidateRun, type PlanLimits, type PromptRun, planScoring, RUN_COST_TOKENS, tokenCosts } from "./scoring-plan.js";
 
 /** Options of {@link scoreBatchedJobs}. */
 export interface BatchScoringOptions {
@@ -26,9 +29,9 @@ export interface BatchScoringOptions {
    */
   maxPromptLogits?: number;
   /**
-   * A model run's fixed cost in padded prompt tokens: prompts are split into runs of similar
-   * length when the padding saved is worth more than this per extra run. Default 32; 0 splits
-   * whenever padding is saved, `Infinity` pads all prompts to the longest in as few runs as possible.
+   * A model run's fixed cost in padded tokens: prompts and candidates are split into runs of
+   * similar length when the padding saved is worth more than this per extra run. Default 32; 0
+   * splits whenever padding is saved, `Infinity` pads rows to the longest in as few runs as possible.
    */
   runCostTokens?: number;
   /**
@@ -41,115 +44,6 @@ export interface BatchScoringOptions {
   tokenEntropy?: boolean;
 }
 
-/**
- * Multiply-adds per fed token, apart from attention (projections, MLP as 8·h² wide, the LM head),
- * and per (token, attended key): a first-order cost model to plan runs with.
- */
-function tokenCosts(pack: ModelPack): { token: number; key: number } {
-  const { hiddenSize: h, vocabSize: V, numLayers: n, numHeads, headDim } = pack.manifest.model;
-  return { token: n * 12 * h * h + h * V, key: n * 2 * numHeads * headDim };
-}
-
-/**
- * Cuts candidate rows (in the given order) into consecutive runs of at most `maxRows`, minimising
- * the estimated cost: per run, `runCost` plus rows × padded suffix × (token cost + key cost × keys),
- * keys being the run's longest prompt plus its suffix. Runs whose suffixes are all empty cost
- * nothing (no model run). Returns the runs and their total cost.
- */
-function planCandidateRuns(
-  fed: readonly number[],
-  prompt: readonly number[],
-  maxRows: number,
-  runCost: number,
-  costs: { token: number; key: number },
-  maxLogits: number,
-  vocab: number,
-): { runs: Array<[number, number]>; cost: number } {
-  const n = fed.length;
-  const best = new Array<number>(n + 1).fill(Infinity);
-  const from = new Array<number>(n + 1).fill(0);
-  best[0] = 0;
-  for (let i = 1; i <= n; i++) {
-    let L = 0;
-    let P = 0;
-    for (let j = i - 1; j >= Math.max(0, i - maxRows); j--) {
-      L = Math.max(L, fed[j]!);
-      P = Math.max(P, prompt[j]!);
-      if (j < i - 1 && (i - j) * L * vocab > maxLogits) break;
-      const cost = best[j]! + (L === 0 ? 0 : runCost + (i - j) * L * (costs.token + costs.key * (P + L)));
-      if (cost < best[i]!) {
-        best[i] = cost;
-        from[i] = j;
-      }
-    }
-  }
-  const runs: Array<[number, number]> = [];
-  for (let i = n; i > 0; i = from[i]!) runs.unshift([from[i]!, i]);
-  return { runs, cost: best[n]! };
-}
-
-/**
- * Runs for a grouped-cache graph: a run feeds the caches of some prompt rows once, each serving
- * the same number of consecutive candidate rows. Prompt rows are grouped by candidate count; each
- * row's candidates, longest first, are cut into `s` slices (the `s` of least estimated cost, as
- * {@link planCandidateRuns} estimates it), and slice k of several rows (longest prompts together)
- * forms a run of at most `maxRows` rows.
- */
-function planGroupedRuns(
-  promptRows: ReadonlyArray<{ length: number; fed: readonly number[] }>,
-  maxRows: number,
-  runCost: number,
-  costs: { token: number; key: number },
-  maxLogits: number,
-  vocab: number,
-): { runs: Array<{ pairs: Array<[number, number]>; past: number[] }>; cost: number } {
-  const byCount = new Map<number, number[]>();
-  promptRows.forEach((r, i) => {
-    if (r.fed.length > 0) byCount.set(r.fed.length, [...(byCount.get(r.fed.length) ?? []), i]);
-  });
-  const out: Array<{ pairs: Array<[number, number]>; past: number[] }> = [];
-  let total = 0;
-  for (const [n, members] of byCount) {
-    members.sort((a, b) => promptRows[b]!.length - promptRows[a]!.length);
-    const order = new Map(
-      members.map((r) => [r, promptRows[r]!.fed.map((_, c) => c).sort((a, b) => promptRows[r]!.fed[b]! - promptRows[r]!.fed[a]!)]),
-    );
-    let best: { cost: number; runs: Array<{ pairs: Array<[number, number]>; past: number[] }> } | null = null;
-    const minSlices = Math.ceil(n / maxRows);
-    for (let s = minSlices; s <= Math.min(n, minSlices + 3); s++) {
-      const g = Math.ceil(n / s);
-      const runs: Array<{ pairs: Array<[number, number]>; past: number[] }> = [];
-      let cost = 0;
-      for (let k = 0; k * g < n; k++) {
-        const sliceL = Math.max(...members.map((r) => promptRows[r]!.fed[order.get(r)![k * g]!]!));
-        const perRun = Math.max(1, Math.min(Math.floor(maxRows / g), sliceL > 0 ? Math.floor(maxLogits / (g * sliceL * vocab)) : Infinity));
-        for (let j = 0; j < members.length; j += perRun) {
-          const past = members.slice(j, j + perRun);
-          const pairs = past.flatMap((r) =>
-            order
-              .get(r)!
-              .slice(k * g, (k + 1) * g)
-              .map((c): [number, number] => [r, c]),
-          );
-          const L = Math.max(...pairs.map(([r, c]) => promptRows[r]!.fed[c]!));
-          if (L > 0) cost += runCost + pairs.length * L * (costs.token + costs.key * (promptRows[past[0]!]!.length + L));
-          runs.push({ pairs, past });
-        }
-      }
-      if (best === null || cost < best.cost) best = { cost, runs };
-    }
-    out.push(...best!.runs);
-    total += best!.cost;
-  }
-  return { runs: out, cost: total };
-}
-
-/**
- * A grouped plan is kept unless the per-row plan is estimated this much cheaper: the estimate
- * counts padded tokens and runs, not the per-row cache copies the grouped plan saves.
- */
-const GROUPED_PREFERENCE = 0.85;
-
 /** The answer of {@link scoreBatchedJobs}: one {@link ScoreResult} per job, in job order. */
 export interface BatchScoreResult {
   /** `results[j]` scores `jobs[j]`; its `runs` is the model runs of the whole batch, shared by all jobs. */
@@ -158,46 +52,41 @@ export interface BatchScoreResult {
   runs: number;
 }
 
-/**
- * Checks that a job can be scored: every candidate has tokens and the prompt plus the longest
- * candidate fit the model's positions. Throws the same coded errors as `scoreCandidates`.
- * Call it per request before batching, so one bad request cannot fail the others of its batch.
- */
-export function checkScoreJob(pack: ModelPack, job: ScoreJob): void {
-  if (job.candidateIds.some((c) => c.length === 0)) throw new MolorecError("INVALID_REQUEST", "a candidate has no tokens to score");
-  const longest = job.candidateIds.reduce((n, c) => Math.max(n, c.length), 0);
-  if (job.promptIds.length + longest > pack.manifest.model.maxPositions) {
-    throw new MolorecError(
-      "HISTORY_TOO_LONG",
-      `prompt (${job.promptIds.length} tokens) plus the longest candidate (${longest}) exceed the model's ${pack.manifest.model.maxPositions} positions; send a shorter history.`,
-    );
-  }
-  if (job.promptIds.length === 0) throw new MolorecError("INVALID_REQUEST", "a prompt has no tokens");
-}
+const DEFAULT_MAX_LOGITS = 4 * 1024 * 1024;
 
 /** One prompt row of the batch: a job's prompt under one of its mixtures. */
 interface PromptRow {
   job: number;
   mixture: number;
-  /** Valid prompt tokens; the row was left-padded to the longest prompt of its run. */
-  length: number;
-  /** Present KV of its prompt run, one array per (layer, key|value), `[rows, kvHeads, width, headDim]`. */
-  kv: Float32Array[];
-  /** Its row in the prompt run, and that run's KV length (past slots + padded prompt). */
-  kvRow: number;
-  kvWidth: number;
-  /** Logits of its last prompt position (`vocab` floats from `logitsOffset`), which score every first candidate token. */
-  logits: Float32Array;
-  logitsOffset: number;
-  lse: { max: number; logSum: number };
-  /** Entropy of that first next-token distribution (0 unless token entropies are wanted). */
-  firstEntropy: number;
+  promptIds: readonly number[];
+  candidateIds: ReadonlyArray<readonly number[]>;
+  weights: AdapterWeights;
+}
+
+/** What a prompt run leaves for each of its rows: where its cache is, and its first-token distribution. */
+interface PromptState {
+  slot: CacheSlot;
+  first: FirstToken;
+}
+
+/** The executor's state: what every run reads, and where candidate log-probs go. */
+interface Batch {
+  session: InferenceSession;
+  mixer: LoraMixer;
+  ctx: FeedContext;
+  grouped: boolean;
+  wantEntropy: boolean;
+  rows: PromptRow[];
+  states: PromptState[];
+  /** `tokenLogProbs[job][mixture][candidate]`, and the entropies likewise. */
+  tokenLogProbs: number[][][][];
+  tokenEntropies: number[][][];
 }
 
 /**
- * Scores several jobs (e.g. the requests that arrived together at a server) in shared model runs,
- * with the results of scoring each job alone (`scoreCandidates`, prefix strategy) up to float
- * rounding (≤ 1e-5 on the fixture pack):
+ * Scores several jobs (e.g. the requests that arrived together at a server) in shared model runs;
+ * scoring one job is the same with a batch of one. Scores equal those of one full pass per
+ * candidate (`scoreCandidates`, naive strategy) up to float rounding (≤ 1e-5 on the fixture pack):
  *
  * 1. **Prompts**: every (job, mixture) is one row of a prompt run. Prompts differ in length, so
  *    rows are left-padded to the longest of their run: padding tokens are hidden by
@@ -208,8 +97,9 @@ interface PromptRow {
  * 2. **Candidates**: every (job, mixture, candidate) is one row of a candidate run on the prompt
  *    KV caches, each re-aligned to end at the run's longest prompt; a row's `attention_mask`
  *    covers its own prompt's valid positions and its own suffix, its positions continue from its
- *    own prompt's length. Rows are sorted by length and cut into runs of at most `maxBatchRows`,
- *    whatever job they come from.
+ *    own prompt's length. Rows are planned into runs of at most `maxBatchRows` by estimated cost
+ *    (`scoring-plan.ts`), whatever job they come from; a grouped-cache graph is fed each prompt
+ *    row's cache once per run.
  *
  * Each row carries its own LoRA scales, so jobs of different domains and mixtures share runs.
  * Call {@link checkScoreJob} on each job first: a bad job here fails the whole batch.
@@ -228,222 +118,117 @@ export async function scoreBatchedJobs(
   options: BatchScoringOptions = {},
 ): Promise<BatchScoreResult> {
   for (const job of jobs) checkScoreJob(pack, job);
-  const { numLayers, numKvHeads, headDim, vocabSize: V } = pack.manifest.model;
-  const maxRows = Math.max(1, options.maxBatchRows ?? 64);
-  const endId = pack.manifest.prompt.endTokenId;
   const wantEntropy = options.tokenEntropy ?? false;
-  const { keep, targets, targetInput } = graphExtras(session, wantEntropy);
-  // Sessions that cannot take zero-sized tensors start from a 1-slot past that the mask hides.
-  const D = session.acceptsEmptyTensors === false ? 1 : 0;
-  const grouped = pack.manifest.model.kvCache === "grouped";
-  let runs = 0;
-
-  const specs: Array<{ job: number; mixture: number }> = [];
-  jobs.forEach((job, j) => {
-    if (job.candidateIds.length > 0) job.mixtures.forEach((_, m) => specs.push({ job: j, mixture: m }));
-  });
-  const tokenLogProbs: number[][][][] = jobs.map((job) => job.mixtures.map(() => new Array<number[]>(job.candidateIds.length)));
-  const tokenEntropies: number[][][] = jobs.map((job) => job.mixtures.map(() => new Array<number>(job.candidateIds.length)));
-  if (specs.length === 0) return { results: jobs.map(() => ({ scores: [], tokenLogProbs: [], runs: 0 })), runs: 0 };
-
-  const presentNames: string[] = [];
-  for (let i = 0; i < numLayers; i++) presentNames.push(kvNames.presentKey(i), kvNames.presentValue(i));
-  const promptLength = (x: { job: number }) => jobs[x.job]!.promptIds.length;
-  specs.sort((a, b) => promptLength(b) - promptLength(a));
-
-  // 1. Prompt runs, each left-padded to its longest prompt.
-  const longestPrompt = promptLength(specs[0]!);
-  const promptRows = Math.max(
-    1,
-    Math.min(maxRows, keep ? maxRows : Math.floor((options.maxPromptLogits ?? 4 * 1024 * 1024) / (longestPrompt * V))),
-  );
+  const ctx = feedContext(session, pack, wantEntropy);
   const rows: PromptRow[] = [];
-  for (const [start, end] of planRuns(specs.map(promptLength), promptRows, options.runCostTokens ?? RUN_COST_TOKENS)) {
-    const chunk = specs.slice(start, end);
-    const B = chunk.length;
-    const P = promptLength(chunk[0]!);
-    const W0 = D + P;
-    const ids = new Array<number>(B * P).fill(endId);
-    const pos = new Array<number>(B * P).fill(0);
-    const mask = new Array<number>(B * W0).fill(0);
-    chunk.forEach(({ job }, b) => {
-      const prompt = jobs[job]!.promptIds;
-      const pad = P - prompt.length;
-      for (let t = 0; t < prompt.length; t++) {
-        ids[b * P + pad + t] = prompt[t]!;
-        pos[b * P + pad + t] = t;
-        mask[b * W0 + D + pad + t] = 1;
-      }
-    });
-    const empty = tensor("float32", new Float32Array(B * numKvHeads * D * headDim), [B, numKvHeads, D, headDim]);
-    const feeds: Record<string, TensorLike> = {
-      input_ids: int64(ids, [B, P]),
-      attention_mask: int64(mask, [B, W0]),
-      position_ids: int64(pos, [B, P]),
-      ...mixer.feeds(chunk.map(({ job, mixture }) => jobs[job]!.mixtures[mixture]!)),
-    };
-    for (let i = 0; i < numLayers; i++) {
-      feeds[kvNames.pastKey(i)] = empty;
-      feeds[kvNames.pastValue(i)] = empty;
-    }
-    if (keep) feeds.num_logits_to_keep = int64([1], [1]);
-    if (targetInput) feeds.target_ids = int64(new Array<number>(B * P).fill(0), [B, P]);
-    const out = await run(session, feeds, ["logits", ...presentNames]);
-    runs++;
-    const logits = out.logits!.data as Float32Array;
-    const kv = presentNames.map((name) => out[name]!.data as Float32Array);
-    // A grouped-cache graph returns this run's keys only; a concat graph the past slots too.
-    const kvWidth = grouped ? P : W0;
-    chunk.forEach(({ job, mixture }, b) => {
-      const logitsOffset = (keep ? b : b * P + P - 1) * V;
-      const firstEntropy = wantEntropy ? meanRowEntropy(logits, logitsOffset / V, 1, V) : 0;
-      rows.push({
-        job,
-        mixture,
-        length: promptLength({ job }),
-        kv,
-        kvRow: b,
-        kvWidth,
-        logits,
-        logitsOffset,
-        lse: logSumExp(logits, logitsOffset, V),
-        firstEntropy,
-      });
-    });
-  }
-
-  // 2. Candidate runs on the prompt caches: (prompt row, candidate) pairs. A grouped-cache graph
-  // gets each prompt row's cache once per run (planGroupedRuns). Otherwise every row gets its own
-  // copy, and two orders are planned, longest suffix first (least suffix padding) and longest
-  // prompt first (fewest attended keys); the cheaper plan runs.
-  const all: Array<[row: number, candidate: number]> = [];
-  rows.forEach((r, i) => jobs[r.job]!.candidateIds.forEach((_, c) => all.push([i, c])));
-  // The last candidate token is only scored, never fed.
-  const fed = ([r, c]: [number, number]) => jobs[rows[r]!.job]!.candidateIds[c]!.length - 1;
-  const plen = ([r]: [number, number]) => rows[r]!.length;
-  const costs = tokenCosts(pack);
-  const runCost = (options.runCostTokens ?? RUN_COST_TOKENS) * costs.token;
-  // A run: its (prompt row, candidate) rows and, on a grouped-cache graph, the prompt rows whose
-  // caches it is fed (each serving the same number of consecutive rows); else one cache per row.
-  // Requests with different candidate counts cannot share a grouped run; when that costs clearly
-  // more than copying each row's cache (the estimates below), the grouped graph takes copies too.
-  const maxLogits = targets ? Infinity : (options.maxCandidateLogits ?? 4 * 1024 * 1024);
-  const plans = [
-    [...all].sort((a, b) => fed(b) - fed(a) || plen(b) - plen(a)),
-    [...all].sort((a, b) => plen(b) - plen(a) || fed(b) - fed(a)),
-  ].map((order) => ({
-    order,
-    ...planCandidateRuns(
-      order.map(fed),
-      order.map(plen),
-      maxRows,
-      Number.isFinite(runCost) ? runCost : Number.MAX_VALUE / 1e6,
-      costs,
-      maxLogits,
-      V,
-    ),
-  }));
-  const perRow = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
-  let chunks: Array<{ pairs: Array<[number, number]>; past: number[] | null }> = perRow.runs.map(([start, end]) => ({
-    pairs: perRow.order.slice(start, end),
-    past: null,
-  }));
-  if (grouped) {
-    const plan = planGroupedRuns(
-      rows.map((r) => ({ length: r.length, fed: jobs[r.job]!.candidateIds.map((c) => c.length - 1) })),
-      maxRows,
-      runCost,
-      costs,
-      maxLogits,
-      V,
+  jobs.forEach((job, j) => {
+    if (job.candidateIds.length === 0) return;
+    job.mixtures.forEach((weights, m) =>
+      rows.push({ job: j, mixture: m, promptIds: job.promptIds, candidateIds: job.candidateIds, weights }),
     );
-    if (perRow.cost >= GROUPED_PREFERENCE * plan.cost) chunks = plan.runs;
-  }
-
-  for (const { pairs: chunk, past: pastRows } of chunks) {
-    const B = chunk.length;
-    const L = Math.max(...chunk.map(fed));
-    let out: Float32Array | null = null;
-    if (L > 0) {
-      // The run's past: every row's prompt KV, re-aligned to end at the longest prompt of the run.
-      const P = Math.max(...chunk.map(([r]) => rows[r]!.length));
-      const W0 = D + P;
-      const W = W0 + L;
-      const ids = new Array<number>(B * L).fill(endId);
-      const pos = new Array<number>(B * L).fill(0);
-      const mask = new Array<number>(B * W).fill(0);
-      const tgt = targetInput ? new Array<number>(B * L).fill(0) : null;
-      chunk.forEach(([r, c], b) => {
-        const row = rows[r]!;
-        const cand = jobs[row.job]!.candidateIds[c]!;
-        mask.fill(1, b * W + W0 - row.length, b * W + W0);
-        for (let k = 0; k < L; k++) {
-          pos[b * L + k] = row.length + k;
-          if (k < cand.length - 1) {
-            ids[b * L + k] = cand[k]!;
-            mask[b * W + W0 + k] = 1;
-            if (tgt) tgt[b * L + k] = cand[k + 1]!;
-          }
-        }
-      });
-      const feeds: Record<string, TensorLike> = {
-        input_ids: int64(ids, [B, L]),
-        attention_mask: int64(mask, [B, W]),
-        position_ids: int64(pos, [B, L]),
-        ...mixer.feeds(chunk.map(([r]) => jobs[rows[r]!.job]!.mixtures[rows[r]!.mixture]!)),
-      };
-      for (let i = 0; i < 2 * numLayers; i++) {
-        const cacheRows = pastRows ?? chunk.map(([r]) => r);
-        const dst = new Float32Array(cacheRows.length * numKvHeads * W0 * headDim);
-        cacheRows.forEach((r, b) => {
-          const row = rows[r]!;
-          const src = row.kv[i]!;
-          const n = row.length * headDim;
-          for (let h = 0; h < numKvHeads; h++) {
-            // The row's valid prompt positions are the last `length` of its own KV width.
-            const from = ((row.kvRow * numKvHeads + h) * row.kvWidth + row.kvWidth - row.length) * headDim;
-            dst.set(src.subarray(from, from + n), ((b * numKvHeads + h) * W0 + W0 - row.length) * headDim);
-          }
-        });
-        feeds[i % 2 === 0 ? kvNames.pastKey(i >> 1) : kvNames.pastValue(i >> 1)] = tensor("float32", dst, [
-          cacheRows.length,
-          numKvHeads,
-          W0,
-          headDim,
-        ]);
-      }
-      if (keep) feeds.num_logits_to_keep = int64([0], [1]);
-      if (tgt) feeds.target_ids = int64(tgt, [B, L]);
-      const res = await run(session, feeds, [targets ? "token_logprobs" : "logits"]);
-      runs++;
-      out = (targets ? res.token_logprobs! : res.logits!).data as Float32Array;
-    }
-    chunk.forEach(([r, c], b) => {
-      const row = rows[r]!;
-      const cand = jobs[row.job]!.candidateIds[c]!;
-      const lp: number[] = [row.logits[row.logitsOffset + cand[0]!]! - row.lse.max - row.lse.logSum];
-      for (let k = 1; k < cand.length; k++) lp.push(targets ? out![b * L + k - 1]! : logSoftmaxAt(out!, (b * L + k - 1) * V, V, cand[k]!));
-      tokenLogProbs[row.job]![row.mixture]![c] = lp;
-      if (wantEntropy) tokenEntropies[row.job]![row.mixture]![c] = candidateEntropy(row.firstEntropy, out, b * L, cand.length - 1, V);
-    });
-  }
-
-  const sum = pack.manifest.prompt.scoreNormalization === "sum";
-  const aggregate = (lp: number[]) => {
-    const total = lp.reduce((a, b) => a + b, 0);
-    return sum ? total : total / lp.length;
+  });
+  const batch: Batch = {
+    session,
+    mixer,
+    ctx,
+    grouped: pack.manifest.model.kvCache === "grouped",
+    wantEntropy,
+    rows,
+    states: new Array<PromptState>(rows.length),
+    tokenLogProbs: jobs.map((job) => job.mixtures.map(() => new Array<number[]>(job.candidateIds.length))),
+    tokenEntropies: jobs.map((job) => job.mixtures.map(() => new Array<number>(job.candidateIds.length))),
   };
+  const plan = planScoring(
+    { prompts: rows.map((r) => r.promptIds.length), fed: rows.map((r) => r.candidateIds.map((c) => c.length - 1)), grouped: batch.grouped },
+    planLimits(pack, ctx, options),
+  );
+  let runs = 0;
+  for (const run of plan.promptRuns) {
+    await runPrompts(batch, run);
+    runs++;
+  }
+  for (const run of plan.candidateRuns) if (await runCandidates(batch, run)) runs++;
   return {
-    results: jobs.map((job, j) => {
-      if (job.candidateIds.length === 0 || job.mixtures.length === 0) return { scores: [], tokenLogProbs: [], runs };
-      const tlp = tokenLogProbs[j]!;
-      return {
-        scores: tlp.map((m) => m.map(aggregate)),
-        tokenLogProbs: tlp,
-        ...(wantEntropy ? { tokenEntropies: tokenEntropies[j]! } : {}),
-        runs,
-      };
-    }),
+    results: jobs.map((job, j) =>
+      isEmptyJob(job)
+        ? { scores: [], tokenLogProbs: [], runs }
+        : scoreResult(pack, batch.tokenLogProbs[j]!, wantEntropy ? batch.tokenEntropies[j]! : undefined, runs),
+    ),
     runs,
   };
+}
+
+function planLimits(pack: ModelPack, ctx: FeedContext, options: BatchScoringOptions): PlanLimits {
+  return {
+    maxRows: Math.max(1, options.maxBatchRows ?? 64),
+    runCostTokens: options.runCostTokens ?? RUN_COST_TOKENS,
+    maxPromptLogits: ctx.keep ? Infinity : (options.maxPromptLogits ?? DEFAULT_MAX_LOGITS),
+    maxCandidateLogits: ctx.targets ? Infinity : (options.maxCandidateLogits ?? DEFAULT_MAX_LOGITS),
+    vocab: ctx.vocab,
+    costs: tokenCosts(pack.manifest.model),
+  };
+}
+
+/** Runs prompt rows from an empty past and keeps, per row, its cache and first-token distribution. */
+async function runPrompts(batch: Batch, run: PromptRun): Promise<void> {
+  const { ctx } = batch;
+  const rows = run.rows.map((r) => batch.rows[r]!);
+  // Object.assign, not `{ ...a(), ...b() }`: V8 spreads such objects (about 70 properties with the
+  // LoRA inputs) on a slow path whose garbage cost ~0.3 ms per request on the demo pack.
+  const feeds = Object.assign(
+    sequenceFeeds(
+      ctx,
+      rows.map((r) => r.promptIds),
+      run.width,
+      1,
+    ),
+    batch.mixer.feeds(rows.map((r) => r.weights)),
+  );
+  const out = await runModel(batch.session, feeds, ["logits", ...ctx.presentNames]);
+  const logits = out.logits!.data as Float32Array;
+  // A grouped-cache graph returns this run's keys only; a concat graph the past slots too.
+  const cache = { present: ctx.presentNames.map((name) => out[name]!), rows: rows.length, width: out[ctx.presentNames[0]!]!.dims[2]! };
+  run.rows.forEach((r, b) => {
+    const lastRow = ctx.keep ? b : b * run.width + run.width - 1;
+    batch.states[r] = {
+      slot: { cache, row: b, length: batch.rows[r]!.promptIds.length },
+      first: firstToken(logits, lastRow, ctx.vocab, batch.wantEntropy),
+    };
+  });
+}
+
+/** Runs candidate suffixes on their prompts' caches and records their log-probs; false when no suffix needed a run. */
+async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> {
+  const { ctx } = batch;
+  const suffixes: SuffixRow[] = run.rows.map(({ prompt, candidate }) => {
+    const row = batch.rows[prompt]!;
+    return { promptLength: row.promptIds.length, tokens: row.candidateIds[candidate]! };
+  });
+  const L = suffixLength(suffixes);
+  let out: Float32Array | null = null;
+  if (L > 0) {
+    const width = suffixes.reduce((n, s) => Math.max(n, s.promptLength), 0);
+    const caches = run.caches ?? run.rows.map((r) => r.prompt);
+    const feeds = Object.assign(
+      suffixFeeds(ctx, suffixes, width, L),
+      pastFeeds(
+        ctx,
+        caches.map((r) => batch.states[r]!.slot),
+        width,
+      ),
+      batch.mixer.feeds(run.rows.map((r) => batch.rows[r.prompt]!.weights)),
+    );
+    // Only what is read: the candidates' own KV cache is never needed again.
+    const res = await runModel(batch.session, feeds, [ctx.targets ? "token_logprobs" : "logits"]);
+    out = (ctx.targets ? res.token_logprobs! : res.logits!).data as Float32Array;
+  }
+  run.rows.forEach(({ prompt, candidate }, b) => {
+    const { job, mixture } = batch.rows[prompt]!;
+    const { first } = batch.states[prompt]!;
+    const tokens = suffixes[b]!.tokens;
+    batch.tokenLogProbs[job]![mixture]![candidate] = candidateLogProbs(ctx, first, out, b, L, tokens);
+    if (batch.wantEntropy)
+      batch.tokenEntropies[job]![mixture]![candidate] = candidateEntropy(first, out, b * L, tokens.length - 1, ctx.vocab);
+  });
+  return L > 0;
 }

@@ -2,8 +2,8 @@ import { MolorecError } from "./errors.js";
 import type { AdapterWeights } from "./lora-mixture.js";
 import { entropy, softmax } from "./math.js";
 import { RankingMetrics, rankOf } from "./metrics.js";
+import { chooseRow, type MixturePolicy, policyName, resolvePolicy } from "./policies.js";
 import type { Recommender } from "./recommender.js";
-import type { MixturePolicy } from "./request.js";
 
 /** A labelled test case: `label` is the index of the positive among the candidates. */
 export interface EvalCase {
@@ -26,15 +26,12 @@ export interface PolicyMetrics {
   entropy: number;
 }
 
-export function policyName(p: MixturePolicy): string {
-  return typeof p === "object" ? `lambda=${p.lambda}` : p;
-}
-
 /**
  * Evaluates several mixture policies on labelled cases. All the mixtures a case needs (every
  * policy's λ, and the adaptive grid) are scored as rows of one batch, so adding a policy costs
- * extra batch rows, not extra prompt passes. `adaptive` picks, per case, the λ of its grid with the
- * least {@link Recommender.entropyObjective}, as `recommend` does.
+ * extra batch rows, not extra prompt passes. Policies resolve and choose their row as `recommend`
+ * does (`policies.ts`): `adaptive` picks, per case, the λ of its grid with the least
+ * {@link Recommender.entropyObjective}.
  */
 export async function evaluatePolicies(
   rec: Recommender,
@@ -52,15 +49,12 @@ export async function evaluatePolicies(
     }
     return i;
   };
-  const plans = options.policies.map((p) => {
-    if (p === "adaptive") {
-      const grid = rec.adaptiveLambdas.map((l) => rec.resolveMixture(options.domain, { lambda: l }));
-      return { policy: p, rows: grid.map((g) => rowOf(g.weights)), lambdas: grid.map((g) => g.lambda!) };
-    }
-    const r = rec.resolveMixture(options.domain, p);
-    return { policy: p, rows: [rowOf(r.weights)], lambdas: [r.lambda] };
+  const ctx = { manifest: rec.pack.manifest, domain: options.domain, adaptiveLambdas: rec.adaptiveLambdas };
+  const plans = options.policies.map((policy) => {
+    const resolved = resolvePolicy(ctx, policy);
+    return { policy, resolved, rows: resolved.rows.map((r) => rowOf(r.weights)) };
   });
-  const needsObjective = plans.some((p) => p.rows.length > 1);
+  const needsObjective = plans.some((p) => p.resolved.byObjective);
   const metrics = plans.map(() => new RankingMetrics());
   const entropySums = plans.map(() => 0);
   const lambdaSums = plans.map(() => 0);
@@ -75,18 +69,17 @@ export async function evaluatePolicies(
       ? await rec.scoreWithEntropy(input)
       : { scores: await rec.scoreMixtures(input), objective: null };
     plans.forEach((plan, k) => {
-      let best = 0;
-      if (objective) plan.rows.forEach((r, j) => (objective[r]! < objective[plan.rows[best]!]! ? (best = j) : 0));
+      const best = chooseRow(plan.resolved, (j) => objective![plan.rows[j]!]!);
       const chosen = scores[plan.rows[best]!]!;
       metrics[k]!.add(rankOf(chosen, c.label));
       entropySums[k]! += entropy(softmax(chosen));
-      lambdaSums[k]! += plan.lambdas[best] ?? 0;
+      lambdaSums[k]! += plan.resolved.rows[best]!.lambda ?? 0;
     });
     options.onProgress?.(i + 1, cases.length);
   }
   return plans.map((plan, k) => ({
     policy: policyName(plan.policy),
-    lambda: plan.lambdas[0] === null ? null : lambdaSums[k]! / Math.max(cases.length, 1),
+    lambda: plan.resolved.rows[0]!.lambda === null ? null : lambdaSums[k]! / Math.max(cases.length, 1),
     ...metrics[k]!.summary(),
     entropy: entropySums[k]! / Math.max(cases.length, 1),
   }));

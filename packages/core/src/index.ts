@@ -1,12 +1,17 @@
+/**
+ * `@molorec/core`: what an application needs to rank candidates with a model pack on some
+ * runtime — packs, the recommender, requests and responses, errors, and the backend interface
+ * runtimes implement. Runtime packages, the benchmark and the tests reach the engine's parts
+ * through `@molorec/core/internal`, which has no stability promise.
+ */
 export type { InferenceBackend, InferenceSession, SessionOptions } from "./backend.js";
-export { checkScoreJob, scoreBatchedJobs, type BatchScoreResult, type BatchScoringOptions } from "./batch-scoring.js";
+export type { CalibrationOptions, CalibrationResult } from "./calibration.js";
 export { MolorecError, isMolorecError, httpStatusForCode, type MolorecErrorCode, type MolorecErrorOptions } from "./errors.js";
-export { searchLambda, type LambdaSearchOptions, type LambdaSearchResult } from "./lambda-search.js";
-export { LoraMixer, type AdapterWeights } from "./lora-mixture.js";
+export { evaluatePolicies, type EvalCase, type PolicyMetrics } from "./evaluation.js";
+export type { LambdaSearchOptions, LambdaSearchResult } from "./lambda-search.js";
+export type { AdapterWeights } from "./lora-mixture.js";
 export {
   PACK_FORMAT_VERSION,
-  kvNames,
-  parseManifest,
   type AdapterEntry,
   type DomainEntry,
   type LoraTarget,
@@ -15,41 +20,25 @@ export {
   type PackManifest,
   type PromptSpec,
 } from "./manifest.js";
-export { checkGraphNames, expectedInputs, expectedOutputs, probeGraph, validateSession } from "./graph-check.js";
-export { checkOnnxModel } from "./onnx-check.js";
-export { hasOwn, ownEntry } from "./own.js";
-export { PACK_BOUNDS, packPathProblem } from "./pack-bounds.js";
-export { entropy, logitsEntropy, logSoftmaxAt, rankByScore, softmax } from "./math.js";
-export { RankingMetrics, hitRateAtK, ndcgAtK, rankOf } from "./metrics.js";
-export { loadPack, memorySource, parseAdapter, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
-export { buildCandidate, buildPrompt, titleIds, type PromptTokens } from "./prompt.js";
+export { CALIBRATION_OBJECTIVES, ENTROPY_OBJECTIVES, type CalibrationObjective, type EntropyObjective } from "./objectives.js";
+export { loadPack, memorySource, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
+export { POLICY_NAMES, type MixtureSource, type NamedPolicy, type ResolvedMixture } from "./policies.js";
 export {
-  CALIBRATION_OBJECTIVES,
   createRecommender,
-  ENTROPY_OBJECTIVES,
-  type CalibrationObjective,
-  type CalibrationOptions,
-  type CalibrationResult,
-  type EntropyObjective,
   type LambdaScores,
   type RankedCandidate,
   type RecommendResponse,
   type Recommender,
   type RecommenderOptions,
-  type ResolvedMixture,
 } from "./recommender.js";
 export {
   DEFAULT_REQUEST_LIMITS,
   parseMixture,
   parseRecommendRequest,
   type MixturePolicy,
-  type ParsedRecommendRequest,
   type RecommendRequest,
   type RequestLimits,
 } from "./request.js";
-export { parseSafetensors, type NamedTensor } from "./safetensors.js";
-export { scoreCandidates, type ScoreJob, type ScoreResult, type ScoringOptions, type ScoringStrategy } from "./scoring.js";
-export { createTextEncoder, maxTokenId, type TextEncoder } from "./tokenizer.js";
-export { int64, tensor, type TensorDataMap, type TensorLike, type TensorType } from "./tensor.js";
-export { evaluatePolicies, policyName, type EvalCase, type PolicyMetrics } from "./evaluation.js";
-export { adaptOrtSession, toOrtFeeds, type OrtSessionLike, type OrtTensorConstructor } from "./ort-session.js";
+export type { ScoringStrategy } from "./scoring.js";
+export type { TensorDataMap, TensorLike, TensorType } from "./tensor.js";
+export type { TextEncoder } from "./tokenizer.js";

@@ -1,23 +1,9 @@
 import { MolorecError } from "./errors.js";
 import { hasOwn, quoteName } from "./own.js";
 import { PACK_BOUNDS } from "./pack-bounds.js";
+import { isPolicyName, type MixturePolicy, POLICY_NAMES } from "./policies.js";
 
-/** How adapters are mixed for a request. λ is always the weight of the domain adapter. */
-export type MixturePolicy =
-  /** The base model, no adapter. */
-  | "base"
-  /** The domain-general adapter alone (λ = 0). */
-  | "general"
-  /** The domain's own adapter alone (λ = 1). */
-  | "domain"
-  /** Weight averaging, λ = 0.5. */
-  | "wa"
-  /** The λ the pack stores for the domain, found by entropy minimisation (falls back to the default λ). */
-  | "calibrated"
-  /** λ chosen per request: the one whose candidate distribution has the least entropy. */
-  | "adaptive"
-  /** A fixed λ in [0, 1]. */
-  | { lambda: number };
+export type { MixturePolicy } from "./policies.js";
 
 /** The body of `POST /v1/recommend`, and the input of `Recommender.recommend`. */
 export interface RecommendRequest {
@@ -43,7 +29,6 @@ export interface RequestLimits {
 
 export const DEFAULT_REQUEST_LIMITS: RequestLimits = { maxCandidates: 100, maxHistoryItems: 50, maxTitleChars: 1000 };
 
-const NAMED_POLICIES = new Set(["base", "general", "domain", "wa", "calibrated", "adaptive"]);
 const FIELDS = new Set(["history", "candidates", "domain", "mixture", "topK"]);
 
 function invalid(field: string, what: string, code: "INVALID_REQUEST" | "INVALID_MIXTURE" = "INVALID_REQUEST"): never {
@@ -70,11 +55,11 @@ const DECIMAL = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
 /** Parses a mixture policy given as a name, a `{ lambda }` object, or a decimal string. */
 export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
   if (typeof v === "string") {
-    if (NAMED_POLICIES.has(v)) return v as MixturePolicy;
+    if (isPolicyName(v)) return v;
     if (DECIMAL.test(v)) return parseMixture({ lambda: Number(v) }, field);
     invalid(
       field,
-      `${quoteName(v)} is not a mixture; use one of ${[...NAMED_POLICIES].join(", ")}, a decimal λ such as "0.7", or { "lambda": 0..1 }`,
+      `${quoteName(v)} is not a mixture; use one of ${POLICY_NAMES.join(", ")}, a decimal λ such as "0.7", or { "lambda": 0..1 }`,
       "INVALID_MIXTURE",
     );
   }
@@ -85,7 +70,7 @@ export function parseMixture(v: unknown, field = "mixture"): MixturePolicy {
     }
     return { lambda };
   }
-  invalid(field, `must be one of ${[...NAMED_POLICIES].join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
+  invalid(field, `must be one of ${POLICY_NAMES.join(", ")} or { "lambda": 0..1 }`, "INVALID_MIXTURE");
 }
 
 /** A validated request: every field checked, titles trimmed, the mixture defaulted. Frozen. */

@@ -1,4 +1,4 @@
-import { httpStatusForCode, isMolorecError, type PackManifest, type Recommender, type RequestLimits } from "@molorec/core";
+import { httpStatusForCode, isMolorecError, type PackManifest, POLICY_NAMES, type Recommender, type RequestLimits } from "@molorec/core";
 import { Hono, type Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
 import { leftBodyUnread, parseJsonBody, readBodyWithLimit } from "./body.js";
@@ -84,7 +84,7 @@ export function packSummary(manifest: PackManifest, limits: RequestLimits, maxBo
     ),
     defaultDomain: manifest.defaultDomain,
     limits: { ...limits, maxBodyBytes },
-    mixtures: ["base", "general", "domain", "wa", "calibrated", "adaptive", "{ lambda: 0..1 }"],
+    mixtures: [...POLICY_NAMES, "{ lambda: 0..1 }"],
   };
 }
 

@@ -102,6 +102,16 @@ describe("molorec recommend", () => {
   });
 });
 
+describe("molorec info and unknown commands", () => {
+  it("summarises a pack as JSON, and answers an unknown command with the usage and exit code 2", async () => {
+    const { out } = capture();
+    expect(await main(["info", "--pack", pack])).toBe(0);
+    const info = JSON.parse(out.join("\n"));
+    expect(info).toMatchObject({ name: expect.any(String), defaultDomain: "movies", adapters: { general: { rank: expect.any(Number) } } });
+    expect(await main(["serve", "--pack", pack])).toBe(2);
+  });
+});
+
 describe("molorec calibrate", () => {
   it("maximises the mutual information on unlabeled valid cases and writes λ into the pack", async () => {
     const dir = mkdtempSync(join(tmpdir(), "molorec-cli-"));

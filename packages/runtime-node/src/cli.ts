@@ -131,7 +131,18 @@ export async function main(argv: string[]): Promise<number> {
   }
   const packDir = values.pack ?? process.env.MOLOREC_PACK;
   if (!packDir) throw new MolorecError("INVALID_REQUEST", "no pack: pass --pack DIR (the folder holding molorec.json) or set MOLOREC_PACK");
-  if (!["auto", "cpu", "cuda"].includes(values.ep!))
+  checkOptions(command, values);
+  if (command === "info") return infoCommand(packDir);
+  if (command === "eval") return evalCommand(packDir, values);
+  if (command === "calibrate") return calibrateCommand(packDir, values);
+  if (command === "recommend") return recommendCommand(packDir, values);
+  console.error(`molorec: unknown command "${command}"\n\n${USAGE}`);
+  return 2;
+}
+
+/** Options every command reads, checked before any pack is loaded. */
+function checkOptions(command: string, values: Values): void {
+  if (!["auto", "cpu", "cuda"].includes(values.ep as string))
     throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
   if (!CALIBRATION_OBJECTIVES.includes(values.objective as CalibrationObjective))
     throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, not ${values.objective}`);
@@ -141,37 +152,29 @@ export async function main(argv: string[]): Promise<number> {
       `--objective information is for calibrate only (it compares many requests; adaptive chooses λ per request): use tokens, answer or candidates with ${command}`,
     );
   }
+}
 
-  if (command === "info") {
-    const pack = await loadPackFromDir(packDir);
-    const m = pack.manifest;
-    console.log(
-      JSON.stringify(
-        {
-          name: m.name,
-          formatVersion: m.formatVersion,
-          model: m.model,
-          adapters: Object.fromEntries(Object.entries(m.adapters).map(([k, a]) => [k, { rank: a.rank, targets: a.targetModules }])),
-          domains: m.domains,
-          defaultDomain: m.defaultDomain,
-          limits: m.limits,
-        },
-        null,
-        2,
-      ),
-    );
-    return 0;
-  }
-  if (command === "eval") return evalCommand(packDir, values);
-  if (command === "calibrate") return calibrateCommand(packDir, values);
-  if (command !== "recommend") {
-    console.error(`molorec: unknown command "${command}"\n\n${USAGE}`);
-    return 2;
-  }
-  const body = (await readRequest(values.request)) as Record<string, unknown>;
+async function infoCommand(packDir: string): Promise<number> {
+  const m = (await loadPackFromDir(packDir)).manifest;
+  const adapters = Object.fromEntries(Object.entries(m.adapters).map(([k, a]) => [k, { rank: a.rank, targets: a.targetModules }]));
+  const info = {
+    name: m.name,
+    formatVersion: m.formatVersion,
+    model: m.model,
+    adapters,
+    domains: m.domains,
+    defaultDomain: m.defaultDomain,
+    limits: m.limits,
+  };
+  console.log(JSON.stringify(info, null, 2));
+  return 0;
+}
+
+async function recommendCommand(packDir: string, values: Values): Promise<number> {
+  const body = (await readRequest(values.request as string | undefined)) as Record<string, unknown>;
   if (typeof body === "object" && body !== null && !Array.isArray(body)) {
     if (values.domain) body.domain = values.domain;
-    if (values.mixture) body.mixture = mixtureArg(values.mixture);
+    if (values.mixture) body.mixture = mixtureArg(values.mixture as string);
     if (values.top) body.topK = Number(values.top);
   }
   const rec = await openRecommender(packDir, values);

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { createRecommender } from "@molorec/core";
+import { tensor } from "@molorec/core/internal";
 import { dirSource, loadPackFromDir } from "./dir-source.js";
 import { cudaProviderInstalled, nodeBackend } from "./node-backend.js";
 
@@ -25,6 +26,21 @@ describe("nodeBackend", () => {
   it.skipIf(cudaProviderInstalled())("reports BACKEND_UNAVAILABLE when CUDA is demanded but missing", async () => {
     const backend = nodeBackend({ executionProvider: "cuda", log: () => {} });
     await expect(backend.createSession(readFileSync(join(fixture, "model.onnx")))).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
+  });
+
+  it("opens a model whose weights are external data, passed by name in the session options", async () => {
+    // y = x · W, W = [[0, 1, 2], [3, 4, 5]] stored in "model.data" beside the graph (onnx, size_threshold=0)
+    const model = Buffer.from(
+      "CAg6gAEKEQoBeAoBVxIBeSIGTWF0TXVsEgFnKj4IAggDEAFCAVdqFgoIbG9jYXRpb24SCm1vZGVsLmRhdGFqCwoGb2Zmc2V0EgEwagwKBmxlbmd0aBICMjRwAVoTCgF4Eg4KDAgBEggKAggBCgIIAmITCgF5Eg4KDAgBEggKAggBCgIIA0IECgAQEQ==",
+      "base64",
+    );
+    const data = Buffer.from("AAAAAAAAgD8AAABAAABAQAAAgEAAAKBA", "base64");
+    const backend = nodeBackend({ executionProvider: "cpu", log: () => {} });
+    await expect(backend.createSession(model)).rejects.toMatchObject({ code: "BACKEND_UNAVAILABLE" });
+    const session = await backend.createSession(model, { externalData: [{ path: "model.data", data }] });
+    const out = await session.run({ x: tensor("float32", new Float32Array([1, 1]), [1, 2]) });
+    expect(Array.from(out.y!.data as Float32Array)).toEqual([3, 5, 7]);
+    await session.release();
   });
 
   it("reports a corrupt model as BACKEND_UNAVAILABLE with the runtime's reason", async () => {

@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { InferenceBackend } from "@molorec/core";
-import { adaptOrtSession, MolorecError } from "@molorec/core";
+import type { InferenceBackend, InferenceSession } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-node";
 
 /** Which execution provider runs the model. `auto`: CUDA when its libraries are installed, else CPU. */
@@ -40,60 +40,37 @@ export function cudaProviderInstalled(): boolean {
  * const rec = await createRecommender({ backend: nodeBackend({ executionProvider: "auto" }), pack });
  * ```
  */
-export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend & { readonly provider: () => string } {
+export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend & { provider(): string } {
   const ep = options.executionProvider ?? "auto";
   const log = options.log ?? ((line: string) => console.error(line));
   let chosen = "none";
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
   if (options.intraOpNumThreads !== undefined) base.intraOpNumThreads = options.intraOpNumThreads;
+  const version = `onnxruntime-node ${ort.env.versions.common}`;
 
   return {
     get name() {
       return `onnxruntime-node(${chosen})`;
     },
     provider: () => chosen,
-    async createSession(model) {
-      const failures: Record<string, string> = {};
-      const wantCuda = ep === "cuda" || (ep === "auto" && cudaProviderInstalled());
-      if (wantCuda) {
-        try {
-          const s = await ort.InferenceSession.create(model, { ...base, executionProviders: ["cuda"] });
-          chosen = "cuda";
-          log(`molorec: onnxruntime-node ${ort.env.versions.common}: running on CUDA`);
-          return adaptOrtSession(s, ort.Tensor);
-        } catch (e) {
-          failures.cuda = (e as Error).message;
-          if (ep === "cuda") {
-            throw new MolorecError(
-              "BACKEND_UNAVAILABLE",
-              `CUDA execution provider could not start: ${failures.cuda}. Install the CUDA provider libraries (packages/runtime-node/README.md) or use --ep cpu.`,
-              {
-                cause: e,
-                details: { failures },
-              },
-            );
-          }
-        }
+    async createSession(model, sessionOptions) {
+      const open = (provider: string) => async () => {
+        const opts = { ...base, ...ortModelOptions(sessionOptions), executionProviders: [provider] };
+        return adaptOrtSession(await ort.InferenceSession.create(model, opts), ort.Tensor);
+      };
+      const candidates: Array<ProviderCandidate<InferenceSession>> = [];
+      if (ep !== "cpu") {
+        const missing = ep === "auto" && !cudaProviderInstalled() ? `no ${CUDA_LIB} in ${ortBinaryDir()}` : null;
+        candidates.push({ name: "cuda", unavailable: missing, open: open("cuda") });
       }
-      try {
-        const s = await ort.InferenceSession.create(model, { ...base, executionProviders: ["cpu"] });
-        chosen = "cpu";
-        const why = ep === "cpu" ? "requested" : failures.cuda ? `CUDA failed: ${failures.cuda}` : `no ${CUDA_LIB} in ${ortBinaryDir()}`;
-        log(`molorec: onnxruntime-node ${ort.env.versions.common}: running on CPU (${why})`);
-        return adaptOrtSession(s, ort.Tensor);
-      } catch (e) {
-        failures.cpu = (e as Error).message;
-        throw new MolorecError(
-          "BACKEND_UNAVAILABLE",
-          `onnxruntime-node could not open the model: ${Object.entries(failures)
-            .map(([k, v]) => `${k}: ${v}`)
-            .join("; ")}`,
-          {
-            cause: e,
-            details: { failures },
-          },
-        );
-      }
+      if (ep !== "cuda") candidates.push({ name: "cpu", open: open("cpu") });
+      const hint = ep === "cuda" ? "Install the CUDA provider libraries (packages/runtime-node/README.md) or use --ep cpu." : undefined;
+      const { session, provider, failures } = await openFirstProvider(version, candidates, { hint });
+      chosen = provider;
+      const cuda = failures.cuda;
+      const why = ep === "cpu" ? "requested" : cuda?.stage === "session" ? `CUDA failed: ${cuda.message}` : (cuda?.message ?? "requested");
+      log(`molorec: ${version}: running on ${provider === "cuda" ? "CUDA" : `CPU (${why})`}`);
+      return session;
     },
   };
 }

@@ -1,5 +1,5 @@
-import type { InferenceBackend, InferenceSession, SessionOptions, TensorLike } from "@molorec/core";
-import { MolorecError, toOrtFeeds } from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, isMolorecError, type SessionOptions } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web";
 import { probeWebGpu, type GpuLike, type WebGpuAdapterInfo } from "./webgpu-probe.js";
 
@@ -54,68 +54,11 @@ export interface WebBackendOptions {
 /** An {@link InferenceBackend} that also says which device it chose and what failed. */
 export interface WebBackend extends InferenceBackend {
   info(): WebBackendInfo;
-}
-
-function toOrt(feeds: Record<string, TensorLike>): ort.InferenceSession.FeedsType {
-  return toOrtFeeds(feeds, ort.Tensor) as ort.InferenceSession.FeedsType;
-}
-
-function wrap(session: ort.InferenceSession, device: "webgpu" | "wasm"): InferenceSession {
-  // WebGPU crashes or hangs on tensors with a 0-length axis; core avoids them for this session
-  // (masked 1-token past), and anything else that slips through fails loudly here instead.
-  const webgpu = device === "webgpu";
-  // onnxruntime-web rejects a run while another is in flight on the same session ("Session
-  // already started"); a page may well ask twice at once, so runs queue here.
-  let queue: Promise<unknown> = Promise.resolve();
-  return {
-    inputNames: session.inputNames,
-    outputNames: session.outputNames,
-    acceptsEmptyTensors: !webgpu,
-    run(feeds, outputNames) {
-      if (webgpu) {
-        for (const [name, t] of Object.entries(feeds)) {
-          if (t.data.length === 0) {
-            return Promise.reject(
-              new MolorecError(
-                "INFERENCE_FAILED",
-                `refusing to feed the zero-sized tensor ${name} [${t.dims.join(", ")}] to WebGPU, which cannot run it.`,
-              ),
-            );
-          }
-        }
-      }
-      const result = queue.then(async () => {
-        const out = outputNames ? await session.run(toOrt(feeds), outputNames as string[]) : await session.run(toOrt(feeds));
-        return out as unknown as Record<string, TensorLike>;
-      });
-      queue = result.catch(() => {});
-      return result;
-    },
-    async release() {
-      await session.release().catch(() => {});
-    },
-  };
+  /** `webgpu` or `wasm` once a session opened, `none` before. */
+  provider(): string;
 }
 
 const SEVERITY = { verbose: 0, info: 1, warning: 2, error: 3, fatal: 4 } as const;
-
-function sessionOptions(
-  device: "webgpu" | "wasm",
-  options: SessionOptions | undefined,
-  logLevel: keyof typeof SEVERITY,
-): ort.InferenceSession.SessionOptions {
-  const o: ort.InferenceSession.SessionOptions = {
-    executionProviders: [device],
-    graphOptimizationLevel: "all",
-    logSeverityLevel: SEVERITY[logLevel],
-  };
-  if (options?.externalData?.length) o.externalData = options.externalData.map((f) => ({ path: f.path, data: f.data }));
-  return o;
-}
-
-function message(e: unknown): string {
-  return (e as Error)?.message ?? String(e);
-}
 
 /**
  * The onnxruntime-web backend: WebGPU when `navigator.gpu.requestAdapter()` returns an adapter,
@@ -147,28 +90,25 @@ export function webBackend(options: WebBackendOptions): WebBackend {
   ort.env.logLevel = logLevel;
   if (options.numThreads !== undefined) ort.env.wasm.numThreads = options.numThreads;
 
-  async function open(device: "webgpu" | "wasm", model: Uint8Array, opts: SessionOptions | undefined): Promise<InferenceSession> {
-    const s = await ort.InferenceSession.create(model, sessionOptions(device, opts, logLevel));
-    state.device = device;
-    state.wasmThreads = ort.env.wasm.numThreads || 1;
-    return wrap(s, device);
-  }
-
-  function unavailable(cause: unknown): MolorecError {
-    const lines = Object.entries(state.failures).map(([k, f]) => `${k} (${f!.stage}): ${f!.message}`);
-    return new MolorecError("BACKEND_UNAVAILABLE", `onnxruntime-web could not run the model here. ${lines.join("; ")}`, {
-      cause,
-      details: { requested, failures: state.failures, adapter: state.adapter },
+  /** Opens the model on a device. WebGPU cannot take zero-sized tensors, so core avoids them there. */
+  const open = (device: "webgpu" | "wasm", model: Uint8Array, opts: SessionOptions | undefined) => async () => {
+    const session = await ort.InferenceSession.create(model, {
+      ...ortModelOptions(opts),
+      executionProviders: [device],
+      graphOptimizationLevel: "all",
+      logSeverityLevel: SEVERITY[logLevel],
     });
-  }
+    return adaptOrtSession(session, ort.Tensor, { serialize: true, acceptsEmptyTensors: device !== "webgpu" });
+  };
 
   return {
     get name() {
       return `onnxruntime-web(${state.device ?? "none"})`;
     },
+    provider: () => state.device ?? "none",
     info: () => structuredClone(state),
     async createSession(model, opts) {
-      state.failures = {};
+      const candidates: Array<ProviderCandidate<InferenceSession>> = [];
       if (requested !== "wasm") {
         const gpu = options.gpu !== undefined ? options.gpu : (globalThis.navigator as { gpu?: GpuLike } | undefined)?.gpu;
         const probe = await probeWebGpu(gpu, options.powerPreference);
@@ -176,34 +116,36 @@ export function webBackend(options: WebBackendOptions): WebBackend {
           state.adapter = probe.info;
           // Hand ORT the adapter we probed, so the one we report is the one that runs.
           if (!ort.env.webgpu.device) (ort.env.webgpu as { adapter: unknown }).adapter = probe.adapter;
-          try {
-            const s = await open("webgpu", model, opts);
-            const a = probe.info;
-            log(
-              `molorec: onnxruntime-web ${state.ortVersion}: running on WebGPU (${[a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown adapter"}${a.isFallbackAdapter ? ", software fallback adapter: slow" : ""})`,
-            );
-            return s;
-          } catch (e) {
-            state.failures.webgpu = { stage: "session", message: message(e) };
-            if (requested === "webgpu") throw unavailable(e);
-          }
-        } else {
-          state.failures.webgpu = { stage: "adapter", message: probe.reason };
-          if (requested === "webgpu") throw unavailable(null);
         }
+        candidates.push({ name: "webgpu", unavailable: probe.ok ? null : probe.reason, open: open("webgpu", model, opts) });
       }
+      if (requested !== "webgpu") candidates.push({ name: "wasm", open: open("wasm", model, opts) });
       try {
-        const s = await open("wasm", model, opts);
-        const why =
-          requested === "wasm"
-            ? "requested"
-            : `WebGPU ${state.failures.webgpu!.stage === "adapter" ? "unavailable" : "failed"}: ${state.failures.webgpu!.message}`;
-        log(`molorec: onnxruntime-web ${state.ortVersion}: running on WASM, ${state.wasmThreads} thread(s) (${why})`);
-        return s;
+        const { session, provider, failures } = await openFirstProvider(`onnxruntime-web ${state.ortVersion}`, candidates, {
+          unavailableStage: "adapter",
+          details: { requested, adapter: state.adapter },
+        });
+        state.failures = failures as WebBackendInfo["failures"];
+        state.device = provider as "webgpu" | "wasm";
+        state.wasmThreads = ort.env.wasm.numThreads || 1;
+        log(`molorec: onnxruntime-web ${state.ortVersion}: running on ${describe(state)}`);
+        return session;
       } catch (e) {
-        state.failures.wasm = { stage: "session", message: message(e) };
-        throw unavailable(e);
+        state.failures = ((isMolorecError(e) ? e.details?.failures : undefined) ?? {}) as WebBackendInfo["failures"];
+        throw e;
       }
     },
   };
+}
+
+/** The device that runs, and why (the log line). */
+function describe(state: WebBackendInfo): string {
+  if (state.device === "webgpu") {
+    const a = state.adapter!;
+    const name = [a.vendor, a.architecture, a.description].filter(Boolean).join(" ") || "unknown adapter";
+    return `WebGPU (${name}${a.isFallbackAdapter ? ", software fallback adapter: slow" : ""})`;
+  }
+  const gpu = state.failures.webgpu;
+  const why = !gpu ? "requested" : `WebGPU ${gpu.stage === "adapter" ? "unavailable" : "failed"}: ${gpu.message}`;
+  return `WASM, ${state.wasmThreads} thread(s) (${why})`;
 }

@@ -1,5 +1,5 @@
-import type { InferenceBackend } from "@molorec/core";
-import { adaptOrtSession, MolorecError } from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, MolorecError } from "@molorec/core";
+import { adaptOrtSession, openFirstProvider, ortModelOptions } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web/wasm";
 
 /** Options of {@link workerBackend}. */
@@ -20,6 +20,8 @@ export interface WorkerBackendOptions {
 export interface WorkerBackend extends InferenceBackend {
   /** Sessions created by this backend so far. */
   readonly sessionsCreated: number;
+  /** Always `wasm`. */
+  provider(): string;
 }
 
 // onnxruntime-web hands `env.wasm.wasmBinary` to Emscripten, which wraps it in a Uint8Array and
@@ -108,6 +110,7 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
   let sessionsCreated = 0;
   return {
     name: `onnxruntime-web@${ort.env.versions.web ?? "?"}(wasm)`,
+    provider: () => "wasm",
     get sessionsCreated() {
       return sessionsCreated;
     },
@@ -118,35 +121,28 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
           "workerBackend needs wasmModule: the WebAssembly.Module of onnxruntime-web's ort-wasm-simd-threaded.wasm (import it through a wrangler CompiledWasm rule).",
         );
       }
-      try {
-        bindWasmModule(options.wasmModule);
+      bindWasmModule(options.wasmModule);
+      const open = async () => {
         const opts: ort.InferenceSession.SessionOptions = {
+          ...ortModelOptions(sessionOptions),
           executionProviders: ["wasm"],
           graphOptimizationLevel: options.graphOptimizationLevel ?? "all",
         };
-        if (sessionOptions?.externalData?.length)
-          opts.externalData = sessionOptions.externalData.map((f) => ({ path: f.path, data: f.data }));
-        const s = await serial(() => ort.InferenceSession.create(model, opts));
-        sessionsCreated++;
-        isolateSessions++;
-        const session = adaptOrtSession(s, ort.Tensor);
+        // Every call into onnxruntime-web goes through the isolate-wide queue: opening a session
+        // while another runs corrupted that run's inputs in workerd.
+        const session = adaptOrtSession(await serial(() => ort.InferenceSession.create(model, opts)), ort.Tensor);
         return {
           inputNames: session.inputNames,
           outputNames: session.outputNames,
+          acceptsEmptyTensors: session.acceptsEmptyTensors,
           run: (feeds, outputNames) => serial(() => session.run(feeds, outputNames)),
           release: () => serial(() => session.release()),
-        };
-      } catch (cause) {
-        if (cause instanceof MolorecError) throw cause;
-        throw new MolorecError(
-          "BACKEND_UNAVAILABLE",
-          `onnxruntime-web (wasm) could not open the model: ${(cause as Error)?.message ?? cause}`,
-          {
-            cause,
-            details: { failures: { wasm: String((cause as Error)?.message ?? cause) } },
-          },
-        );
-      }
+        } satisfies InferenceSession;
+      };
+      const { session } = await openFirstProvider("onnxruntime-web (wasm)", [{ name: "wasm", open }]);
+      sessionsCreated++;
+      isolateSessions++;
+      return session;
     },
   };
 }

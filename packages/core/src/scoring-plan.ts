@@ -1,0 +1,302 @@
+/**
+ * Run planning for the scoring engine: which prompt rows and which candidate rows share a model
+ * run. Pure arithmetic on token counts, so that every choice is unit-tested on plain numbers;
+ * `batch-scoring.ts` builds the feeds of a plan and executes it.
+ */
+
+/** A model run's fixed cost in padded tokens: rows are split into runs of similar length when the padding saved is worth more. */
+export const RUN_COST_TOKENS = 32;
+
+/**
+ * Multiply-adds per fed token, apart from attention (`token`: projections, the MLP as 8·h² wide,
+ * the LM head), and per (fed token, attended key) (`key`): a first-order cost model to plan runs with.
+ */
+export interface TokenCosts {
+  token: number;
+  key: number;
+}
+
+/** The {@link TokenCosts} of a model's shape. */
+export function tokenCosts(model: {
+  hiddenSize: number;
+  vocabSize: number;
+  numLayers: number;
+  numHeads: number;
+  headDim: number;
+}): TokenCosts {
+  const { hiddenSize: h, vocabSize: V, numLayers: n, numHeads, headDim } = model;
+  return { token: n * 12 * h * h + h * V, key: n * 2 * numHeads * headDim };
+}
+
+/** Items `[start, end)` of an ordered list. */
+export interface Span {
+  start: number;
+  end: number;
+}
+
+/**
+ * Splits rows sorted longest first into consecutive runs of at most `maxRows` rows. With a finite
+ * `runCost`, the split minimises padded tokens (`rows × longest` per run) plus `runCost` per run;
+ * with `Infinity`, runs are simply filled in order.
+ */
+export function planRuns(lengths: readonly number[], maxRows: number, runCost: number): Span[] {
+  const n = lengths.length;
+  const out: Span[] = [];
+  if (!Number.isFinite(runCost)) {
+    for (let s = 0; s < n; s += maxRows) out.push({ start: s, end: Math.min(n, s + maxRows) });
+    return out;
+  }
+  const best = new Array<number>(n + 1).fill(Infinity);
+  const from = new Array<number>(n + 1).fill(0);
+  best[0] = 0;
+  for (let i = 1; i <= n; i++) {
+    for (let j = Math.max(0, i - maxRows); j < i; j++) {
+      const cost = best[j]! + runCost + (i - j) * lengths[j]!;
+      if (cost < best[i]!) {
+        best[i] = cost;
+        from[i] = j;
+      }
+    }
+  }
+  for (let i = n; i > 0; i = from[i]!) out.unshift({ start: from[i]!, end: i });
+  return out;
+}
+
+/** What a plan is made of: per prompt row, its length and the fed length of each of its candidates. */
+export interface PlanInput {
+  /** Valid tokens of each prompt row (a job's prompt under one of its mixtures). */
+  prompts: readonly number[];
+  /** `fed[r][c]`: tokens of prompt row r's candidate c that are fed (all but the last, which is only scored). */
+  fed: ReadonlyArray<readonly number[]>;
+  /** The graph takes one cache row per group of consecutive candidate rows (`kvCache: "grouped"`). */
+  grouped: boolean;
+}
+
+/** Bounds and costs a plan respects. */
+export interface PlanLimits {
+  /** Most rows of one run, prompt or candidate. */
+  maxRows: number;
+  /** A run's fixed cost in padded tokens ({@link RUN_COST_TOKENS}); `Infinity`: as few runs as the bounds allow. */
+  runCostTokens: number;
+  /** Most logits floats one prompt run may return (`rows × width × vocab`); `Infinity` when the graph returns one row each. */
+  maxPromptLogits: number;
+  /** Most logits floats one candidate run may return (`rows × suffix × vocab`); `Infinity` when it returns log-probs only. */
+  maxCandidateLogits: number;
+  vocab: number;
+  costs: TokenCosts;
+}
+
+/** A prompt run: prompt rows, left-padded to the longest (`width`). */
+export interface PromptRun {
+  rows: number[];
+  width: number;
+}
+
+/** One row of a candidate run: a candidate of a prompt row's job, on that row's cache. */
+export interface CandidateRow {
+  prompt: number;
+  candidate: number;
+}
+
+/**
+ * A candidate run. `caches`: the prompt rows whose caches it is fed once each, every one serving
+ * the same number of consecutive rows (a grouped-cache graph); null: one cache copy per row.
+ */
+export interface CandidateRun {
+  rows: CandidateRow[];
+  caches: number[] | null;
+}
+
+/** Which runs score a batch: prompt runs first, then candidate runs on their caches. */
+export interface ScoringPlan {
+  promptRuns: PromptRun[];
+  candidateRuns: CandidateRun[];
+  /** Estimated cost of the candidate runs (multiply-adds, {@link TokenCosts}). */
+  candidateCost: number;
+}
+
+/**
+ * A grouped plan is kept unless the per-row plan is estimated this much cheaper: the estimate
+ * counts padded tokens and runs, not the per-row cache copies the grouped plan saves.
+ */
+export const GROUPED_PREFERENCE = 0.85;
+
+/** Plans the prompt runs, then the candidate runs (grouped when the graph takes it and it is not clearly dearer). */
+export function planScoring(input: PlanInput, limits: PlanLimits): ScoringPlan {
+  const promptRuns = planPromptRuns(input.prompts, limits);
+  const perRow = planPerRowRuns(input.prompts, input.fed, limits);
+  if (input.grouped) {
+    const grouped = planGroupedRuns(input.prompts, input.fed, limits);
+    if (perRow.cost >= GROUPED_PREFERENCE * grouped.cost) return { promptRuns, candidateRuns: grouped.runs, candidateCost: grouped.cost };
+  }
+  return { promptRuns, candidateRuns: perRow.runs, candidateCost: perRow.cost };
+}
+
+/**
+ * Prompt rows, longest first, in runs of similar length: rows are left-padded to the longest of
+ * their run, and a run is split off when the padding it saves is worth more than a run. A run
+ * returns `rows × width × vocab` logits unless the graph keeps the last position only.
+ */
+export function planPromptRuns(prompts: readonly number[], limits: PlanLimits): PromptRun[] {
+  if (prompts.length === 0) return [];
+  const order = prompts.map((_, r) => r).sort((a, b) => prompts[b]! - prompts[a]!);
+  const longest = prompts[order[0]!]!;
+  const byLogits = Math.floor(limits.maxPromptLogits / (longest * limits.vocab));
+  const maxRows = Math.max(1, Math.min(limits.maxRows, byLogits));
+  return planRuns(
+    order.map((r) => prompts[r]!),
+    maxRows,
+    limits.runCostTokens,
+  ).map(({ start, end }) => ({ rows: order.slice(start, end), width: prompts[order[start]!]! }));
+}
+
+/**
+ * Estimated cost of a candidate run of `rows` rows, suffixes padded to `suffix` tokens after a
+ * prompt of `prompt` keys: the run's fixed cost (`runCostTokens` of its padded tokens) plus its
+ * padded tokens, each costing its share of the weights and of attention over the prompt (a
+ * suffix's own keys are few beside a prompt's, and counting them would tip near-ties of padding
+ * towards extra runs, which cost more than the model says). For one prompt this is
+ * {@link planRuns}' model, scaled. An infinite run cost becomes a finite one that still dwarfs any
+ * run, so that sums of costs still compare (fewest runs first). No suffix: no model run, no cost.
+ */
+function runCost(rows: number, suffix: number, prompt: number, limits: PlanLimits): number {
+  if (suffix === 0) return 0;
+  const perToken = limits.costs.token + limits.costs.key * prompt;
+  const fixed = Number.isFinite(limits.runCostTokens) ? limits.runCostTokens * perToken : Number.MAX_VALUE / 1e6;
+  return fixed + rows * suffix * perToken;
+}
+
+/**
+ * Candidate rows each on its own cache copy. Two orders are planned, longest suffix first (least
+ * suffix padding) and longest prompt first (fewest attended keys); the cheaper plan is returned.
+ */
+export function planPerRowRuns(
+  prompts: readonly number[],
+  fed: ReadonlyArray<readonly number[]>,
+  limits: PlanLimits,
+): { runs: CandidateRun[]; cost: number } {
+  const all: CandidateRow[] = [];
+  fed.forEach((cs, prompt) => cs.forEach((_, candidate) => all.push({ prompt, candidate })));
+  const suffix = (r: CandidateRow) => fed[r.prompt]![r.candidate]!;
+  const prompt = (r: CandidateRow) => prompts[r.prompt]!;
+  const plans = [
+    [...all].sort((a, b) => suffix(b) - suffix(a) || prompt(b) - prompt(a)),
+    [...all].sort((a, b) => prompt(b) - prompt(a) || suffix(b) - suffix(a)),
+  ].map((order) => ({ order, ...cutRuns(order.map(suffix), order.map(prompt), limits) }));
+  const best = plans[0]!.cost <= plans[1]!.cost ? plans[0]! : plans[1]!;
+  return { runs: best.spans.map(({ start, end }) => ({ rows: best.order.slice(start, end), caches: null })), cost: best.cost };
+}
+
+/**
+ * Cuts candidate rows (in the given order) into consecutive runs of at most `maxRows`, minimising
+ * the estimated cost: per run, (`runCostTokens` + rows × padded suffix) × (token cost + key cost ×
+ * the run's longest prompt).
+ */
+function cutRuns(suffix: readonly number[], prompt: readonly number[], limits: PlanLimits): { spans: Span[]; cost: number } {
+  const n = suffix.length;
+  const best = new Array<number>(n + 1).fill(Infinity);
+  const from = new Array<number>(n + 1).fill(0);
+  best[0] = 0;
+  for (let i = 1; i <= n; i++) {
+    let L = 0;
+    let P = 0;
+    for (let j = i - 1; j >= Math.max(0, i - limits.maxRows); j--) {
+      L = Math.max(L, suffix[j]!);
+      P = Math.max(P, prompt[j]!);
+      if (j < i - 1 && (i - j) * L * limits.vocab > limits.maxCandidateLogits) break;
+      const cost = best[j]! + runCost(i - j, L, P, limits);
+      // <=: on a tie the longer run (fewer runs) wins, as in planRuns
+      if (cost <= best[i]!) {
+        best[i] = cost;
+        from[i] = j;
+      }
+    }
+  }
+  const spans: Span[] = [];
+  for (let i = n; i > 0; i = from[i]!) spans.unshift({ start: from[i]!, end: i });
+  return { spans, cost: best[n]! };
+}
+
+/**
+ * Runs for a grouped-cache graph: a run feeds the caches of some prompt rows once, each serving
+ * the same number of consecutive candidate rows. Prompt rows with the same candidate count form a
+ * group (longest prompts first); each row's candidates, longest first, are cut at common positions
+ * into slices (the cuts of least estimated cost), and slice [a, b) of as many rows as fit
+ * `maxRows` forms a run.
+ */
+export function planGroupedRuns(
+  prompts: readonly number[],
+  fed: ReadonlyArray<readonly number[]>,
+  limits: PlanLimits,
+): { runs: CandidateRun[]; cost: number } {
+  const byCount = new Map<number, number[]>();
+  fed.forEach((cs, r) => {
+    if (cs.length > 0) byCount.set(cs.length, [...(byCount.get(cs.length) ?? []), r]);
+  });
+  const runs: CandidateRun[] = [];
+  let cost = 0;
+  for (const members of byCount.values()) {
+    members.sort((a, b) => prompts[b]! - prompts[a]!);
+    const group = planGroup(members, prompts, fed, limits);
+    runs.push(...group.runs);
+    cost += group.cost;
+  }
+  return { runs, cost };
+}
+
+/** The slices of one group of prompt rows with equal candidate counts (see {@link planGroupedRuns}). */
+function planGroup(
+  members: readonly number[],
+  prompts: readonly number[],
+  fed: ReadonlyArray<readonly number[]>,
+  limits: PlanLimits,
+): { runs: CandidateRun[]; cost: number } {
+  const order = members.map((r) => fed[r]!.map((_, c) => c).sort((a, b) => fed[r]![b]! - fed[r]![a]!));
+  const n = order[0]!.length;
+  // lead[i][k]: member i's suffix at sorted position k, the longest of any of its slices from k.
+  const lead = members.map((r, i) => order[i]!.map((c) => fed[r]![c]!));
+  const leadMax = Array.from({ length: n }, (_, k) => lead.reduce((L, row) => Math.max(L, row[k]!), 0));
+  /** Member rows per run for a slice of `size` from `start`. */
+  const perRun = (start: number, size: number) => {
+    const L = leadMax[start]!;
+    const byLogits = L > 0 ? Math.floor(limits.maxCandidateLogits / (size * L * limits.vocab)) : Infinity;
+    return Math.max(1, Math.min(Math.floor(limits.maxRows / size), byLogits));
+  };
+  const sliceCost = (start: number, size: number) => {
+    const per = perRun(start, size);
+    let cost = 0;
+    for (let j = 0; j < members.length; j += per) {
+      const end = Math.min(members.length, j + per);
+      let L = 0;
+      for (let i = j; i < end; i++) L = Math.max(L, lead[i]![start]!);
+      cost += runCost((end - j) * size, L, prompts[members[j]!]!, limits);
+    }
+    return cost;
+  };
+  const best = new Array<number>(n + 1).fill(Infinity);
+  const from = new Array<number>(n + 1).fill(0);
+  best[0] = 0;
+  for (let end = 1; end <= n; end++) {
+    for (let start = end - 1; start >= Math.max(0, end - limits.maxRows); start--) {
+      if (start < end - 1 && (end - start) * leadMax[start]! * limits.vocab > limits.maxCandidateLogits) break;
+      const cost = best[start]! + sliceCost(start, end - start);
+      if (cost <= best[end]!) {
+        best[end] = cost;
+        from[end] = start;
+      }
+    }
+  }
+  const runs: CandidateRun[] = [];
+  for (let end = n; end > 0; end = from[end]!) {
+    const start = from[end]!;
+    const per = perRun(start, end - start);
+    const slice: CandidateRun[] = [];
+    for (let j = 0; j < members.length; j += per) {
+      const caches = members.slice(j, j + per);
+      const rows = caches.flatMap((prompt, i) => order[j + i]!.slice(start, end).map((candidate) => ({ prompt, candidate })));
+      slice.push({ rows, caches });
+    }
+    runs.unshift(...slice);
+  }
+  return { runs, cost: best[n]! };
+}
