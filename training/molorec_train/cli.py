@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--external-data",
         choices=["auto", "always", "never"],
         default="auto",
-        help="weights in model.onnx.data beside the graph (auto: above 1.5 GiB, as protobuf caps a file at 2 GiB)",
+        help="weights in model.onnx.data beside the graph (auto: above 64 MiB; Node memory-maps it, and protobuf caps a file at 2 GiB)",
     )
     e.add_argument("--max-candidates", type=int, default=100, help="limits.maxCandidates of the pack")
     pr = e.add_argument_group("prompt (defaults: the built-in template; BOS, end token and space rule read from the tokenizer)")

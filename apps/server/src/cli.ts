@@ -24,6 +24,8 @@ Server:
   --port N                port (default ${D.port}; $PORT; 0 = any free port)
   --ep auto|cpu|cuda      execution provider (default auto: CUDA when installed, else CPU; $MOLOREC_EP)
   --threads N             CPU threads per model run (default: ONNX Runtime's, all cores)
+  --prepack P             auto (default: on below 256 MiB of weights), on, off: repacked weights run
+                          faster and hold a second copy of the weights in memory
 
 Batching and back-pressure:
   --max-batch N           most requests per batched model pass (default ${D.maxBatch}; 1 = no batching)
@@ -89,6 +91,7 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
       port: { type: "string" },
       ep: { type: "string" },
       threads: { type: "string" },
+      prepack: { type: "string" },
       "max-batch": { type: "string" },
       "max-wait-ms": { type: "string" },
       "max-queue": { type: "string" },
@@ -126,6 +129,11 @@ export function parseServerArgs(argv: string[], env: NodeJS.ProcessEnv = process
     if (v !== undefined) opts[k] = v;
   };
   set("threads", int(values.threads, "--threads", 1));
+  if (values.prepack !== undefined) {
+    if (!["auto", "on", "off"].includes(values.prepack))
+      throw new MolorecError("INVALID_REQUEST", `--prepack must be auto, on or off, not ${values.prepack}`);
+    opts.prepack = values.prepack === "auto" ? "auto" : values.prepack === "on";
+  }
   set("maxBatch", int(values["max-batch"], "--max-batch", 1));
   set("maxWaitMs", int(values["max-wait-ms"], "--max-wait-ms", 0));
   set("maxQueue", int(values["max-queue"], "--max-queue", 0));

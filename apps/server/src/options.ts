@@ -20,6 +20,8 @@ export interface ServerOptions {
   executionProvider?: NodeExecutionProvider;
   /** CPU threads per model run (ONNX Runtime's default: all cores). */
   threads?: number;
+  /** Repacked weights (faster, a second copy in memory): `auto` (default) on below 256 MiB of weights. See `nodeBackend`. */
+  prepack?: boolean | "auto";
   /** Replaces the onnxruntime-node backend (tests, other runtimes). */
   backend?: (packName: string) => InferenceBackend;
   /** Most requests per batched model pass. 1 = no batching. Default 8. */
@@ -59,6 +61,7 @@ export const SERVER_DEFAULTS = {
   host: "127.0.0.1",
   port: 8080,
   executionProvider: "auto",
+  prepack: "auto",
   maxBatch: 8,
   maxWaitMs: 5,
   maxQueue: 64,

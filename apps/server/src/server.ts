@@ -140,6 +140,7 @@ async function loadPacks(options: ResolvedServerOptions, metrics: ServerMetrics)
         nodeBackend({
           executionProvider: options.executionProvider,
           ...(options.threads === undefined ? {} : { intraOpNumThreads: options.threads }),
+          prepack: options.prepack,
           log: (line) => log(`${line.replace(/^molorec: /, `molorec-server: pack ${name}: `)}`),
         });
       const recommender: Recommender = await createRecommender({

@@ -1,3 +1,4 @@
+import type { PackFile } from "./pack.js";
 import type { TensorLike } from "./tensor.js";
 
 /**
@@ -9,6 +10,8 @@ export interface SessionOptions {
    * the pack stores weights beside `model.onnx`.
    */
   externalData?: ReadonlyArray<{ path: string; data: Uint8Array }>;
+  /** Bytes of the model's weights (the graph file and its external data): backends size memory policies by it. */
+  modelBytes?: number;
 }
 
 /**
@@ -46,5 +49,10 @@ export interface InferenceBackend {
    * before one did: what servers report in health checks and metrics.
    */
   provider?(): string;
-  createSession(model: Uint8Array, options?: SessionOptions): Promise<InferenceSession>;
+  /**
+   * Opens the model: its bytes, or a file opened in place ({@link PackFile}, from sources such as
+   * Node's directories) that the runtime reads itself, external data beside it. A backend that only
+   * takes bytes reads them with `modelBytes`.
+   */
+  createSession(model: Uint8Array | PackFile, options?: SessionOptions): Promise<InferenceSession>;
 }

@@ -26,7 +26,10 @@ const golden = JSON.parse(
 const backend: InferenceBackend = {
   name: "ort-cpu (test)",
   async createSession(model) {
-    const s = await ort.InferenceSession.create(model, { executionProviders: ["cpu"], intraOpNumThreads: 1 });
+    const opts = { executionProviders: ["cpu"], intraOpNumThreads: 1 };
+    const s = await (model instanceof Uint8Array
+      ? ort.InferenceSession.create(model, opts)
+      : ort.InferenceSession.create(model.path, opts));
     return {
       inputNames: s.inputNames,
       outputNames: s.outputNames,

@@ -17,6 +17,7 @@ describe("the package's entries", () => {
       "isMolorecError",
       "loadPack",
       "memorySource",
+      "modelBytes",
       "parseMixture",
       "parseRecommendRequest",
     ]);

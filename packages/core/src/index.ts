@@ -21,7 +21,8 @@ export {
   type PromptSpec,
 } from "./manifest.js";
 export { CALIBRATION_OBJECTIVES, ENTROPY_OBJECTIVES, type CalibrationObjective, type EntropyObjective } from "./objectives.js";
-export { loadPack, memorySource, type LoadedAdapter, type ModelPack, type PackSource } from "./pack.js";
+export { loadPack, memorySource, modelBytes, type LoadedAdapter, type ModelPack, type PackFile, type PackSource } from "./pack.js";
+export type { RandomAccessFile } from "./onnx-check.js";
 export { POLICY_NAMES, type MixtureSource, type NamedPolicy, type ResolvedMixture } from "./policies.js";
 export {
   createRecommender,

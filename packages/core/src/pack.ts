@@ -1,6 +1,6 @@
 import { isMolorecError, MolorecError } from "./errors.js";
 import { parseManifest, type PackManifest } from "./manifest.js";
-import { checkOnnxModel } from "./onnx-check.js";
+import { checkOnnxModel, type RandomAccessFile } from "./onnx-check.js";
 import { hasOwn, ownEntry, quoteName } from "./own.js";
 import { parseSafetensors } from "./safetensors.js";
 import { createTextEncoder, maxTokenId, type TextEncoder } from "./tokenizer.js";
@@ -14,6 +14,18 @@ export interface PackSource {
   readonly location: string;
   /** Reads a file of the pack by its relative path. Rejects if it does not exist. */
   readBytes(path: string): Promise<Uint8Array>;
+  /**
+   * Optional: opens a file of the pack in place, for a runtime that reads the model from disk
+   * itself (Node): a large model then never sits in JavaScript memory, and its external data is
+   * read beside it. Same checks and errors as {@link readBytes}.
+   */
+  openFile?(path: string): Promise<PackFile>;
+}
+
+/** A pack file opened in place: where it is, and reads of it (for the checks core makes). */
+export interface PackFile extends RandomAccessFile {
+  /** A path the runtime can open, e.g. an absolute file path. */
+  readonly path: string;
 }
 
 /** One adapter's LoRA weights per target module: A `[rank, in]`, B `[out, rank]`. */
@@ -28,8 +40,15 @@ export interface LoadedAdapter {
 export interface ModelPack {
   manifest: PackManifest;
   encoder: TextEncoder;
-  model: Uint8Array;
+  /**
+   * The graph: its bytes, or — from a source that opens files in place ({@link PackSource.openFile})
+   * — the file, which the backend opens itself with its external data beside it.
+   */
+  model: Uint8Array | PackFile;
+  /** External-data files of the graph, when the model is held as bytes (else `[]`: read beside the file). */
   externalData: Array<{ path: string; data: Uint8Array }>;
+  /** Size of the graph file and its external data, in bytes. */
+  modelBytes: number;
   adapters: Map<string, LoadedAdapter>;
   location: string;
 }
@@ -51,6 +70,24 @@ async function read(source: PackSource, path: string): Promise<Uint8Array> {
       },
     );
   }
+}
+
+async function opened(source: PackSource, path: string, open: (path: string) => Promise<PackFile>): Promise<PackFile> {
+  try {
+    return await open(path);
+  } catch (cause) {
+    if (isMolorecError(cause)) throw cause;
+    throw new MolorecError(
+      "PACK_FILE_MISSING",
+      `${source.location}: cannot open ${path} (${(cause as Error)?.message ?? cause}). Is this a complete molorec pack?`,
+      { cause, details: { path } },
+    );
+  }
+}
+
+/** The model's bytes, whether the pack holds them or the file (for backends that take bytes only). */
+export async function modelBytes(model: Uint8Array | PackFile): Promise<Uint8Array> {
+  return model instanceof Uint8Array ? model : model.readSync(0, model.byteLength);
 }
 
 function parseJson(bytes: Uint8Array, file: string): unknown {
@@ -110,10 +147,11 @@ export async function loadPack(source: PackSource): Promise<ModelPack> {
     `${source.location}/molorec.json`,
   );
   const { files } = manifest;
+  const inPlace = source.openFile?.bind(source);
   const [tokBytes, tokCfgBytes, model] = await Promise.all([
     read(source, files.tokenizer),
     files.tokenizerConfig ? read(source, files.tokenizerConfig) : Promise.resolve(null),
-    read(source, files.model),
+    inPlace ? opened(source, files.model, inPlace) : read(source, files.model),
   ]);
   checkOnnxModel(model, `${source.location}/${files.model}`);
   const tokenizerJson = parseJson(tokBytes, files.tokenizer);
@@ -126,13 +164,22 @@ export async function loadPack(source: PackSource): Promise<ModelPack> {
     );
   }
   const encoder = createTextEncoder(tokenizerJson, tokCfgBytes ? parseJson(tokCfgBytes, files.tokenizerConfig!) : {});
-  const externalData = await Promise.all(files.modelExternalData.map(async (path) => ({ path, data: await read(source, path) })));
+  let externalData: ModelPack["externalData"] = [];
+  let modelBytes = model.byteLength;
+  // In place, the backend reads external data beside the model; each listed file must still be a
+  // regular file inside the pack.
+  if (inPlace) {
+    for (const f of await Promise.all(files.modelExternalData.map((path) => opened(source, path, inPlace)))) modelBytes += f.byteLength;
+  } else {
+    externalData = await Promise.all(files.modelExternalData.map(async (path) => ({ path, data: await read(source, path) })));
+    for (const f of externalData) modelBytes += f.data.byteLength;
+  }
   const adapters = new Map<string, LoadedAdapter>();
   for (const [name, entry] of Object.entries(manifest.adapters)) {
     const file = `${entry.path}/adapter_model.safetensors`;
     adapters.set(name, parseAdapter(manifest, name, await read(source, file), file));
   }
-  return { manifest, encoder, model, externalData, adapters, location: source.location };
+  return { manifest, encoder, model, externalData, modelBytes, adapters, location: source.location };
 }
 
 /** A {@link PackSource} over an in-memory map of files (bundled packs, tests). */

@@ -218,7 +218,7 @@ export async function createRecommender(options: RecommenderOptions): Promise<Re
 
 async function openSession(backend: InferenceBackend, pack: ModelPack): Promise<InferenceSession> {
   try {
-    return await backend.createSession(pack.model, { externalData: pack.externalData });
+    return await backend.createSession(pack.model, { externalData: pack.externalData, modelBytes: pack.modelBytes });
   } catch (cause) {
     if (cause instanceof MolorecError) throw cause;
     throw new MolorecError(

@@ -19,7 +19,10 @@ export function fixtureFiles(dir: "tiny-pack" | "tiny-pack-grouped"): Record<str
 export const cpuBackend: InferenceBackend = {
   name: "ort-cpu (test)",
   async createSession(model) {
-    const s = await ort.InferenceSession.create(model, { executionProviders: ["cpu"], intraOpNumThreads: 1 });
+    const opts = { executionProviders: ["cpu"], intraOpNumThreads: 1 };
+    const s = await (model instanceof Uint8Array
+      ? ort.InferenceSession.create(model, opts)
+      : ort.InferenceSession.create(model.path, opts));
     return {
       inputNames: s.inputNames,
       outputNames: s.outputNames,

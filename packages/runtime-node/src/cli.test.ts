@@ -56,7 +56,8 @@ describe("molorec recommend", () => {
     const req = join(dir, "req.json");
     writeFileSync(req, JSON.stringify({ ...c.request, mixture: "general" }));
     const { out } = capture();
-    expect(await main(["recommend", "--pack", pack, "--request", req, "--mixture", '{"lambda": 1}', "--json", "--ep", "cpu"])).toBe(0);
+    const args = ["--mixture", '{"lambda": 1}', "--json", "--ep", "cpu", "--threads", "1", "--prepack", "off"];
+    expect(await main(["recommend", "--pack", pack, "--request", req, ...args])).toBe(0);
     const res = JSON.parse(out.join("\n"));
     expect(res.ranked.map((r: { index: number }) => r.index)).toEqual(c.ranking);
     expect(res.mixture.lambda).toBe(1);
@@ -72,6 +73,9 @@ describe("molorec recommend", () => {
     [["recommend", "--pack", "/nonexistent", "--request", "x.json"], "INVALID_REQUEST"],
     [["recommend", "--pack", join(root, "test/fixtures"), "--request", join(root, "examples/request.json")], "PACK_FILE_MISSING"],
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--ep", "tpu"], "INVALID_REQUEST"],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--threads", "0"], "INVALID_REQUEST"],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--threads", "two"], "INVALID_REQUEST"],
+    [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--prepack", "maybe"], "INVALID_REQUEST"],
     [["calibrate", "--pack", pack, "--domain", "movies", "--data", "x", "--objective", "perplexity"], "INVALID_REQUEST"],
     [["recommend", "--pack", pack, "--request", join(root, "examples/request.json"), "--objective", "information"], "INVALID_REQUEST"],
     [

@@ -36,6 +36,10 @@ recommend options:
   --top K          print only the best K
   --json           print the response as JSON
   --ep EP          execution provider: auto (default), cpu, cuda
+  --threads N      CPU threads per model run (default: onnxruntime's, all cores; on a machine
+                   busy with other work, 1 is often faster: see packages/runtime-node/README.md)
+  --prepack P      auto (default: on below 256 MiB of weights), on, off: repacked weights run
+                   faster and hold a second copy of the weights in memory
   --objective O    what adaptive and calibrate minimise: tokens (default; mean next-token entropy
                    along the candidate titles), answer (the same along the top-ranked candidate
                    only) or candidates (entropy over the candidates' scores); calibrate also
@@ -120,6 +124,8 @@ export async function main(argv: string[]): Promise<number> {
       json: { type: "boolean", default: false },
       out: { type: "string" },
       ep: { type: "string", default: "auto" },
+      threads: { type: "string" },
+      prepack: { type: "string", default: "auto" },
       objective: { type: "string", default: "tokens" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -144,6 +150,10 @@ export async function main(argv: string[]): Promise<number> {
 function checkOptions(command: string, values: Values): void {
   if (!["auto", "cpu", "cuda"].includes(values.ep as string))
     throw new MolorecError("INVALID_REQUEST", `--ep must be auto, cpu or cuda, not ${values.ep}`);
+  if (values.threads !== undefined && !/^[1-9]\d{0,3}$/.test(values.threads as string))
+    throw new MolorecError("INVALID_REQUEST", `--threads must be a whole number of threads ≥ 1, not ${values.threads}`);
+  if (!["auto", "on", "off"].includes(values.prepack as string))
+    throw new MolorecError("INVALID_REQUEST", `--prepack must be auto, on or off, not ${values.prepack}`);
   if (!CALIBRATION_OBJECTIVES.includes(values.objective as CalibrationObjective))
     throw new MolorecError("INVALID_REQUEST", `--objective must be one of ${CALIBRATION_OBJECTIVES.join(", ")}, not ${values.objective}`);
   if (values.objective === "information" && command !== "calibrate") {
@@ -200,7 +210,11 @@ function positiveInt(v: string | boolean | undefined, flag: string): number | un
 async function openRecommender(packDir: string, values: Values) {
   const pack = await loadPackFromDir(packDir);
   return createRecommender({
-    backend: nodeBackend({ executionProvider: values.ep as NodeExecutionProvider }),
+    backend: nodeBackend({
+      executionProvider: values.ep as NodeExecutionProvider,
+      ...(values.threads === undefined ? {} : { intraOpNumThreads: Number(values.threads) }),
+      prepack: values.prepack === "auto" ? "auto" : values.prepack === "on",
+    }),
     pack,
     // `information` is a calibration objective only; the recommender keeps the default for the rest.
     entropyObjective: values.objective === "information" ? "tokens" : (values.objective as EntropyObjective),

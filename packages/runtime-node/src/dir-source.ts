@@ -1,7 +1,7 @@
-import { constants } from "node:fs";
+import { closeSync, constants, openSync, readSync } from "node:fs";
 import { open, realpath, stat } from "node:fs/promises";
 import { resolve, sep } from "node:path";
-import type { PackSource } from "@molorec/core";
+import type { PackFile, PackSource } from "@molorec/core";
 import { MolorecError, loadPack, type ModelPack } from "@molorec/core";
 
 function outside(root: string, path: string, why: string): MolorecError {
@@ -20,19 +20,24 @@ function outside(root: string, path: string, why: string): MolorecError {
 export function dirSource(dir: string): PackSource {
   const root = resolve(dir);
   let realRoot: Promise<string> | null = null;
+  /** The file's real path, checked to be inside the pack. */
+  const locate = async (path: string): Promise<string> => {
+    const full = resolve(root, path);
+    if (full !== root && !full.startsWith(root + sep)) throw outside(root, path, "is outside the pack");
+    realRoot ??= realpath(root);
+    const base = await realRoot;
+    const real = await realpath(full); // rejects (file missing) before anything is opened
+    if (!real.startsWith(base + sep)) throw outside(root, path, `resolves to ${real}, outside the pack`);
+    return real;
+  };
+  // Opened, then checked and read through the same handle, so the file cannot be swapped between the
+  // check and the read; O_NOFOLLOW refuses a link put in its place since realpath, O_NONBLOCK keeps a
+  // FIFO from blocking the open until a writer comes.
+  const flags = constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0);
   return {
     location: root,
     async readBytes(path) {
-      const full = resolve(root, path);
-      if (full !== root && !full.startsWith(root + sep)) throw outside(root, path, "is outside the pack");
-      realRoot ??= realpath(root);
-      const base = await realRoot;
-      const real = await realpath(full); // rejects (file missing) before anything is opened
-      if (!real.startsWith(base + sep)) throw outside(root, path, `resolves to ${real}, outside the pack`);
-      // Opened once, then checked and read through the same handle, so the file cannot be swapped
-      // between the check and the read; O_NOFOLLOW refuses a link put in its place since realpath,
-      // O_NONBLOCK keeps a FIFO from blocking the open until a writer comes.
-      const handle = await open(real, constants.O_RDONLY | (constants.O_NOFOLLOW ?? 0) | (constants.O_NONBLOCK ?? 0));
+      const handle = await open(await locate(path), flags);
       try {
         if (!(await handle.stat()).isFile()) throw outside(root, path, "is not a regular file");
         const buf = await handle.readFile();
@@ -40,6 +45,31 @@ export function dirSource(dir: string): PackSource {
       } finally {
         await handle.close();
       }
+    },
+    async openFile(path): Promise<PackFile> {
+      const real = await locate(path);
+      const handle = await open(real, flags);
+      let size: number;
+      try {
+        const info = await handle.stat();
+        if (!info.isFile()) throw outside(root, path, "is not a regular file");
+        size = info.size;
+      } finally {
+        await handle.close();
+      }
+      return {
+        path: real,
+        byteLength: size,
+        readSync(offset, length) {
+          const fd = openSync(real, flags);
+          try {
+            const out = new Uint8Array(length);
+            return out.subarray(0, readSync(fd, out, 0, length, offset));
+          } finally {
+            closeSync(fd);
+          }
+        },
+      };
     },
   };
 }

@@ -1,2 +1,9 @@
-export { nodeBackend, cudaProviderInstalled, ortBinaryDir, type NodeBackendOptions, type NodeExecutionProvider } from "./node-backend.js";
+export {
+  nodeBackend,
+  cudaProviderInstalled,
+  PREPACK_AUTO_LIMIT,
+  ortBinaryDir,
+  type NodeBackendOptions,
+  type NodeExecutionProvider,
+} from "./node-backend.js";
 export { dirSource, loadPackFromDir } from "./dir-source.js";

@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import type { InferenceBackend, InferenceSession } from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, MolorecError } from "@molorec/core";
 import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-node";
 
@@ -13,11 +13,26 @@ export interface NodeBackendOptions {
   executionProvider?: NodeExecutionProvider;
   /** CPU threads per run; ONNX Runtime's default (all cores) when omitted. */
   intraOpNumThreads?: number;
+  /**
+   * Whether onnxruntime repacks weights for its matrix kernels at load: faster runs (−15 % CPU time
+   * per request on SmolLM2-135M), a second copy of the weights in memory (peak RSS 1.68× the model
+   * instead of 1.44×). `auto` (default): on for models under {@link PREPACK_AUTO_LIMIT} bytes.
+   */
+  prepack?: boolean | "auto";
   /** Receives one line saying which provider runs and why. Default: `console.error`. */
   log?: (line: string) => void;
 }
 
 const CUDA_LIB = "libonnxruntime_providers_cuda.so";
+
+/** Models from this size on open without prepacked weights under `prepack: "auto"` (256 MiB). */
+export const PREPACK_AUTO_LIMIT = 256 * 1024 * 1024;
+
+/** onnxruntime session options for a {@link NodeBackendOptions.prepack} choice and a model of `bytes`. */
+export function prepackSessionOptions(prepack: boolean | "auto", bytes: number | undefined): ort.InferenceSession.SessionOptions {
+  const on = prepack === "auto" ? (bytes ?? 0) < PREPACK_AUTO_LIMIT : prepack;
+  return on ? {} : { extra: { session: { disable_prepacking: "1" } } };
+}
 
 /** Folder of onnxruntime-node's native binding, where CUDA provider libraries must be placed. */
 export function ortBinaryDir(): string {
@@ -41,12 +56,15 @@ export function cudaProviderInstalled(): boolean {
  * ```
  */
 export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend & { provider(): string } {
+  if (options.intraOpNumThreads !== undefined && !(Number.isInteger(options.intraOpNumThreads) && options.intraOpNumThreads >= 1))
+    throw new MolorecError("INVALID_REQUEST", `intraOpNumThreads must be an integer ≥ 1, got ${options.intraOpNumThreads}`);
   const ep = options.executionProvider ?? "auto";
   const log = options.log ?? ((line: string) => console.error(line));
   let chosen = "none";
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
   if (options.intraOpNumThreads !== undefined) base.intraOpNumThreads = options.intraOpNumThreads;
   const version = `onnxruntime-node ${ort.env.versions.common}`;
+  const prepackOptions = (bytes: number | undefined) => prepackSessionOptions(options.prepack ?? "auto", bytes);
 
   return {
     get name() {
@@ -55,8 +73,17 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
     provider: () => chosen,
     async createSession(model, sessionOptions) {
       const open = (provider: string) => async () => {
-        const opts = { ...base, ...ortModelOptions(sessionOptions), executionProviders: [provider] };
-        return adaptOrtSession(await ort.InferenceSession.create(model, opts), ort.Tensor);
+        const opts = {
+          ...base,
+          ...ortModelOptions(sessionOptions),
+          ...prepackOptions(sessionOptions?.modelBytes),
+          executionProviders: [provider],
+        };
+        // A file opened in place is read by onnxruntime itself, external data beside it.
+        const session = await (model instanceof Uint8Array
+          ? ort.InferenceSession.create(model, opts)
+          : ort.InferenceSession.create(model.path, opts));
+        return adaptOrtSession(session, ort.Tensor);
       };
       const candidates: Array<ProviderCandidate<InferenceSession>> = [];
       if (ep !== "cpu") {

@@ -1,4 +1,4 @@
-import { type InferenceBackend, type InferenceSession, isMolorecError, type SessionOptions } from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, isMolorecError, modelBytes, type SessionOptions } from "@molorec/core";
 import { adaptOrtSession, openFirstProvider, ortModelOptions, type ProviderCandidate } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web";
 import { probeWebGpu, type GpuLike, type WebGpuAdapterInfo } from "./webgpu-probe.js";
@@ -107,7 +107,8 @@ export function webBackend(options: WebBackendOptions): WebBackend {
     },
     provider: () => state.device ?? "none",
     info: () => structuredClone(state),
-    async createSession(model, opts) {
+    async createSession(file, opts) {
+      const model = await modelBytes(file);
       const candidates: Array<ProviderCandidate<InferenceSession>> = [];
       if (requested !== "wasm") {
         const gpu = options.gpu !== undefined ? options.gpu : (globalThis.navigator as { gpu?: GpuLike } | undefined)?.gpu;

@@ -1,4 +1,4 @@
-import { type InferenceBackend, type InferenceSession, MolorecError } from "@molorec/core";
+import { type InferenceBackend, type InferenceSession, MolorecError, modelBytes } from "@molorec/core";
 import { adaptOrtSession, openFirstProvider, ortModelOptions } from "@molorec/core/internal";
 import * as ort from "onnxruntime-web/wasm";
 
@@ -114,7 +114,7 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
     get sessionsCreated() {
       return sessionsCreated;
     },
-    async createSession(model, sessionOptions) {
+    async createSession(file, sessionOptions) {
       if (!(options.wasmModule instanceof WebAssembly.Module)) {
         throw new MolorecError(
           "BACKEND_UNAVAILABLE",
@@ -122,6 +122,7 @@ export function workerBackend(options: WorkerBackendOptions): WorkerBackend {
         );
       }
       bindWasmModule(options.wasmModule);
+      const model = await modelBytes(file);
       const open = async () => {
         const opts: ort.InferenceSession.SessionOptions = {
           ...ortModelOptions(sessionOptions),
