@@ -167,6 +167,7 @@ def save_graph(graph: onnx.ModelProto, out_path: Path, external_data: str = "aut
         onnx.save_model(
             graph, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024
         )
+        (out_path.parent / data_name).chmod(0o644)  # onnx creates it private; a pack is served and copied like model.onnx
         return [data_name]
     onnx.save_model(graph, str(out_path))
     return []

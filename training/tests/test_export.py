@@ -315,6 +315,43 @@ def test_a_model_over_2_gib_exports_into_a_loadable_pack(tmp_path):
     with torch.no_grad():
         want = model(torch.from_numpy(ids)).logits.numpy()
     assert rel_err(got, want) <= TOL
+    del session
+    node_cli_scores_equal_transformers(tmp_path / "pack", model, tmp_path)
+
+
+def node_cli_scores_equal_transformers(pack, model, tmp_path):
+    """The Node CLI opens the pack (the model in place, its external data beside it) and scores
+    candidates as transformers does."""
+    import json
+    import subprocess
+
+    from tokenizers import Tokenizer
+
+    from molorec_train.export import read_manifest
+    from molorec_train.prompt import PromptSpec, candidate_ids, prompt_ids
+    from molorec_train.recipe import REPO, node_cli
+    from molorec_train.reference import candidate_log_likelihoods
+
+    request = {"history": ["a b c", "d e"], "candidates": ["a b", "c d e", "f g", "b"], "mixture": "base"}
+    (tmp_path / "request.json").write_text(json.dumps(request))
+    proc = subprocess.run(
+        [*node_cli("recommend", "--pack", str(pack), "--request", str(tmp_path / "request.json"), "--json", "--ep", "cpu")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = {r["index"]: r["score"] for r in json.loads(proc.stdout)["ranked"]}
+    spec = PromptSpec(**read_manifest(pack)["prompt"])
+    tok = Tokenizer.from_file(str(pack / "tokenizer.json"))
+    enc = lambda t: tok.encode(t, add_special_tokens=False).ids  # noqa: E731
+    with torch.no_grad():
+        lps = candidate_log_likelihoods(
+            model, prompt_ids(enc, spec, request["history"]), [candidate_ids(enc, spec, c) for c in request["candidates"]]
+        )
+    want = [float(np.mean(lp)) for lp in lps]
+    assert max(abs(got[i] - want[i]) for i in range(len(want))) <= 1e-4
 
 
 def large_llama(out: Path) -> Path:
