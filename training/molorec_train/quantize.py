@@ -105,86 +105,94 @@ def quantize_model(src: str | Path, dst: str | Path, options: QuantizeOptions = 
     matmuls, lm_head = _const_matmuls(model)
     if not matmuls:
         raise ExportError(f"{src}: no MatMul with constant weights to quantize")
-    exclude = [lm_head] if options.keep_lm_head and lm_head else []
-    big = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    if method != "blocks":
-        # onnxruntime's quantizers turn Gemm(transB) into MatMul by transposing B in place, which
-        # would transpose a tied embedding table under its Gather: give the head its own copy.
-        unshare_tied_head(model)
     if method == "blocks":
-        if options.keep_lm_head:
-            raise ExportError("--keep-lm-head is for the dynamic and nbits methods; blocks keeps the ranking with the head quantized")
-        if options.embedding_bits not in (0, 4, 8):
-            raise ExportError(f"--embedding-bits {options.embedding_bits}: expected 8, 4 or 0 (keep float32)")
-        report = quantize_graph(model, options.bits, options.block_size, options.accuracy_level, options.embedding_bits or None, log)
-        files = save_graph(model, dst)
-        return {
-            "method": method,
-            "bits": options.bits,
-            "embeddingBits": options.embedding_bits,
-            "matmuls": report.matmuls,
-            "tables": report.tables,
-            "blockSize": options.block_size,
-            "accuracyLevel": options.accuracy_level,
-            "maxWeightError": report.max_abs_error,
-            "exactBlocks": round(report.exact_blocks, 6),
-            "externalData": files,
-        }
+        return _quantize_blocks(model, dst, options, log)
+    exclude = [lm_head] if options.keep_lm_head and lm_head else []
+    # onnxruntime's quantizers turn Gemm(transB) into MatMul by transposing B in place, which would
+    # transpose a tied embedding table under its Gather: give the head its own copy.
+    unshare_tied_head(model)
+    big = weight_bytes(model) > EXTERNAL_DATA_THRESHOLD
     if method == "dynamic":
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory() as tmp:
-            named = Path(tmp) / "named.onnx"
-            onnx.save(model, str(named), save_as_external_data=big)
-            gathers = _const_gathers(model) if options.embeddings else []
-            quantize_dynamic(
-                str(named),
-                str(dst),
-                op_types_to_quantize=["MatMul", *(["Gather"] if gathers else [])],
-                nodes_to_quantize=[n for n in matmuls if n not in exclude] + gathers,
-                per_channel=options.per_channel,
-                weight_type=QuantType.QInt8,
-                use_external_data_format=big,
-                extra_options={"MatMulConstBOnly": True},
-            )
+        _quantize_dynamic(model, dst, [n for n in matmuls if n not in exclude], options, big)
     else:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        if options.embeddings:  # weight-only int8 table first (Gather + DequantizeLinear), then the MatMuls
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            with tempfile.TemporaryDirectory() as tmp:
-                named, gathered = Path(tmp) / "named.onnx", Path(tmp) / "gathered.onnx"
-                onnx.save(model, str(named), save_as_external_data=big)
-                quantize_dynamic(
-                    str(named),
-                    str(gathered),
-                    op_types_to_quantize=["Gather"],
-                    nodes_to_quantize=_const_gathers(model),
-                    weight_type=QuantType.QInt8,
-                    use_external_data_format=big,
-                )
-                model = onnx.load(str(gathered))
-
-        q = MatMulNBitsQuantizer(
-            model,
-            bits=options.bits,
-            block_size=options.block_size,
-            is_symmetric=True,
-            accuracy_level=options.accuracy_level,
-            nodes_to_exclude=exclude,
-            op_types_to_quantize=("MatMul",),
-        )
-        q.process()
-        q.model.save_model_to_file(str(dst), use_external_data_format=big)
+        _quantize_nbits(model, dst, exclude, options, big)
     quantized = len(matmuls) - len(exclude)
     log(f"quantized {quantized} MatMul weights ({method}, {options.bits} bits){' (LM head kept float32)' if exclude else ''}")
     summary = {"method": method, "bits": options.bits, "matmuls": quantized, "keepLmHead": bool(exclude), "embeddings": options.embeddings}
     if method == "nbits":
-        summary |= {"blockSize": options.block_size, "accuracyLevel": options.accuracy_level}
-    else:
-        summary |= {"perChannel": options.per_channel}
-    return summary
+        return summary | {"blockSize": options.block_size, "accuracyLevel": options.accuracy_level}
+    return summary | {"perChannel": options.per_channel}
+
+
+def _quantize_blocks(model: onnx.ModelProto, dst: Path, options: QuantizeOptions, log) -> dict:
+    if options.keep_lm_head:
+        raise ExportError("--keep-lm-head is for the dynamic and nbits methods; blocks keeps the ranking with the head quantized")
+    if options.embedding_bits not in (0, 4, 8):
+        raise ExportError(f"--embedding-bits {options.embedding_bits}: expected 8, 4 or 0 (keep float32)")
+    report = quantize_graph(model, options.bits, options.block_size, options.accuracy_level, options.embedding_bits or None, log)
+    files = save_graph(model, dst)
+    return {
+        "method": "blocks",
+        "bits": options.bits,
+        "embeddingBits": options.embedding_bits,
+        "matmuls": report.matmuls,
+        "tables": report.tables,
+        "blockSize": options.block_size,
+        "accuracyLevel": options.accuracy_level,
+        "maxWeightError": report.max_abs_error,
+        "exactBlocks": round(report.exact_blocks, 6),
+        "externalData": files,
+    }
+
+
+def _quantize_dynamic(model: onnx.ModelProto, dst: Path, nodes: list[str], options: QuantizeOptions, big: bool) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        named = Path(tmp) / "named.onnx"
+        onnx.save(model, str(named), save_as_external_data=big)
+        gathers = _const_gathers(model) if options.embeddings else []
+        quantize_dynamic(
+            str(named),
+            str(dst),
+            op_types_to_quantize=["MatMul", *(["Gather"] if gathers else [])],
+            nodes_to_quantize=nodes + gathers,
+            per_channel=options.per_channel,
+            weight_type=QuantType.QInt8,
+            use_external_data_format=big,
+            extra_options={"MatMulConstBOnly": True},
+        )
+
+
+def _quantize_nbits(model: onnx.ModelProto, dst: Path, exclude: list[str], options: QuantizeOptions, big: bool) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    if options.embeddings:  # weight-only int8 table first (Gather + DequantizeLinear), then the MatMuls
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        with tempfile.TemporaryDirectory() as tmp:
+            named, gathered = Path(tmp) / "named.onnx", Path(tmp) / "gathered.onnx"
+            onnx.save(model, str(named), save_as_external_data=big)
+            quantize_dynamic(
+                str(named),
+                str(gathered),
+                op_types_to_quantize=["Gather"],
+                nodes_to_quantize=_const_gathers(model),
+                weight_type=QuantType.QInt8,
+                use_external_data_format=big,
+            )
+            model = onnx.load(str(gathered))
+    q = MatMulNBitsQuantizer(
+        model,
+        bits=options.bits,
+        block_size=options.block_size,
+        is_symmetric=True,
+        accuracy_level=options.accuracy_level,
+        nodes_to_exclude=exclude,
+        op_types_to_quantize=("MatMul",),
+    )
+    q.process()
+    q.model.save_model_to_file(str(dst), use_external_data_format=big)
 
 
 def _external_files(model_path: Path) -> list[str]:
