@@ -88,6 +88,57 @@ def fixture_titles(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(['', 'The '])}{rng.choice(ADJ)} {rng.choice(NOUN)} ({rng.randint(1950, 2023)})" for _ in range(n)]
 
 
+def _fixture_model(work: Path) -> tuple[Path, dict[str, Path]]:
+    """The tiny random Llama, its tokenizer and two random LoRAs (general, movies) under ``work``."""
+    model_dir = work / "model"
+    corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
+    tiny.train_bpe_tokenizer(corpus, 512, model_dir)
+    tiny.make_model(
+        model_dir,
+        architecture="llama",
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        seed=5,
+        std=0.15,
+    )
+    general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
+    domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
+    return model_dir, {"general": general, "domain:movies": domain}
+
+
+def _golden_cases(model_dir: Path, adapters: dict[str, Path], spec: PromptSpec, encode) -> list[dict]:
+    """REQUESTS under every mixture of MIXTURES, scored by transformers + PEFT (reference.py)."""
+    models = {
+        name: merged_model(model_dir, adapters, {} if lam is None else {"general": 1 - lam, "domain:movies": lam})
+        for name, lam in MIXTURES.items()
+    }
+    cases = []
+    for req in REQUESTS:
+        p_ids = prompt_ids(encode, spec, req["history"])
+        c_ids = [candidate_ids(encode, spec, c) for c in req["candidates"]]
+        for mix_name, lam in MIXTURES.items():
+            per_token = candidate_log_likelihoods(models[mix_name], p_ids, c_ids)
+            scores = [sum(t) / len(t) for t in per_token]
+            mixture = mix_name if not mix_name.startswith("lambda-") else {"lambda": lam}
+            cases.append(
+                {
+                    "request": {**req, "domain": "movies", "mixture": mixture},
+                    "lambda": lam,
+                    "promptIds": p_ids,
+                    "candidateIds": c_ids,
+                    "tokenLogProbs": per_token,
+                    "scores": scores,
+                    "tokenEntropies": candidate_token_entropies(models[mix_name], p_ids, c_ids),
+                    "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
+                }
+            )
+    return cases
+
+
 def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, grouped_dir: str | Path | None = None) -> None:
     """Writes the fixture pack (the contract's minimal graph: concat KV cache, no scoring head),
     optionally the same weights as ``grouped_dir`` with the variants core uses when present
@@ -95,79 +146,15 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
     from tokenizers import Tokenizer
 
     out_dir, golden_path = Path(out_dir), Path(golden_path)
+    spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
+    common = dict(name="tiny-fixture", prompt=spec, max_candidates=64, max_history_items=32, log=log)
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        model_dir = work / "model"
-        corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
-        tiny.train_bpe_tokenizer(corpus, 512, model_dir)
-        tiny.make_model(
-            model_dir,
-            architecture="llama",
-            vocab_size=512,
-            hidden_size=64,
-            intermediate_size=128,
-            num_layers=2,
-            num_heads=4,
-            num_kv_heads=2,
-            seed=5,
-            std=0.15,
-        )
-        general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
-        domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
-        adapters = {"general": general, "domain:movies": domain}
-        spec = PromptSpec(endTokenId=0, maxTitleTokens=16, maxHistoryTokens=96)
-        manifest = export_pack(
-            model_dir,
-            out_dir,
-            adapters,
-            name="tiny-fixture",
-            prompt=spec,
-            max_candidates=64,
-            max_history_items=32,
-            variant=GraphVariant(),  # the contract's minimal graph
-            log=log,
-        )
+        model_dir, adapters = _fixture_model(Path(tmp))
+        manifest = export_pack(model_dir, out_dir, adapters, variant=GraphVariant(), **common)  # the contract's minimal graph
         if grouped_dir is not None:
-            export_pack(
-                model_dir,
-                Path(grouped_dir),
-                adapters,
-                name="tiny-fixture",
-                prompt=spec,
-                max_candidates=64,
-                max_history_items=32,
-                log=log,
-            )
-
+            export_pack(model_dir, Path(grouped_dir), adapters, **common)
         tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-        encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
-        cases = []
-        models = {
-            name: merged_model(model_dir, adapters, {} if lam is None else {"general": 1 - lam, "domain:movies": lam})
-            for name, lam in MIXTURES.items()
-        }
-        for req in REQUESTS:
-            p_ids = prompt_ids(encode, spec, req["history"])
-            c_ids = [candidate_ids(encode, spec, c) for c in req["candidates"]]
-            for mix_name, lam in MIXTURES.items():
-                per_token = candidate_log_likelihoods(models[mix_name], p_ids, c_ids)
-                scores = [sum(t) / len(t) for t in per_token]
-                cases.append(
-                    {
-                        "request": {
-                            **req,
-                            "domain": "movies",
-                            "mixture": mix_name if not mix_name.startswith("lambda-") else {"lambda": lam},
-                        },
-                        "lambda": lam,
-                        "promptIds": p_ids,
-                        "candidateIds": c_ids,
-                        "tokenLogProbs": per_token,
-                        "scores": scores,
-                        "tokenEntropies": candidate_token_entropies(models[mix_name], p_ids, c_ids),
-                        "ranking": sorted(range(len(scores)), key=lambda i: -scores[i]),
-                    }
-                )
+        cases = _golden_cases(model_dir, adapters, spec, lambda text: tok.encode(text, add_special_tokens=False).ids)
     golden = {
         "about": "Golden candidate scores (and mean next-token entropies along each candidate) for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
         "pack": manifest["name"],
