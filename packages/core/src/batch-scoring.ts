@@ -121,12 +121,17 @@ export async function scoreBatchedJobs(
   const wantEntropy = options.tokenEntropy ?? false;
   const ctx = feedContext(session, pack, wantEntropy);
   const rows: PromptRow[] = [];
-  jobs.forEach((job, j) => {
-    if (job.candidateIds.length === 0) return;
-    job.mixtures.forEach((weights, m) =>
-      rows.push({ job: j, mixture: m, promptIds: job.promptIds, candidateIds: job.candidateIds, weights }),
-    );
-  });
+  const prompts: number[] = [];
+  const fed: number[][] = [];
+  for (const [j, job] of jobs.entries()) {
+    if (job.candidateIds.length === 0) continue;
+    const suffixes = job.candidateIds.map(fedLength);
+    for (const [m, weights] of job.mixtures.entries()) {
+      rows.push({ job: j, mixture: m, promptIds: job.promptIds, candidateIds: job.candidateIds, weights });
+      prompts.push(job.promptIds.length);
+      fed.push(suffixes);
+    }
+  }
   const batch: Batch = {
     session,
     mixer,
@@ -138,10 +143,7 @@ export async function scoreBatchedJobs(
     tokenLogProbs: jobs.map((job) => job.mixtures.map(() => new Array<number[]>(job.candidateIds.length))),
     tokenEntropies: jobs.map((job) => job.mixtures.map(() => new Array<number>(job.candidateIds.length))),
   };
-  const plan = planScoring(
-    { prompts: rows.map((r) => r.promptIds.length), fed: rows.map((r) => r.candidateIds.map((c) => c.length - 1)), grouped: batch.grouped },
-    planLimits(pack, ctx, options),
-  );
+  const plan = planScoring({ prompts, fed, grouped: batch.grouped }, planLimits(pack, ctx, options));
   let runs = 0;
   for (const run of plan.promptRuns) {
     await runPrompts(batch, run);
@@ -197,38 +199,42 @@ async function runPrompts(batch: Batch, run: PromptRun): Promise<void> {
   });
 }
 
+/** Tokens of a candidate that are fed: all but the last, which is only scored. */
+function fedLength(candidate: readonly number[]): number {
+  return candidate.length - 1;
+}
+
 /** Runs candidate suffixes on their prompts' caches and records their log-probs; false when no suffix needed a run. */
 async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> {
   const { ctx } = batch;
-  const suffixes: SuffixRow[] = run.rows.map(({ prompt, candidate }) => {
+  // Loops, not per-row callbacks: closures made per run were re-optimised by V8 on every request.
+  const suffixes: SuffixRow[] = [];
+  const weights: AdapterWeights[] = [];
+  for (const { prompt, candidate } of run.rows) {
     const row = batch.rows[prompt]!;
-    return { promptLength: row.promptIds.length, tokens: row.candidateIds[candidate]! };
-  });
+    suffixes.push({ promptLength: row.promptIds.length, tokens: row.candidateIds[candidate]! });
+    weights.push(row.weights);
+  }
   const L = suffixLength(suffixes);
   let out: Float32Array | null = null;
   if (L > 0) {
-    const width = suffixes.reduce((n, s) => Math.max(n, s.promptLength), 0);
-    const caches = run.caches ?? run.rows.map((r) => r.prompt);
-    const feeds = Object.assign(
-      suffixFeeds(ctx, suffixes, width, L),
-      pastFeeds(
-        ctx,
-        caches.map((r) => batch.states[r]!.slot),
-        width,
-      ),
-      batch.mixer.feeds(run.rows.map((r) => batch.rows[r.prompt]!.weights)),
-    );
+    let width = 0;
+    for (const s of suffixes) width = Math.max(width, s.promptLength);
+    const slots: CacheSlot[] = [];
+    if (run.caches) for (const r of run.caches) slots.push(batch.states[r]!.slot);
+    else for (const r of run.rows) slots.push(batch.states[r.prompt]!.slot);
+    const feeds = Object.assign(suffixFeeds(ctx, suffixes, width, L), pastFeeds(ctx, slots, width), batch.mixer.feeds(weights));
     // Only what is read: the candidates' own KV cache is never needed again.
     const res = await runModel(batch.session, feeds, [ctx.targets ? "token_logprobs" : "logits"]);
     out = (ctx.targets ? res.token_logprobs! : res.logits!).data as Float32Array;
   }
-  run.rows.forEach(({ prompt, candidate }, b) => {
+  for (const [b, { prompt, candidate }] of run.rows.entries()) {
     const { job, mixture } = batch.rows[prompt]!;
     const { first } = batch.states[prompt]!;
     const tokens = suffixes[b]!.tokens;
     batch.tokenLogProbs[job]![mixture]![candidate] = candidateLogProbs(ctx, first, out, b, L, tokens);
     if (batch.wantEntropy)
       batch.tokenEntropies[job]![mixture]![candidate] = candidateEntropy(first, out, b * L, tokens.length - 1, ctx.vocab);
-  });
+  }
   return L > 0;
 }

@@ -98,7 +98,7 @@ export function sequenceFeeds(
   const pos = new Array<number>(B * width).fill(0);
   const mask = new Array<number>(B * (D + width)).fill(0);
   const tgt = new Array<number>(B * width).fill(0);
-  rows.forEach((row, b) => {
+  for (const [b, row] of rows.entries()) {
     const pad = width - row.length;
     for (let t = 0; t < row.length; t++) {
       ids[b * width + pad + t] = row[t]!;
@@ -106,7 +106,7 @@ export function sequenceFeeds(
       mask[b * (D + width) + D + pad + t] = 1;
       if (targets) tgt[b * width + pad + t] = targets[b]![t]!;
     }
-  });
+  }
   const empty = tensor("float32", new Float32Array(B * ctx.numKvHeads * D * ctx.headDim), [B, ctx.numKvHeads, D, ctx.headDim]);
   const feeds: Record<string, TensorLike> = {
     input_ids: int64(ids, [B, width]),
@@ -129,7 +129,9 @@ export interface SuffixRow {
 
 /** Longest fed suffix of a run (0: nothing to feed, no model run). */
 export function suffixLength(rows: readonly SuffixRow[]): number {
-  return rows.reduce((n, r) => Math.max(n, r.tokens.length - 1), 0);
+  let L = 0;
+  for (const r of rows) L = Math.max(L, r.tokens.length - 1);
+  return L;
 }
 
 /**
@@ -143,7 +145,7 @@ export function suffixFeeds(ctx: FeedContext, rows: readonly SuffixRow[], width:
   const pos = new Array<number>(B * L).fill(0);
   const mask = new Array<number>(B * W).fill(0);
   const tgt = new Array<number>(B * L).fill(0);
-  rows.forEach(({ promptLength, tokens }, b) => {
+  for (const [b, { promptLength, tokens }] of rows.entries()) {
     mask.fill(1, b * W + width - promptLength, b * W + width);
     for (let k = 0; k < L; k++) {
       pos[b * L + k] = promptLength + k;
@@ -153,7 +155,7 @@ export function suffixFeeds(ctx: FeedContext, rows: readonly SuffixRow[], width:
         tgt[b * L + k] = tokens[k + 1]!;
       }
     }
-  });
+  }
   const feeds: Record<string, TensorLike> = {
     input_ids: int64(ids, [B, L]),
     attention_mask: int64(mask, [B, W]),

@@ -30,9 +30,12 @@ export interface ScoreResult {
  * Call it per request before batching, so one bad request cannot fail the others of its batch.
  */
 export function checkScoreJob(pack: ModelPack, job: ScoreJob): void {
-  if (job.candidateIds.some((c) => c.length === 0)) throw new MolorecError("INVALID_REQUEST", "a candidate has no tokens to score");
+  let longest = 0;
+  for (const c of job.candidateIds) {
+    if (c.length === 0) throw new MolorecError("INVALID_REQUEST", "a candidate has no tokens to score");
+    longest = Math.max(longest, c.length);
+  }
   if (job.promptIds.length === 0) throw new MolorecError("INVALID_REQUEST", "a prompt has no tokens");
-  const longest = job.candidateIds.reduce((n, c) => Math.max(n, c.length), 0);
   if (job.promptIds.length + longest > pack.manifest.model.maxPositions) {
     throw new MolorecError(
       "HISTORY_TOO_LONG",
@@ -57,14 +60,21 @@ export function scoreResult(
   runs: number,
 ): ScoreResult {
   const sum = pack.manifest.prompt.scoreNormalization === "sum";
-  const aggregate = (lp: number[]) => {
-    const total = lp.reduce((a, b) => a + b, 0);
-    return sum ? total : total / lp.length;
-  };
   return {
-    scores: tokenLogProbs.map((m) => m.map(aggregate)),
+    scores: tokenLogProbs.map((m) => aggregateAll(m, sum)),
     tokenLogProbs,
     ...(tokenEntropies ? { tokenEntropies } : {}),
     runs,
   };
+}
+
+/** Candidates' scores from their token log-probabilities: their sums, or their means. */
+function aggregateAll(candidates: readonly number[][], sum: boolean): number[] {
+  const scores: number[] = [];
+  for (const logProbs of candidates) {
+    let total = 0;
+    for (const lp of logProbs) total += lp;
+    scores.push(sum ? total : total / logProbs.length);
+  }
+  return scores;
 }

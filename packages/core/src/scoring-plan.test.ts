@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   type CandidateRun,
+  descendingOrder,
   type PlanLimits,
   planGroupedRuns,
   planPerRowRuns,
@@ -34,6 +35,14 @@ describe("tokenCosts", () => {
       token: 3 * 12 * 4 + 2 * 10,
       key: 3 * 2 * 4 * 5,
     });
+  });
+});
+
+describe("descendingOrder", () => {
+  it("sorts indices by the first key descending, then the second, then by index", () => {
+    expect(descendingOrder([3, 1, 3, 2, 1])).toEqual([0, 2, 3, 1, 4]);
+    expect(descendingOrder([3, 1, 3, 2, 1], [0, 5, 9, 0, 6])).toEqual([2, 0, 3, 4, 1]);
+    expect(descendingOrder([])).toEqual([]);
   });
 });
 
