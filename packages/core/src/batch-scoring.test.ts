@@ -314,6 +314,21 @@ describe("a grouped-KV-cache graph (test/fixtures/tiny-pack-grouped: same weight
     const small = await scoreBatchedJobs(watching, grouped, groupedMixer, same, { maxBatchRows: 3 });
     small.results.forEach((r, j) => expectClose(r.scores, wantSame.results[j]!.scores));
     for (const [rows] of shapes) expect(rows).toBeLessThanOrEqual(3);
+    // token_logprobs spares the transfer, not the graph's own vocabulary-wide logits: the budget
+    // still bounds a candidate run's rows × positions × vocabulary.
+    const positions: number[] = [];
+    const counting: InferenceSession = {
+      ...inner,
+      run(feeds, names) {
+        if (feeds["past_key_values.0.key"]!.dims[2]! > 0) positions.push(feeds.input_ids!.dims[0]! * feeds.input_ids!.dims[1]!);
+        return inner.run(feeds, names);
+      },
+    };
+    const V = grouped.manifest.model.vocabSize;
+    const bounded = await scoreBatchedJobs(counting, grouped, groupedMixer, same, { maxCandidateLogits: 4 * V });
+    bounded.results.forEach((r, j) => expectClose(r.scores, wantSame.results[j]!.scores));
+    expect(positions.length).toBeGreaterThan(shapes.length);
+    for (const n of positions) expect(n).toBeLessThanOrEqual(4);
     await inner.release();
   });
 });
