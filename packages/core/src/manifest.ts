@@ -217,8 +217,34 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     );
   }
   if (root.dtype !== "float32") r.fail("dtype", 'must be "float32"');
+  // Sections in this order, so the first bad field reported is the same as before the split.
+  const model = readModel(r, root.model);
+  const files = readFiles(r, root.files);
+  const lora = readLora(r, root.lora);
+  const { adapters, generalAdapter } = readAdapters(r, root);
+  const { domains, defaultDomain } = readDomains(r, root, adapters);
+  const prompt = readPrompt(r, root.prompt, model);
+  const limits = readLimits(r, root.limits);
+  const name = r.name(root.name, "name");
+  return {
+    format: "molorec-pack",
+    formatVersion,
+    name,
+    dtype: "float32",
+    model,
+    files,
+    lora,
+    adapters,
+    generalAdapter,
+    domains,
+    defaultDomain,
+    prompt,
+    limits,
+  };
+}
 
-  const m = r.object(root.model, "model");
+function readModel(r: ManifestReader, v: Json): ModelConfig {
+  const m = r.object(v, "model");
   const model: ModelConfig = {
     architecture: r.string(m.architecture, "model.architecture"),
     numLayers: r.int(m.numLayers, "model.numLayers", 1, PACK_BOUNDS.layers),
@@ -231,8 +257,11 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
     kvCache: m.kvCache === undefined ? "concat" : r.oneOf(m.kvCache, "model.kvCache", ["concat", "grouped"] as const),
   };
   if (model.numHeads % model.numKvHeads !== 0) r.fail("model.numKvHeads", "must divide model.numHeads");
+  return model;
+}
 
-  const f = r.object(root.files, "files");
+function readFiles(r: ManifestReader, v: Json): PackManifest["files"] {
+  const f = r.object(v, "files");
   const files = {
     model: r.relativePath(f.model, "files.model"),
     modelExternalData: f.modelExternalData === undefined ? [] : r.stringArray(f.modelExternalData, "files.modelExternalData"),
@@ -242,8 +271,11 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   if (files.modelExternalData.length > PACK_BOUNDS.externalDataFiles)
     r.fail("files.modelExternalData", `lists ${files.modelExternalData.length} files; at most ${PACK_BOUNDS.externalDataFiles}`);
   files.modelExternalData.forEach((p, i) => r.relativePath(p, `files.modelExternalData[${i}]`));
+  return files;
+}
 
-  const l = r.object(root.lora, "lora");
+function readLora(r: ManifestReader, v: Json): PackManifest["lora"] {
+  const l = r.object(v, "lora");
   if (!Array.isArray(l.targets) || l.targets.length === 0) r.fail("lora.targets", "must be a non-empty array");
   const rawTargets = l.targets as Json[];
   if (rawTargets.length > PACK_BOUNDS.loraTargets)
@@ -260,9 +292,12 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   });
   const lora = { targets, scaleInput: r.string(l.scaleInput, "lora.scaleInput") };
   checkLoraTargets(r, lora);
+  return lora;
+}
 
-  // Null-prototype records, looked up with own-property checks: a domain or adapter may be called
-  // "__proto__" or "toString" without selecting what every object inherits.
+// Null-prototype records, looked up with own-property checks: a domain or adapter may be called
+// "__proto__" or "toString" without selecting what every object inherits.
+function readAdapters(r: ManifestReader, root: Record<string, Json>) {
   const adapters = ownRecord<AdapterEntry>();
   for (const [name, v] of r.names(root.adapters, "adapters", PACK_BOUNDS.adapters)) {
     const o = r.object(v, `adapters.${name}`);
@@ -277,7 +312,10 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   const generalAdapter = root.generalAdapter == null ? null : r.string(root.generalAdapter, "generalAdapter");
   if (generalAdapter !== null && !hasOwn(adapters, generalAdapter))
     r.fail("generalAdapter", `names adapter ${quoteName(generalAdapter)}, which is not in adapters`);
+  return { adapters, generalAdapter };
+}
 
+function readDomains(r: ManifestReader, root: Record<string, Json>, adapters: Record<string, AdapterEntry>) {
   const domains = ownRecord<DomainEntry>();
   for (const [name, v] of r.names(root.domains, "domains", PACK_BOUNDS.domains)) {
     const o = r.object(v, `domains.${name}`);
@@ -293,8 +331,11 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   const defaultDomain = root.defaultDomain == null ? null : r.string(root.defaultDomain, "defaultDomain");
   if (defaultDomain !== null && !hasOwn(domains, defaultDomain))
     r.fail("defaultDomain", `names domain ${quoteName(defaultDomain)}, which is not in domains`);
+  return { domains, defaultDomain };
+}
 
-  const p = r.object(root.prompt, "prompt");
+function readPrompt(r: ManifestReader, v: Json, model: ModelConfig): PromptSpec {
+  const p = r.object(v, "prompt");
   const norm = p.scoreNormalization ?? "mean";
   if (norm !== "mean" && norm !== "sum") r.fail("prompt.scoreNormalization", 'must be "mean" or "sum"');
   const prompt: PromptSpec = {
@@ -316,27 +357,14 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   ] as const) {
     if (id !== null && id >= model.vocabSize) r.fail(`prompt.${k}`, `must be < model.vocabSize (${model.vocabSize})`);
   }
+  return prompt;
+}
 
-  const lim = r.object(root.limits, "limits");
-  const limits: PackLimits = {
+function readLimits(r: ManifestReader, v: Json): PackLimits {
+  const lim = r.object(v, "limits");
+  return {
     maxCandidates: r.int(lim.maxCandidates, "limits.maxCandidates", 1, PACK_BOUNDS.candidates),
     maxHistoryItems: r.int(lim.maxHistoryItems, "limits.maxHistoryItems", 1, PACK_BOUNDS.historyItems),
-  };
-
-  return {
-    format: "molorec-pack",
-    formatVersion,
-    name: r.name(root.name, "name"),
-    dtype: "float32",
-    model,
-    files,
-    lora,
-    adapters,
-    generalAdapter,
-    domains,
-    defaultDomain,
-    prompt,
-    limits,
   };
 }
 

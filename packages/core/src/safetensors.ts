@@ -45,11 +45,7 @@ interface Entry {
  * `MALFORMED_PACK` error naming the file and the tensor.
  */
 export function parseSafetensors(bytes: Uint8Array, file: string): Map<string, NamedTensor> {
-  const bad = (what: string): never => {
-    throw new MolorecError("MALFORMED_PACK", `${file}: ${what}. Re-save the adapter with PEFT's save_pretrained (safetensors).`, {
-      details: { file },
-    });
-  };
+  const bad = failer(file);
   if (bytes.byteLength < 8) bad("file is shorter than a safetensors header");
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const declared = view.getBigUint64(0, true);
@@ -66,10 +62,26 @@ export function parseSafetensors(bytes: Uint8Array, file: string): Map<string, N
   }
   if (typeof header !== "object" || header === null || Array.isArray(header)) bad("header is not a JSON object");
   const base = 8 + headerLen;
-  const dataBytes = bytes.byteLength - base;
+  const entries = readEntries(header as Record<string, unknown>, bytes.byteLength - base, bad);
+  const out = new Map<string, NamedTensor>();
+  for (const e of entries) out.set(e.name, { dims: e.shape, data: readTensor(bytes, base, e, bad) });
+  return out;
+}
 
+type Fail = (what: string) => never;
+
+function failer(file: string): Fail {
+  return (what) => {
+    throw new MolorecError("MALFORMED_PACK", `${file}: ${what}. Re-save the adapter with PEFT's save_pretrained (safetensors).`, {
+      details: { file },
+    });
+  };
+}
+
+/** The header's tensors, checked: known dtype, a shape matching the offsets, the data area tiled exactly. */
+function readEntries(header: Record<string, unknown>, dataBytes: number, bad: Fail): Entry[] {
   const entries: Entry[] = [];
-  for (const [name, info] of Object.entries(header as Record<string, unknown>)) {
+  for (const [name, info] of Object.entries(header)) {
     const label = `tensor ${quoteName(name)}`;
     if (name === "__metadata__") {
       if (typeof info !== "object" || info === null || Array.isArray(info)) bad("__metadata__ is not an object");
@@ -106,26 +118,26 @@ export function parseSafetensors(bytes: Uint8Array, file: string): Map<string, N
     at = e.end;
   }
   if (at !== dataBytes) bad(`bytes ${at}–${dataBytes} of the data area belong to no tensor`);
+  return entries;
+}
 
-  const out = new Map<string, NamedTensor>();
-  for (const e of entries) {
-    const count = (e.end - e.start) / e.width;
-    const dv = new DataView(bytes.buffer, bytes.byteOffset + base + e.start, e.end - e.start);
-    const data = new Float32Array(count);
-    if (e.dtype === "F32") for (let i = 0; i < count; i++) data[i] = dv.getFloat32(i * 4, true);
-    else if (e.dtype === "F16") for (let i = 0; i < count; i++) data[i] = f16ToF32(dv.getUint16(i * 2, true));
-    else {
-      const word = new Uint32Array(1);
-      const asFloat = new Float32Array(word.buffer);
-      for (let i = 0; i < count; i++) {
-        word[0] = dv.getUint16(i * 2, true) << 16;
-        data[i] = asFloat[0]!;
-      }
-    }
+/** One tensor as float32 (F16 and BF16 widened); a weight that is not finite is refused. */
+function readTensor(bytes: Uint8Array, base: number, e: Entry, bad: Fail): Float32Array {
+  const count = (e.end - e.start) / e.width;
+  const dv = new DataView(bytes.buffer, bytes.byteOffset + base + e.start, e.end - e.start);
+  const data = new Float32Array(count);
+  if (e.dtype === "F32") for (let i = 0; i < count; i++) data[i] = dv.getFloat32(i * 4, true);
+  else if (e.dtype === "F16") for (let i = 0; i < count; i++) data[i] = f16ToF32(dv.getUint16(i * 2, true));
+  else {
+    const word = new Uint32Array(1);
+    const asFloat = new Float32Array(word.buffer);
     for (let i = 0; i < count; i++) {
-      if (!Number.isFinite(data[i]!)) bad(`tensor ${quoteName(e.name)} holds ${data[i]} at element ${i}; weights must be finite numbers`);
+      word[0] = dv.getUint16(i * 2, true) << 16;
+      data[i] = asFloat[0]!;
     }
-    out.set(e.name, { dims: e.shape, data });
   }
-  return out;
+  for (let i = 0; i < count; i++) {
+    if (!Number.isFinite(data[i]!)) bad(`tensor ${quoteName(e.name)} holds ${data[i]} at element ${i}; weights must be finite numbers`);
+  }
+  return data;
 }
