@@ -13,10 +13,13 @@ export interface WranglerDev {
   stop(): Promise<void>;
 }
 export declare function configForPack(packDir: string, dir: string): string;
+export declare function configForR2Pack(prefix: string, dir: string): string;
+export declare function putPackInLocalR2(packDir: string, prefix: string, statePath: string, configPath: string): Promise<void>;
 export declare function startWranglerDev(options?: {
   vars?: Record<string, string>;
   configPath?: string;
   environment?: string;
+  statePath?: string;
   readyTimeoutMs?: number;
   maxLifetimeMs?: number;
   log?: (chunk: string) => void;

@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const workerDir = fileURLToPath(new URL("..", import.meta.url));
@@ -55,6 +55,32 @@ export function configForPack(packDir, dir) {
   const path = join(dir, "wrangler.json");
   writeFileSync(path, JSON.stringify(config, null, 2));
   return path;
+}
+
+/**
+ * Like {@link configForPack}, but the Worker reads the pack from the R2 bucket binding PACK_BUCKET
+ * (bucket `molorec-packs`) under `prefix`: for packs over the 25 MiB static-asset file limit. Seed
+ * the local bucket with {@link putPackInLocalR2} and pass the same `statePath` to startWranglerDev.
+ */
+export function configForR2Pack(prefix, dir) {
+  const path = configForPack(dir, dir);
+  const config = JSON.parse(readFileSync(path, "utf8"));
+  delete config.assets;
+  config.vars = { MOLOREC_PACK: `r2:${prefix}` };
+  config.r2_buckets = [{ binding: "PACK_BUCKET", bucket_name: "molorec-packs" }];
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/** Uploads every file of `packDir` to the local R2 bucket `molorec-packs` under `prefix`, in `statePath`. */
+export async function putPackInLocalR2(packDir, prefix, statePath, configPath) {
+  const walk = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : [join(d, e.name)]));
+  for (const file of walk(packDir)) {
+    const key = `molorec-packs/${prefix}${relative(packDir, file).split("\\").join("/")}`;
+    await runWrangler(["r2", "object", "put", key, "--file", file, "--local", "--persist-to", statePath, "--config", configPath], {
+      timeoutMs: 300_000,
+    });
+  }
 }
 
 /** Runs wrangler with arguments in apps/worker and resolves with its output (rejects on failure). */
@@ -119,13 +145,15 @@ export async function startWranglerDev({
   vars = {},
   configPath,
   environment,
+  statePath,
   readyTimeoutMs = 90_000,
   maxLifetimeMs = 10 * 60_000,
   log = () => {},
 } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
-  const state = mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
+  // Local state (R2 objects): a fresh temp folder, removed by stop(), unless the caller brings one.
+  const state = statePath ?? mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
   const args = [
     "dev",
     "--ip",
@@ -177,7 +205,7 @@ export async function startWranglerDev({
         await exited;
       }
     }
-    rmSync(state, { recursive: true, force: true });
+    if (!statePath) rmSync(state, { recursive: true, force: true });
   };
 
   const url = `http://127.0.0.1:${port}`;
