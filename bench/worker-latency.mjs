@@ -2,8 +2,10 @@
 // Cold-start and warm latency of the Cloudflare Worker in local workerd (`wrangler dev` on
 // 127.0.0.1), beside the Node runtime (in-process @molorec/runtime-node) on the same request.
 //
-//   pnpm build && node bench/worker-latency.mjs [--pack DIR] [--request FILE] [--runs N] [--warm M]
+//   pnpm build && node bench/worker-latency.mjs [--pack DIR] [--request FILE] [--runs N] [--warm M] [--source assets|r2]
 //
+// --source r2 serves the pack from the local R2 bucket (MOLOREC_PACK=r2:…, uploaded with `wrangler
+// r2 object put --local`) instead of static assets, whose files are limited to 25 MiB.
 // cold  = the first POST /v1/recommend of a fresh workerd (pack read from static assets, tokenizer,
 //         ORT wasm init, session, first scoring); in Node: loadPackFromDir + createRecommender +
 //         first recommend in this process.
@@ -17,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { headerUsage, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const USAGE = headerUsage(import.meta.url, 1, 11);
+const USAGE = headerUsage(import.meta.url, 1, 14);
 const values = parseCli(
   {
     pack: { type: "string", default: join(root, "test/fixtures/tiny-pack") },
@@ -25,9 +27,14 @@ const values = parseCli(
     runs: { type: "string", default: "3" },
     warm: { type: "string", default: "20" },
     json: { type: "boolean", default: false },
+    source: { type: "string", default: "assets" },
   },
   USAGE,
 );
+if (!["assets", "r2"].includes(values.source)) {
+  console.error(`--source must be assets or r2\n\n${USAGE}`);
+  process.exit(2);
+}
 const runs = Math.min(10, Math.max(1, Number(values.runs)));
 const warm = Math.min(200, Math.max(1, Number(values.warm)));
 const packDir = resolve(values.pack);
@@ -50,6 +57,10 @@ function defaultRequest() {
   return { ...c.request, mixture: "calibrated" };
 }
 const request = values.request ? JSON.parse(readFileSync(values.request, "utf8")) : defaultRequest();
+// A pack without domains or adapters (a plain LLM such as SmolLM2): no domain, the base model.
+const manifest = JSON.parse(readFileSync(join(packDir, "molorec.json"), "utf8"));
+if (request.domain !== undefined && !(request.domain in (manifest.domains ?? {}))) delete request.domain;
+if (Object.keys(manifest.adapters ?? {}).length === 0) request.mixture = "base";
 const body = JSON.stringify(request);
 
 const median = (xs) => {
@@ -61,11 +72,11 @@ function checkTime() {
   if (Date.now() > deadline) throw new Error("bench: over its 10-minute limit; use fewer --runs/--warm");
 }
 
-async function workerRun(configPath) {
-  const server = await dev.startWranglerDev({ configPath });
+async function workerRun(configPath, statePath) {
+  const server = await dev.startWranglerDev({ configPath, statePath });
+  const pid = server.workerdPid();
+  const before = pid ? dev.memoryOf(pid) : null;
   try {
-    const pid = server.workerdPid();
-    const before = pid ? dev.memoryOf(pid) : null;
     const post = async () => {
       const t0 = performance.now();
       const res = await fetch(`${server.url}/v1/recommend`, { method: "POST", body, headers: { "content-type": "application/json" } });
@@ -81,15 +92,32 @@ async function workerRun(configPath) {
       warmTimes.push((await post()).ms);
     }
     const health = await (await fetch(`${server.url}/v1/health`)).json();
+    const end = pid ? dev.memoryOf(pid) : null;
     return {
       cold: cold.ms,
       warm: median(warmTimes),
       loadMs: health.isolate?.lastLoadMs ?? null,
       sessions: health.isolate?.sessionsCreated ?? null,
       wasmHeapMiB: health.isolate?.wasmHeapMiB ?? null,
-      memory: before && after ? { rssBeforeMiB: before.rssMiB, peakAfterFirstMiB: after.peakRssMiB } : null,
+      memory:
+        before && after
+          ? { rssBeforeMiB: before.rssMiB, peakAfterFirstMiB: after.peakRssMiB, peakAtEndMiB: end?.peakRssMiB ?? null }
+          : null,
       answer: cold.json,
     };
+  } catch (e) {
+    // Say what the Worker did (an error answer, a crash of workerd) and how big the process got.
+    const alive = pid
+      ? (() => {
+          try {
+            return dev.memoryOf(pid);
+          } catch {
+            return null;
+          }
+        })()
+      : null;
+    e.message += `\nworkerd RSS before the first request ${before ? before.rssMiB.toFixed(0) : "?"} MiB, peak ${alive ? alive.peakRssMiB.toFixed(0) : "? (process gone)"} MiB\nwrangler output (last 2000 characters):\n${server.output().slice(-2000)}`;
+    throw e;
   } finally {
     await server.stop();
   }
@@ -117,12 +145,18 @@ const cpu = cpus();
 const machine = `${cpu[0]?.model ?? "unknown CPU"}, ${cpu.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${platform()} ${release()}, Node ${process.version}`;
 const tmp = mkdtempSync(join(tmpdir(), "molorec-bench-"));
 try {
-  const configPath = dev.configForPack(packDir, tmp);
+  let configPath;
+  let statePath;
+  if (values.source === "r2") {
+    configPath = dev.configForR2Pack("packs/bench/", tmp);
+    statePath = join(tmp, "state");
+    await dev.putPackInLocalR2(packDir, "packs/bench/", statePath, configPath);
+  } else configPath = dev.configForPack(packDir, tmp);
   const worker = [];
   const node = [];
   for (let i = 0; i < runs; i++) {
     checkTime();
-    worker.push(await workerRun(configPath));
+    worker.push(await workerRun(configPath, statePath));
     node.push(await nodeRun());
   }
   const maxDiff = Math.max(...worker[0].answer.ranked.map((r, i) => Math.abs(r.score - node[0].answer.ranked[i].score)));
@@ -130,6 +164,7 @@ try {
   const summary = {
     machine,
     pack: packDir,
+    source: values.source,
     request: { history: request.history.length, candidates: request.candidates.length, mixture: request.mixture ?? "calibrated" },
     runs,
     warmRequestsPerRun: warm,
@@ -148,7 +183,7 @@ try {
     console.log(JSON.stringify(summary, null, 2));
   } else {
     console.log(`machine: ${machine}`);
-    console.log(`pack: ${packDir}`);
+    console.log(`pack: ${packDir} (${values.source === "r2" ? "local R2" : "static assets"})`);
     console.log(
       `request: ${summary.request.history} history items, ${summary.request.candidates} candidates, mixture ${summary.request.mixture}; ${runs} runs × ${warm} warm requests (medians)`,
     );
@@ -170,7 +205,7 @@ try {
     if (summary.worker.memoryMiB) {
       const m = summary.worker.memoryMiB;
       console.log(
-        `workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB)`,
+        `workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB), peak ${m.peakAtEndMiB?.toFixed(0) ?? "?"} MiB after ${warm} more`,
       );
     }
     console.log(`worker vs node: same ranking ${sameRanking}, max |score diff| ${maxDiff.toExponential(2)}`);
