@@ -245,7 +245,8 @@ async function start(): Promise<void> {
   const t1 = performance.now();
   // onnxruntime-web's WebGPU backend cannot run some quantized ops correctly (webGpuBlockers):
   // with `auto`, such a model opens on WASM; `?device=webgpu` still forces WebGPU (diagnosis).
-  handle.webgpuBlockers = webGpuBlockers(pack.model);
+  // (A pack fetched by URL holds its model as bytes; only file-backed sources open it in place.)
+  handle.webgpuBlockers = pack.model instanceof Uint8Array ? webGpuBlockers(pack.model) : [];
   const gpuSkipped = device === "auto" && handle.webgpuBlockers.length > 0;
   backend = webBackend({ device: gpuSkipped ? "wasm" : device, wasmPaths: new URL(config.wasmPaths, location.href).href });
   rec = await createRecommender({ backend, pack });
