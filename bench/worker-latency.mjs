@@ -2,8 +2,10 @@
 // Cold-start and warm latency of the Cloudflare Worker in local workerd (`wrangler dev` on
 // 127.0.0.1), beside the Node runtime (in-process @molorec/runtime-node) on the same request.
 //
-//   pnpm build && node bench/worker-latency.mjs [--pack DIR] [--request FILE] [--runs N] [--warm M]
+//   pnpm build && node bench/worker-latency.mjs [--pack DIR] [--request FILE] [--runs N] [--warm M] [--source assets|r2]
 //
+// --source r2 serves the pack from the local R2 bucket (MOLOREC_PACK=r2:…, uploaded with `wrangler
+// r2 object put --local`) instead of static assets, whose files are limited to 25 MiB.
 // cold  = the first POST /v1/recommend of a fresh workerd (pack read from static assets, tokenizer,
 //         ORT wasm init, session, first scoring); in Node: loadPackFromDir + createRecommender +
 //         first recommend in this process.
@@ -17,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { headerUsage, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const USAGE = headerUsage(import.meta.url, 1, 11);
+const USAGE = headerUsage(import.meta.url, 1, 14);
 const values = parseCli(
   {
     pack: { type: "string", default: join(root, "test/fixtures/tiny-pack") },
@@ -25,9 +27,14 @@ const values = parseCli(
     runs: { type: "string", default: "3" },
     warm: { type: "string", default: "20" },
     json: { type: "boolean", default: false },
+    source: { type: "string", default: "assets" },
   },
   USAGE,
 );
+if (!["assets", "r2"].includes(values.source)) {
+  console.error(`--source must be assets or r2\n\n${USAGE}`);
+  process.exit(2);
+}
 const runs = Math.min(10, Math.max(1, Number(values.runs)));
 const warm = Math.min(200, Math.max(1, Number(values.warm)));
 const packDir = resolve(values.pack);
@@ -50,6 +57,10 @@ function defaultRequest() {
   return { ...c.request, mixture: "calibrated" };
 }
 const request = values.request ? JSON.parse(readFileSync(values.request, "utf8")) : defaultRequest();
+// A pack without domains or adapters (a plain LLM such as SmolLM2): no domain, the base model.
+const manifest = JSON.parse(readFileSync(join(packDir, "molorec.json"), "utf8"));
+if (request.domain !== undefined && !(request.domain in (manifest.domains ?? {}))) delete request.domain;
+if (Object.keys(manifest.adapters ?? {}).length === 0) request.mixture = "base";
 const body = JSON.stringify(request);
 
 const median = (xs) => {
@@ -61,18 +72,29 @@ function checkTime() {
   if (Date.now() > deadline) throw new Error("bench: over its 10-minute limit; use fewer --runs/--warm");
 }
 
-async function workerRun(configPath) {
-  const server = await dev.startWranglerDev({ configPath });
+async function workerRun(configPath, statePath) {
+  const server = await dev.startWranglerDev({ configPath, statePath });
+  const pid = server.workerdPid();
+  const before = pid ? dev.memoryOf(pid) : null;
   try {
-    const pid = server.workerdPid();
-    const before = pid ? dev.memoryOf(pid) : null;
     const post = async () => {
-      const t0 = performance.now();
-      const res = await fetch(`${server.url}/v1/recommend`, { method: "POST", body, headers: { "content-type": "application/json" } });
-      const json = await res.json();
-      if (res.status !== 200) throw new Error(`worker answered ${res.status}: ${JSON.stringify(json)}`);
-      return { ms: performance.now() - t0, json };
+      for (let attempt = 0; ; attempt++) {
+        const t0 = performance.now();
+        const res = await fetch(`${server.url}/v1/recommend`, { method: "POST", body, headers: { "content-type": "application/json" } });
+        const text = await res.text();
+        // After a request that blocked the isolate for many seconds (a big pack), wrangler dev's
+        // own proxy (local only) may answer the next POST with this 503 without running it; the
+        // isolate is unchanged (same session). Retried at most twice, and counted.
+        if (res.status === 503 && text.startsWith("Your worker restarted mid-request") && attempt < 2) {
+          proxyRetries++;
+          await new Promise((r) => setTimeout(r, 1000));
+          continue;
+        }
+        if (res.status !== 200) throw new Error(`worker answered ${res.status}: ${text.slice(0, 1000)}`);
+        return { ms: performance.now() - t0, json: JSON.parse(text) };
+      }
     };
+    let proxyRetries = 0;
     const cold = await post();
     const after = pid ? dev.memoryOf(pid) : null;
     const warmTimes = [];
@@ -80,16 +102,45 @@ async function workerRun(configPath) {
       checkTime();
       warmTimes.push((await post()).ms);
     }
-    const health = await (await fetch(`${server.url}/v1/health`)).json();
+    // The same proxy quirk parks a GET until a reload that never comes: time out and ask again.
+    let health;
+    for (let attempt = 0; !health; attempt++) {
+      try {
+        health = await (await fetch(`${server.url}/v1/health`, { signal: AbortSignal.timeout(15_000) })).json();
+      } catch (e) {
+        if (attempt >= 2) throw e;
+        proxyRetries++;
+      }
+    }
+    const end = pid ? dev.memoryOf(pid) : null;
+    const v8 = await server.isolateHeap().catch(() => null);
     return {
+      proxyRetries,
       cold: cold.ms,
       warm: median(warmTimes),
       loadMs: health.isolate?.lastLoadMs ?? null,
       sessions: health.isolate?.sessionsCreated ?? null,
       wasmHeapMiB: health.isolate?.wasmHeapMiB ?? null,
-      memory: before && after ? { rssBeforeMiB: before.rssMiB, peakAfterFirstMiB: after.peakRssMiB } : null,
+      v8HeapMiB: v8,
+      memory:
+        before && after
+          ? { rssBeforeMiB: before.rssMiB, peakAfterFirstMiB: after.peakRssMiB, peakAtEndMiB: end?.peakRssMiB ?? null }
+          : null,
       answer: cold.json,
     };
+  } catch (e) {
+    // Say what the Worker did (an error answer, a crash of workerd) and how big the process got.
+    const alive = pid
+      ? (() => {
+          try {
+            return dev.memoryOf(pid);
+          } catch {
+            return null;
+          }
+        })()
+      : null;
+    e.message += `\nworkerd RSS before the first request ${before ? before.rssMiB.toFixed(0) : "?"} MiB, peak ${alive ? alive.peakRssMiB.toFixed(0) : "? (process gone)"} MiB\nwrangler output (last 4000 characters):\n${server.output().slice(-4000)}`;
+    throw e;
   } finally {
     await server.stop();
   }
@@ -117,12 +168,18 @@ const cpu = cpus();
 const machine = `${cpu[0]?.model ?? "unknown CPU"}, ${cpu.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, ${platform()} ${release()}, Node ${process.version}`;
 const tmp = mkdtempSync(join(tmpdir(), "molorec-bench-"));
 try {
-  const configPath = dev.configForPack(packDir, tmp);
+  let configPath;
+  let statePath;
+  if (values.source === "r2") {
+    configPath = dev.configForR2Pack("packs/bench/", tmp);
+    statePath = join(tmp, "state");
+    await dev.putPackInLocalR2(packDir, "packs/bench/", statePath, configPath);
+  } else configPath = dev.configForPack(packDir, tmp);
   const worker = [];
   const node = [];
   for (let i = 0; i < runs; i++) {
     checkTime();
-    worker.push(await workerRun(configPath));
+    worker.push(await workerRun(configPath, statePath));
     node.push(await nodeRun());
   }
   const maxDiff = Math.max(...worker[0].answer.ranked.map((r, i) => Math.abs(r.score - node[0].answer.ranked[i].score)));
@@ -130,6 +187,7 @@ try {
   const summary = {
     machine,
     pack: packDir,
+    source: values.source,
     request: { history: request.history.length, candidates: request.candidates.length, mixture: request.mixture ?? "calibrated" },
     runs,
     warmRequestsPerRun: warm,
@@ -138,8 +196,14 @@ try {
       warmMs: median(worker.map((w) => w.warm)),
       serverLoadMs: median(worker.filter((w) => w.loadMs !== null).map((w) => w.loadMs)),
       sessionsCreated: worker.map((w) => w.sessions),
+      proxyRetries: worker.map((w) => w.proxyRetries),
       memoryMiB: worker[0].memory,
       wasmHeapMiB: Math.max(...worker.map((w) => w.wasmHeapMiB ?? 0)),
+      v8HeapMiB: worker[0].v8HeapMiB,
+      // What counts against the 128 MB limit: V8 heap + its ArrayBuffers + the wasm memory.
+      isolateMiB: worker[0].v8HeapMiB
+        ? worker[0].v8HeapMiB.totalMiB + worker[0].v8HeapMiB.backingStorageMiB + Math.max(...worker.map((w) => w.wasmHeapMiB ?? 0))
+        : null,
     },
     node: { coldMs: median(node.map((n) => n.cold)), warmMs: median(node.map((n) => n.warm)), loadMs: median(node.map((n) => n.loadMs)) },
     agreement: { sameRanking, maxScoreDiff: maxDiff },
@@ -148,7 +212,7 @@ try {
     console.log(JSON.stringify(summary, null, 2));
   } else {
     console.log(`machine: ${machine}`);
-    console.log(`pack: ${packDir}`);
+    console.log(`pack: ${packDir} (${values.source === "r2" ? "local R2" : "static assets"})`);
     console.log(
       `request: ${summary.request.history} history items, ${summary.request.candidates} candidates, mixture ${summary.request.mixture}; ${runs} runs × ${warm} warm requests (medians)`,
     );
@@ -162,15 +226,16 @@ try {
     );
     console.log("");
     console.log(
-      `worker over HTTP through wrangler's local proxy; node without HTTP. sessions created per worker run: ${summary.worker.sessionsCreated.join(", ")}`,
+      `worker over HTTP through wrangler's local proxy; node without HTTP. sessions created per worker run: ${summary.worker.sessionsCreated.join(", ")}${summary.worker.proxyRetries.some((n) => n > 0) ? `; requests retried after wrangler dev's proxy dropped them (its "restarted mid-request" 503, or a parked GET): ${summary.worker.proxyRetries.join(", ")}` : ""}`,
     );
+    const v8 = summary.worker.v8HeapMiB;
     console.log(
-      `isolate memory (limit 128 MB): onnxruntime-web wasm heap ${summary.worker.wasmHeapMiB.toFixed(1)} MiB after ${warm + 1} requests (exact; it only grows), plus the JS heap`,
+      `isolate memory (limit 128 MB): ${summary.worker.isolateMiB === null ? "?" : summary.worker.isolateMiB.toFixed(1)} MiB after ${warm + 1} requests = onnxruntime-web wasm heap ${summary.worker.wasmHeapMiB.toFixed(1)} MiB (exact; it only grows) + V8 heap ${v8 ? `${v8.totalMiB.toFixed(1)} MiB (${v8.usedMiB.toFixed(1)} used) + ArrayBuffers ${v8.backingStorageMiB.toFixed(1)} MiB` : "? (inspector unavailable)"}`,
     );
     if (summary.worker.memoryMiB) {
       const m = summary.worker.memoryMiB;
       console.log(
-        `workerd process RSS (whole process, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB)`,
+        `the Worker's workerd process RSS (whole process with workerd and compiled wasm code, an upper bound): ${m.rssBeforeMiB.toFixed(0)} MiB before the first request, peak ${m.peakAfterFirstMiB.toFixed(0)} MiB after it (+${(m.peakAfterFirstMiB - m.rssBeforeMiB).toFixed(0)} MiB), peak ${m.peakAtEndMiB?.toFixed(0) ?? "?"} MiB after ${warm} more`,
       );
     }
     console.log(`worker vs node: same ranking ${sameRanking}, max |score diff| ${maxDiff.toExponential(2)}`);

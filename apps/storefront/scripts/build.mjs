@@ -38,7 +38,8 @@ export function readCatalogue(path, packDomains) {
     throw new Error(`catalogue ${path}: ${what}`);
   };
   if (typeof doc !== "object" || doc === null || !Array.isArray(doc.items)) fail('must be an object with an "items" array');
-  if (typeof doc.domain !== "string" || !packDomains.includes(doc.domain)) {
+  // A pack without domains (a base LLM such as SmolLM2) ranks any catalogue: its domain is a label.
+  if (typeof doc.domain !== "string" || (packDomains.length > 0 && !packDomains.includes(doc.domain))) {
     fail(`"domain" is ${JSON.stringify(doc.domain)}, but the pack's domains are: ${packDomains.join(", ") || "none"}`);
   }
   if (doc.items.length < 2) fail("needs at least 2 items");
@@ -51,6 +52,31 @@ export function readCatalogue(path, packDomains) {
       fail(`items[${i}].title must be a non-empty string of at most 200 characters`);
   });
   return doc;
+}
+
+/** The catalogue `auto` picks for a pack without domains: well-known films, which a general LLM knows. */
+export const DOMAINLESS_CATALOGUE = "movies-ml100k.json";
+
+/**
+ * The catalogue `auto` picks: catalogue/<the pack's default domain>.json, or DOMAINLESS_CATALOGUE.
+ * @param {any} manifest  the pack's molorec.json
+ */
+export function autoCataloguePath(manifest) {
+  const domain = manifest.defaultDomain ?? Object.keys(manifest.domains ?? {})[0];
+  return join(APP_DIR, "catalogue", domain ? `${domain}.json` : DOMAINLESS_CATALOGUE);
+}
+
+/**
+ * What the page asks the pack for: its default domain and the `calibrated` mixture of its LoRAs,
+ * or, for a pack without adapters (a plain LLM such as SmolLM2), no domain and the base model.
+ * @param {any} manifest  the pack's molorec.json
+ * @param {string} catalogueDomain
+ * @returns {{ domain: string | null, mixture: "calibrated" | "base" }}
+ */
+export function requestDefaults(manifest, catalogueDomain) {
+  const domains = Object.keys(manifest.domains ?? {});
+  const adapters = Object.keys(manifest.adapters ?? {});
+  return { domain: domains.length > 0 ? catalogueDomain : null, mixture: adapters.length > 0 ? "calibrated" : "base" };
 }
 
 /** @param {string} s */
@@ -75,9 +101,13 @@ function hue(s) {
  * @param {string} currency
  */
 function productCard(item, currency) {
+  // "Godfather, The (1972)" → "G", "Apollo 13 (1995)" → "A1": no year, article or punctuation.
   const initials = item.title
-    .replace(/^The /, "")
-    .split(/\s+/)
+    .replace(/\s*\([^)]*\)/g, "")
+    .replace(/, (The|A|An|Il|La|Le|Les|L')$/, "")
+    .replace(/^(The|A|An) /, "")
+    .split(/[\s:,.-]+/)
+    .filter((w) => /^[\p{L}\p{N}]/u.test(w))
     .slice(0, 2)
     .map((w) => w[0])
     .join("");
@@ -103,7 +133,7 @@ export async function buildSite({ packDir, cataloguePath, outDir, fromSource = f
   const manifest = JSON.parse(readFileSync(manifestPath, "utf8"));
   const domains = Object.keys(manifest.domains ?? {});
   const domain = manifest.defaultDomain ?? domains[0];
-  const cataloguePathResolved = cataloguePath ?? join(APP_DIR, "catalogue", `${domain}.json`);
+  const cataloguePathResolved = cataloguePath ?? autoCataloguePath(manifest);
   if (!existsSync(cataloguePathResolved)) {
     throw new Error(`no catalogue for the pack's domain "${domain}" at ${cataloguePathResolved}: pass --catalogue FILE`);
   }
@@ -138,7 +168,7 @@ export async function buildSite({ packDir, cataloguePath, outDir, fromSource = f
     packUrl: "pack/",
     wasmPaths: `ort/${ortVersion}/`,
     packName: manifest.name,
-    domain: catalogue.domain,
+    ...requestDefaults(manifest, catalogue.domain),
     ortVersion,
   };
   const template = readFileSync(join(APP_DIR, "static/index.html"), "utf8");
@@ -155,6 +185,7 @@ export async function buildSite({ packDir, cataloguePath, outDir, fromSource = f
   const info = {
     pack: { name: manifest.name, dir: packDir },
     catalogue: { file: cataloguePathResolved, domain: catalogue.domain, items: catalogue.items.length },
+    request: requestDefaults(manifest, catalogue.domain),
     ortVersion,
     bytes: {
       appJs: app.length,

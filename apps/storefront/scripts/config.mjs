@@ -17,8 +17,10 @@ export const APP_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
  */
 
 export const USAGE = `Options (flags override storefront.config.json):
-  --pack DIR         model pack folder (default: test/fixtures/tiny-pack; the demo pack: ../../packs/demo)
-  --catalogue FILE   catalogue JSON {"domain", "items": [{"id", "title", ...}]} (default: catalogue/<pack domain>.json)
+  --pack DIR         model pack folder (default: ../../packs/edge, the trained edge pack;
+                     SmolLM2-135M int4: ../../artifacts/smollm2/int4, built by scripts/smollm2-packs.sh)
+  --catalogue FILE   catalogue JSON {"domain", "items": [{"id", "title", ...}]} (default: catalogue/<pack domain>.json;
+                     catalogue/movies-ml100k.json for a pack without domains)
   --out DIR          build output (default: dist)
   --host HOST        address to bind (default: 127.0.0.1)
   --port N           port (default: 8080; 0 picks a free one)`;

@@ -3,15 +3,18 @@
  * the conformance requests (test/fixtures/tiny-pack.golden.json) on WASM and on WebGPU.
  * Starts and stops its own static server and browser; artefacts go to .artifacts/.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createRecommender } from "@molorec/core";
+import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import golden from "../../../test/fixtures/tiny-pack.golden.json" with { type: "json" };
 import { expectClose } from "../../../test/conformance/suite.js";
 import { buildSite } from "../scripts/build.mjs";
+import { resolveConfig } from "../scripts/config.mjs";
 import { startServer } from "../scripts/server.mjs";
 import type { StorefrontHandle } from "../src/page/main.js";
 
@@ -246,6 +249,70 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
     } finally {
       await p.close();
       await grouped.close();
+    }
+  });
+
+  it("by default serves packs/edge over well-known films, on WASM (WebGPU skipped: DequantizeLinear), as Node ranks them", {
+    timeout: 120_000,
+  }, async () => {
+    // storefront.config.json as `pnpm --filter @molorec/storefront start` reads it, without flags.
+    const cfg = resolveConfig([]);
+    expect(cfg.packDir).toBe(fileURLToPath(new URL("../../../packs/edge", import.meta.url)));
+    const site = join(work, "site-default");
+    const info = await buildSite({ packDir: cfg.packDir, cataloguePath: cfg.cataloguePath, outDir: site, fromSource: true, log: () => {} });
+    expect(info.pack.name).toBe("molorec-edge");
+    expect(info.catalogue).toMatchObject({ domain: "movies-ml100k", items: 244 });
+    const request = JSON.parse(readFileSync(new URL("../../../examples/request.json", import.meta.url), "utf8"));
+    const served = await startServer({ root: site, packDir: cfg.packDir, port: 0 });
+    const p = await ctx.newPage();
+    const node = await createRecommender({
+      backend: nodeBackend({ executionProvider: "cpu", log: () => {} }),
+      pack: await loadPackFromDir(cfg.packDir),
+    });
+    try {
+      // `auto` with a WebGPU adapter present (SwiftShader): the page reads the graph, finds the
+      // DequantizeLinear that onnxruntime-web's WebGPU computes wrongly, and opens it on WASM.
+      expect(await open("", p, served.url)).toBe("ready");
+      expect(await p.evaluate(() => window.molorec.info()!.device)).toBe("wasm");
+      expect(await p.$eval("#engine", (e) => e.textContent)).toMatch(/^WASM · \d+ threads? \(WebGPU skipped for this model\)$/);
+      expect(await p.$eval("#engine-note", (e) => ((e as HTMLElement).hidden ? "" : e.textContent))).toMatch(
+        /WebGPU cannot run this model correctly — DequantizeLinear \(1 node\)/,
+      );
+      expect(await p.evaluate(() => window.molorec.defaults)).toEqual({ domain: "movies-ml100k", mixture: "calibrated" });
+      expect(await p.$$eval("#grid .product-title", (t) => t.map((e) => e.textContent))).toEqual(
+        expect.arrayContaining(["Toy Story (1995)", "Godfather, The (1972)"]),
+      );
+
+      // The page's answer to examples/request.json is Node's (same ranking, scores ≤ 1e-4).
+      const got = await p.evaluate((r) => window.molorec.recommend(r), request);
+      const want = await node.recommend(request);
+      expect(got.ranked.map((r) => r.index)).toEqual(want.ranked.map((r) => r.index));
+      const byIndex = (res: typeof want) =>
+        res.ranked
+          .slice()
+          .sort((a, b) => a.index - b.index)
+          .map((r) => r.score);
+      expectClose(byIndex(got), byIndex(want));
+      expect(got.mixture).toEqual(want.mixture);
+
+      // A click on a real title fills the shelf with other real titles, ranked by the edge pack.
+      await p.evaluate(() => localStorage.clear());
+      const before = await p.$eval("#recommendations", (e) => e.getAttribute("data-version") ?? "0");
+      await p.click('#grid .product[data-id="star-wars-1977"]');
+      await p.waitForFunction((v) => document.getElementById("recommendations")!.getAttribute("data-version") !== v, before, {
+        timeout: 60_000,
+      });
+      const titles = await p.$$eval("#recommendations li .t", (l) => l.map((e) => e.textContent!));
+      expect(titles).toHaveLength(8);
+      expect(titles).not.toContain("Star Wars (1977)");
+      expect(titles.every((t) => /\(\d{4}\)$/.test(t))).toBe(true);
+      await p.mouse.move(0, 0);
+      await p.evaluate(() => window.scrollTo(0, 0));
+      await p.screenshot({ path: join(ARTIFACTS, "storefront-default.png") });
+    } finally {
+      await node.close();
+      await p.close();
+      await served.close();
     }
   });
 

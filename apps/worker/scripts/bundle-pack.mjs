@@ -8,7 +8,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const packDir = resolve(here, "..", process.argv[2] ?? "../../test/fixtures/tiny-pack");
+const packDir = resolve(here, "..", process.argv[2] ?? "../../packs/edge");
 const outDir = join(here, "..", ".bundled");
 
 function list(dir) {

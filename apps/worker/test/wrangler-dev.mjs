@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import { createRequire } from "node:module";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const workerDir = fileURLToPath(new URL("..", import.meta.url));
@@ -57,6 +57,32 @@ export function configForPack(packDir, dir) {
   return path;
 }
 
+/**
+ * Like {@link configForPack}, but the Worker reads the pack from the R2 bucket binding PACK_BUCKET
+ * (bucket `molorec-packs`) under `prefix`: for packs over the 25 MiB static-asset file limit. Seed
+ * the local bucket with {@link putPackInLocalR2} and pass the same `statePath` to startWranglerDev.
+ */
+export function configForR2Pack(prefix, dir) {
+  const path = configForPack(dir, dir);
+  const config = JSON.parse(readFileSync(path, "utf8"));
+  delete config.assets;
+  config.vars = { MOLOREC_PACK: `r2:${prefix}` };
+  config.r2_buckets = [{ binding: "PACK_BUCKET", bucket_name: "molorec-packs" }];
+  writeFileSync(path, JSON.stringify(config, null, 2));
+  return path;
+}
+
+/** Uploads every file of `packDir` to the local R2 bucket `molorec-packs` under `prefix`, in `statePath`. */
+export async function putPackInLocalR2(packDir, prefix, statePath, configPath) {
+  const walk = (d) => readdirSync(d, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? walk(join(d, e.name)) : [join(d, e.name)]));
+  for (const file of walk(packDir)) {
+    const key = `molorec-packs/${prefix}${relative(packDir, file).split("\\").join("/")}`;
+    await runWrangler(["r2", "object", "put", key, "--file", file, "--local", "--persist-to", statePath, "--config", configPath], {
+      timeoutMs: 300_000,
+    });
+  }
+}
+
 /** Runs wrangler with arguments in apps/worker and resolves with its output (rejects on failure). */
 export function runWrangler(args, { timeoutMs = 120_000, env = {} } = {}) {
   return new Promise((resolve, reject) => {
@@ -92,16 +118,100 @@ function childrenOf(pid) {
   return kids;
 }
 
-/** The workerd process under a wrangler process (Linux /proc), or null. */
+/**
+ * The workerd process that runs the Worker under a wrangler process (Linux /proc), or null.
+ * wrangler dev starts two: one for its own proxy (the port we fetch) and one for the Worker, the
+ * one started with `--inspector-addr`; that one is returned (else the first found).
+ */
 export function findWorkerd(rootPid) {
   const queue = [rootPid];
+  const found = [];
   while (queue.length) {
     for (const kid of childrenOf(queue.shift())) {
-      if (kid.comm.startsWith("workerd")) return kid.pid;
-      queue.push(kid.pid);
+      if (kid.comm.startsWith("workerd")) found.push(kid.pid);
+      else queue.push(kid.pid);
     }
   }
-  return null;
+  const runsWorker = (pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/cmdline`, "utf8")
+        .split("\0")
+        .some((a) => a.startsWith("--inspector-addr"));
+    } catch {
+      return false;
+    }
+  };
+  return found.find(runsWorker) ?? found[0] ?? null;
+}
+
+/**
+ * The Worker isolate's V8 heap, read over wrangler's inspector (Chrome DevTools Protocol,
+ * Runtime.getHeapUsage): `usedMiB`/`totalMiB` of the JS heap and `backingStorageMiB` of its
+ * ArrayBuffers. The wasm memory is not in it (`/v1/health` → `isolate.wasmHeapMiB`). Uses a
+ * minimal WebSocket client (Node 20 has none built in); rejects after `timeoutMs`.
+ */
+export async function isolateHeapOf(inspectorPort, timeoutMs = 10_000) {
+  const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
+  const wsUrl = new URL(targets[0].webSocketDebuggerUrl);
+  const { request } = await import("node:http");
+  const { randomBytes } = await import("node:crypto");
+  const socket = await new Promise((resolve, reject) => {
+    const req = request({
+      host: wsUrl.hostname,
+      port: wsUrl.port,
+      path: wsUrl.pathname,
+      headers: {
+        Connection: "Upgrade",
+        Upgrade: "websocket",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": randomBytes(16).toString("base64"),
+      },
+    });
+    req.on("upgrade", (_res, sock) => resolve(sock));
+    req.on("response", (res) => reject(new Error(`inspector answered ${res.statusCode}, not an upgrade`)));
+    req.on("error", reject);
+    req.setTimeout(timeoutMs, () => req.destroy(new Error("inspector: no upgrade")));
+    req.end();
+  });
+  try {
+    // One masked text frame with the call, then unmasked frames from the server until the answer.
+    const payload = Buffer.from(JSON.stringify({ id: 1, method: "Runtime.getHeapUsage" }));
+    const mask = randomBytes(4);
+    const head =
+      payload.length < 126
+        ? Buffer.from([0x81, 0x80 | payload.length])
+        : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
+    socket.write(Buffer.concat([head, mask, payload.map((b, i) => b ^ mask[i % 4])]));
+    const result = await new Promise((resolve, reject) => {
+      let buf = Buffer.alloc(0);
+      const timer = setTimeout(() => reject(new Error("inspector: no answer to Runtime.getHeapUsage")), timeoutMs);
+      socket.on("error", reject);
+      socket.on("data", (chunk) => {
+        buf = Buffer.concat([buf, chunk]);
+        for (;;) {
+          if (buf.length < 2) return;
+          let len = buf[1] & 0x7f;
+          let at = 2;
+          if (len === 126) [len, at] = [buf.readUInt16BE(2), 4];
+          else if (len === 127) [len, at] = [Number(buf.readBigUInt64BE(2)), 10];
+          if (buf.length < at + len) return;
+          const opcode = buf[0] & 0x0f;
+          const text = buf.subarray(at, at + len).toString("utf8");
+          buf = buf.subarray(at + len);
+          if (opcode !== 1) continue;
+          const message = JSON.parse(text);
+          if (message.id === 1) {
+            clearTimeout(timer);
+            return message.error ? reject(new Error(`inspector: ${message.error.message}`)) : resolve(message.result);
+          }
+        }
+      });
+    });
+    const mib = (n) => (n ?? 0) / 2 ** 20;
+    return { usedMiB: mib(result.usedSize), totalMiB: mib(result.totalSize), backingStorageMiB: mib(result.backingStorageSize) };
+  } finally {
+    socket.destroy();
+  }
 }
 
 /** Resident and peak resident memory (MiB) of a process, from /proc/PID/status. */
@@ -119,13 +229,15 @@ export async function startWranglerDev({
   vars = {},
   configPath,
   environment,
+  statePath,
   readyTimeoutMs = 90_000,
   maxLifetimeMs = 10 * 60_000,
   log = () => {},
 } = {}) {
   const port = await freePort();
   const inspectorPort = await freePort();
-  const state = mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
+  // Local state (R2 objects): a fresh temp folder, removed by stop(), unless the caller brings one.
+  const state = statePath ?? mkdtempSync(join(tmpdir(), "molorec-wrangler-"));
   const args = [
     "dev",
     "--ip",
@@ -138,7 +250,7 @@ export async function startWranglerDev({
     state,
     "--show-interactive-dev-session=false",
     "--log-level",
-    "warn",
+    process.env.MOLOREC_WRANGLER_LOG_LEVEL ?? "warn",
   ];
   if (configPath) args.push("--config", configPath);
   if (environment) args.push("--env", environment);
@@ -177,7 +289,7 @@ export async function startWranglerDev({
         await exited;
       }
     }
-    rmSync(state, { recursive: true, force: true });
+    if (!statePath) rmSync(state, { recursive: true, force: true });
   };
 
   const url = `http://127.0.0.1:${port}`;
@@ -198,5 +310,13 @@ export async function startWranglerDev({
     await stop();
     throw e;
   }
-  return { url, port, pid: child.pid, workerdPid: () => findWorkerd(child.pid), output: () => output, stop };
+  return {
+    url,
+    port,
+    pid: child.pid,
+    workerdPid: () => findWorkerd(child.pid),
+    isolateHeap: () => isolateHeapOf(inspectorPort),
+    output: () => output,
+    stop,
+  };
 }

@@ -24,3 +24,4 @@ export {
   type WebGpuAdapterInfo,
   type WebGpuProbe,
 } from "./webgpu-probe.js";
+export { describeWebGpuBlockers, webGpuBlockers, type WebGpuBlocker } from "./webgpu-compat.js";

@@ -1,8 +1,11 @@
 import { createRecommender, isMolorecError, type Recommender, type RecommendResponse } from "@molorec/core";
 import {
   clearPackCache,
+  describeWebGpuBlockers,
   loadPackFromUrl,
   webBackend,
+  webGpuBlockers,
+  type WebGpuBlocker,
   type PackLoadStats,
   type PackProgress,
   type WebBackend,
@@ -16,7 +19,10 @@ interface PageConfig {
   packUrl: string;
   wasmPaths: string;
   packName: string;
-  domain: string;
+  /** The domain the page asks for; null for a pack without domains. */
+  domain: string | null;
+  /** `calibrated` (the pack's LoRA mixture), or `base` for a pack without adapters. */
+  mixture: "calibrated" | "base";
   ortVersion: string;
 }
 
@@ -27,6 +33,12 @@ export interface StorefrontHandle {
   info(): WebBackendInfo | null;
   stats: PackLoadStats | null;
   timings: { packMs: number; sessionMs: number; readyMs: number } | null;
+  /** Download progress as the page showed it: events received and the last bytes loaded / total. */
+  progress: { events: number; loaded: number; total: number };
+  /** The request the shelf sends besides history and candidates: the pack's domain (if any) and mixture. */
+  defaults: { domain: string | null; mixture: string };
+  /** Nodes of the pack's model that WebGPU cannot run correctly (then `auto` opens it on WASM). */
+  webgpuBlockers: WebGpuBlocker[];
 }
 
 const SHELF_SIZE = 8;
@@ -78,6 +90,7 @@ function onProgress(p: PackProgress): void {
     loaded += f.loaded;
     total += f.total ?? f.loaded;
   }
+  handle.progress = { events: handle.progress.events + 1, loaded, total };
   const bar = $<HTMLProgressElement>("progress");
   bar.max = Math.max(total, 1);
   bar.value = loaded;
@@ -168,8 +181,8 @@ async function rerank(r: Recommender): Promise<void> {
   const res = await r.recommend({
     history: recent.map((id) => byId.get(id)!.title),
     candidates: candidates.map((c) => c.title),
-    domain: catalogue.domain,
-    mixture: "calibrated",
+    ...(config.domain !== null ? { domain: config.domain } : {}),
+    mixture: config.mixture,
   });
   renderShelf(res, candidates, performance.now() - t0);
 }
@@ -184,14 +197,24 @@ function view(id: string): void {
 
 // --- states -----------------------------------------------------------------------------------
 
-function describeEngine(info: WebBackendInfo): string {
+function describeEngine(info: WebBackendInfo, gpuSkipped: boolean): string {
   if (info.device === "webgpu") {
     const a = info.adapter;
     const name = a ? [a.vendor, a.architecture].filter(Boolean).join(" ") || "GPU" : "GPU";
     return `WebGPU · ${name}${a?.isFallbackAdapter ? " (software fallback)" : ""}`;
   }
-  const why = info.failures.webgpu ? " (no WebGPU)" : "";
+  const why = gpuSkipped ? " (WebGPU skipped for this model)" : info.failures.webgpu ? " (no WebGPU)" : "";
   return `WASM · ${info.wasmThreads} thread${info.wasmThreads === 1 ? "" : "s"}${why}`;
+}
+
+/** Why the model does not run on WebGPU here (or runs there against advice), for the note under the shelf. */
+function engineNote(info: WebBackendInfo, blockers: WebGpuBlocker[], gpuSkipped: boolean): string {
+  if (gpuSkipped) return `Running on WASM: WebGPU cannot run this model correctly — ${describeWebGpuBlockers(blockers)}.`;
+  if (info.device === "webgpu" && blockers.length > 0)
+    return `WebGPU was forced (?device=webgpu) although it cannot run this model correctly — ${describeWebGpuBlockers(blockers)}. Scores may be wrong.`;
+  const gpu = info.failures.webgpu;
+  if (info.device === "wasm" && gpu?.stage === "session") return `Running on WASM: WebGPU could not open this model — ${gpu.message}`;
+  return "";
 }
 
 function showError(e: unknown): void {
@@ -220,14 +243,23 @@ async function start(): Promise<void> {
   const { pack, stats } = await loadPackFromUrl(new URL(config.packUrl, location.href), { onProgress });
   handle.stats = stats;
   const t1 = performance.now();
-  backend = webBackend({ device, wasmPaths: new URL(config.wasmPaths, location.href).href });
+  // onnxruntime-web's WebGPU backend cannot run some quantized ops correctly (webGpuBlockers):
+  // with `auto`, such a model opens on WASM; `?device=webgpu` still forces WebGPU (diagnosis).
+  // (A pack fetched by URL holds its model as bytes; only file-backed sources open it in place.)
+  handle.webgpuBlockers = pack.model instanceof Uint8Array ? webGpuBlockers(pack.model) : [];
+  const gpuSkipped = device === "auto" && handle.webgpuBlockers.length > 0;
+  backend = webBackend({ device: gpuSkipped ? "wasm" : device, wasmPaths: new URL(config.wasmPaths, location.href).href });
   rec = await createRecommender({ backend, pack });
   const info = backend.info();
   handle.timings = { packMs: stats.ms, sessionMs: performance.now() - t1, readyMs: performance.now() - t0 };
   const engine = $("engine");
-  engine.textContent = describeEngine(info);
+  engine.textContent = describeEngine(info, gpuSkipped);
   engine.className = "engine ok";
   engine.title = `onnxruntime-web ${info.ortVersion}; pack ${config.packName}`;
+  const note = engineNote(info, handle.webgpuBlockers, gpuSkipped);
+  $("engine-note").textContent = note;
+  $("engine-note").hidden = note === "";
+  if (note) console.info(`storefront: ${note}`);
   $("load-stats").textContent =
     `model ${config.packName}: ${stats.bytesFromCache > 0 ? `${kib(stats.bytesFromCache)} from cache` : `${kib(stats.bytesFromNetwork)} downloaded`} in ${stats.ms.toFixed(0)} ms, ` +
     `ready in ${handle.timings.readyMs.toFixed(0)} ms${stats.cacheNote ? ` (${stats.cacheNote})` : ""}`;
@@ -241,6 +273,9 @@ const handle: StorefrontHandle = {
   info: () => backend?.info() ?? null,
   stats: null,
   timings: null,
+  progress: { events: 0, loaded: 0, total: 0 },
+  defaults: { domain: config.domain, mixture: config.mixture },
+  webgpuBlockers: [],
 };
 (window as unknown as { molorec: StorefrontHandle }).molorec = handle;
 
