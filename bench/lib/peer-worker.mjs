@@ -6,8 +6,9 @@
 // stderr.
 //
 //   node bench/lib/peer-worker.mjs   (then {"cmd":"init","engine":"molorec",...} on stdin)
-import { readFileSync, writeSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
@@ -143,6 +144,13 @@ async function llamaEngine({ gguf, threads, spec, contextSize, genTokens }) {
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
   const context = await model.createContext({ contextSize, sequences: 1, threads });
   const seq = context.getSequence();
+  // the batched alternative: a context of `batchSequences` sequences, each given the prompt's state
+  // (saved to a file once, loaded into the others: the public API has no KV copy), then every
+  // sequence's candidate in one decode
+  const batchSequences = 20;
+  const batchContext = await model.createContext({ contextSize: 512, sequences: batchSequences, threads });
+  const batchSeqs = Array.from({ length: batchSequences }, () => batchContext.getSequence());
+  const stateFile = join(mkdtempSync(join(tmpdir(), "molorec-peers-")), "prompt.state");
   const stops = new Set([spec.endTokenId, model.tokens.eos, model.tokens.eot].filter((t) => t !== null && t !== undefined));
   const version = packageJson(req, "node-llama-cpp").version;
   return {
@@ -158,6 +166,21 @@ async function llamaEngine({ gguf, threads, spec, contextSize, genTokens }) {
         for (const c of r.candidateIds) {
           if (c.length > 1) await seq.evaluateWithoutGeneratingNewTokens(c.slice(0, -1));
           await seq.eraseContextTokenRanges([{ start: P, end: seq.nextTokenIndex }]);
+        }
+        return { ms: performance.now() - t0 };
+      },
+      async "engine-batched"(r) {
+        const t0 = performance.now();
+        const [first, ...rest] = batchSeqs;
+        await first.clearHistory();
+        await first.evaluateWithoutGeneratingNewTokens(r.promptIds);
+        await first.saveStateToFile(stateFile);
+        const P = first.nextTokenIndex;
+        for (let start = 0; start < r.candidateIds.length; start += batchSequences) {
+          const chunk = r.candidateIds.slice(start, start + batchSequences);
+          if (start > 0) await first.eraseContextTokenRanges([{ start: P, end: first.nextTokenIndex }]);
+          await Promise.all(rest.slice(0, chunk.length - 1).map((s) => s.loadStateFromFile(stateFile, { acceptRisk: true })));
+          await Promise.all(chunk.map((c, i) => (c.length > 1 ? batchSeqs[i].evaluateWithoutGeneratingNewTokens(c.slice(0, -1)) : null)));
         }
         return { ms: performance.now() - t0 };
       },
@@ -208,6 +231,8 @@ async function llamaEngine({ gguf, threads, spec, contextSize, genTokens }) {
       },
     },
     close: async () => {
+      rmSync(dirname(stateFile), { recursive: true, force: true });
+      await batchContext.dispose();
       await context.dispose();
       await model.dispose();
       await llama.dispose();
