@@ -36,7 +36,7 @@ const USAGE = `node --expose-gc bench/peers.mjs [options]
                      llama.cpp, torch (default 1: on a loaded 2-core machine two threads' spinning
                      pools turn others' load into 3–15× outliers, llama.cpp's most of all)
   --rows LIST        only these rows (ids in the table's first column)
-  --quick            few repeats, short cells (about 10 minutes on 2 idle cores)
+  --quick            fewer repeats and requests, shorter cells (run P3's full run took 40 min on 2 loaded cores)
   --per-size N       distinct requests per size, cycled (default 3; --quick 2); the first at 20
                      candidates is examples/request.json, the others are drawn from
                      examples/catalogue-movies.json (10 history titles, seeded)
