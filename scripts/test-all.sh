@@ -14,5 +14,9 @@ echo "==> TypeScript: typecheck + tests"
 pnpm exec turbo run typecheck test --output-logs=errors-only
 
 echo
+echo "==> Benchmark helpers: node --test (bench/lib)"
+node --test bench/lib/generation.test.mjs
+
+echo
 echo "==> Python: pytest training/"
 .venv/bin/python -m pytest training -p no:cacheprovider
