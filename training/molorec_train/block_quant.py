@@ -159,6 +159,22 @@ def matmul_blocks(ed: GraphEditor, x: str, y: str, sb: StoredBlocks, accuracy_le
     ed.node("Add", [main, corr], [y])
 
 
+def dequantized_table(ed: GraphEditor, sb: StoredBlocks) -> str:
+    """The whole table ``[N, K]`` as float32 from its packed codes, with plain ONNX ops over
+    initializers only: onnxruntime folds it into one float32 tensor when the session opens (a small
+    download, float32 memory), for runtimes without an 8-bit ``MatMulNBits`` (WebGPU)."""
+    nb = sb.k // sb.block
+    codes = ed.node("Cast", [sb.packed], to=TensorProto.FLOAT)  # [N, nb, block] (8 bits: one code per byte)
+    if sb.bits == 4:
+        raise ExportError("a dequantized-at-load head needs an 8-bit table (--embedding-bits 8)")
+    scale = ed.node("Reshape", [sb.scales, ed.const("table_shape", np.array([sb.n, nb, 1], np.int64))])
+    w = ed.node("Mul", [ed.node("Sub", [codes, ed.const("zero", np.array(1 << (sb.bits - 1), np.float32))]), scale])
+    if sb.has_offsets:
+        off = ed.node("Transpose", [sb.offsets_t], perm=[1, 0])
+        w = ed.node("Add", [w, ed.node("Reshape", [off, ed.const("table_shape", np.array([sb.n, nb, 1], np.int64))])])
+    return ed.node("Reshape", [w, ed.const("nk", np.array([sb.n, sb.k], np.int64))])
+
+
 def gather_blocks(ed: GraphEditor, ids: str, y: str, sb: StoredBlocks) -> None:
     """``y = W[ids]`` (rows of the table, ``[..., K]``) from the packed codes, with plain ONNX ops."""
     nb = sb.k // sb.block
@@ -193,14 +209,13 @@ class BlockReport:
 
 
 def quantize_graph(
-    model: onnx.ModelProto, bits: int, block: int, accuracy_level: int, embedding_bits: int | None, log=print
+    model: onnx.ModelProto, bits: int, block: int, accuracy_level: int, embedding_bits: int | None, log=print, head_at_load: bool = False
 ) -> BlockReport:
-    """Rewrites every MatMul/Gemm with a constant weight (and each embedding Gather) in place."""
+    """Rewrites every MatMul/Gemm with a constant weight (and each embedding Gather) in place.
+    ``head_at_load``: a tied LM head reads its table dequantized when the session opens
+    (:func:`dequantized_table`) instead of through an 8-bit ``MatMulNBits``, which onnxruntime-web's
+    WebGPU cannot run."""
     ed = GraphEditor(model)
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
     stored: dict[str, StoredBlocks] = {}
     errors: list[float] = []
     exact: list[float] = []
@@ -229,7 +244,11 @@ def quantize_graph(
         elif node.op_type == "Gemm" and embedding_bits and w_name in ed.inits and _attr(node, "transB") == 1 and len(node.input) == 2:
             # The tied LM head (export.share_tied_head): B is the embedding table [V, H] itself, so it
             # shares the table's packed copy (and its bits) with the embedding Gather.
-            matmul_blocks(ed, node.input[0], node.output[0], blocks_of(w_name, ed.array(w_name), embedding_bits), accuracy_level)
+            sb = blocks_of(w_name, ed.array(w_name), embedding_bits)
+            if head_at_load and sb.bits == 8:
+                ed.node("Gemm", [node.input[0], dequantized_table(ed, sb)], [node.output[0]], transB=1)
+            else:
+                matmul_blocks(ed, node.input[0], node.output[0], sb, accuracy_level)
             matmuls += 1
         elif node.op_type == "Gather" and node.input[0] in ed.inits and embedding_bits and len(ed.inits[node.input[0]].dims) == 2:
             table = ed.array(node.input[0])

@@ -278,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--keep-lm-head", action="store_true", help="dynamic/nbits: leave the LM head in float32")
     q.add_argument("--embeddings", action="store_true", help="dynamic/nbits: also store the token embedding table in int8")
+    q.add_argument(
+        "--webgpu",
+        action="store_true",
+        help="blocks: a tied LM head dequantized when the session opens instead of an 8-bit MatMulNBits (onnxruntime-web's WebGPU has no such kernel); same download, float32 head in memory",
+    )
     q.add_argument("--drift-requests", type=int, default=100, help="requests to compare the ranking on (0: skip)")
     q.add_argument(
         "--requests",

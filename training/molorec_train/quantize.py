@@ -46,6 +46,9 @@ class QuantizeOptions:
     # embedding_bits; with tied embeddings the LM head shares it), unless embedding_bits is 0.
     embeddings: bool = False
     embedding_bits: int = 8
+    # blocks: a tied LM head dequantized when the session opens (plain ops, folded by onnxruntime)
+    # instead of an 8-bit MatMulNBits, which onnxruntime-web's WebGPU cannot run; float32 head memory.
+    head_at_load: bool = False
 
     def resolved_method(self) -> str:
         method = self.method or "blocks"
@@ -129,7 +132,15 @@ def _quantize_blocks(model: onnx.ModelProto, dst: Path, options: QuantizeOptions
         raise ExportError("--keep-lm-head is for the dynamic and nbits methods; blocks keeps the ranking with the head quantized")
     if options.embedding_bits not in (0, 4, 8):
         raise ExportError(f"--embedding-bits {options.embedding_bits}: expected 8, 4 or 0 (keep float32)")
-    report = quantize_graph(model, options.bits, options.block_size, options.accuracy_level, options.embedding_bits or None, log)
+    report = quantize_graph(
+        model,
+        options.bits,
+        options.block_size,
+        options.accuracy_level,
+        options.embedding_bits or None,
+        log,
+        head_at_load=options.head_at_load,
+    )
     files = save_graph(model, dst)
     return {
         "method": "blocks",
@@ -141,6 +152,7 @@ def _quantize_blocks(model: onnx.ModelProto, dst: Path, options: QuantizeOptions
         "accuracyLevel": options.accuracy_level,
         "maxWeightError": report.max_abs_error,
         "exactBlocks": round(report.exact_blocks, 6),
+        "headAtLoad": options.head_at_load,
         "externalData": files,
     }
 
@@ -276,7 +288,8 @@ def report_drift(pack_in: Path, pack_out: Path, requests: list[dict], threads: i
     )
     if not drift.ok():
         log(
-            "warning: the quantized pack ranks differently from float32 (Spearman < 0.98 or top-1 < 95 %): prefer --method blocks, or 8 bits"
+            "warning: the quantized pack ranks differently from float32 (Spearman < 0.98 or top-1 < 95 %): prefer --method blocks, "
+            "8-bit embeddings (--embedding-bits 8), --accuracy-level 0, or --bits 8"
         )
     manifest = read_manifest(pack_out)
     manifest["quantization"]["drift"] = {
@@ -300,6 +313,7 @@ def main_quantize(args) -> int:
         keep_lm_head=args.keep_lm_head,
         embeddings=args.embeddings,
         embedding_bits=args.embedding_bits,
+        head_at_load=args.webgpu,
     )
     quantize_pack(args.pack, args.out, opts)
     if args.drift_requests > 0:

@@ -260,3 +260,13 @@ def test_blocks_store_a_tied_table_once(tmp_path):
     requests = [{"history": titles[i : i + 5], "candidates": titles[i + 5 : i + 15]} for i in range(0, 40, 10)]
     drift = ranking_drift(PackScorer(tmp_path / "fp32"), PackScorer(tmp_path / "q8"), requests)
     assert drift.top1 == 1.0 and drift.spearman >= 0.97
+
+    # --webgpu: the head reads the same 8-bit table dequantized at load (no 8-bit MatMulNBits,
+    # which onnxruntime-web's WebGPU lacks), with the same scores.
+    quantize_pack(tmp_path / "fp32", tmp_path / "web", QuantizeOptions(bits=4, head_at_load=True), log=lambda *_: None)
+    quantize_pack(tmp_path / "fp32", tmp_path / "q4", QuantizeOptions(bits=4), log=lambda *_: None)
+    web = onnx.load(str(tmp_path / "web" / "model.onnx"))
+    bits = [a.i for n in web.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"]
+    assert bits and set(bits) == {4}
+    same = ranking_drift(PackScorer(tmp_path / "q4"), PackScorer(tmp_path / "web"), requests)
+    assert same.max_score_diff <= 1e-5
