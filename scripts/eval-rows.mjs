@@ -13,7 +13,7 @@
 // --entropy-rows: rows whose token-entropy objective is wanted (scored with full logits; the rest with the
 //          scoring head only). Lines: {"i": case index, "scores": {row: [...]}, "tokens": {row: objective}}.
 // --indices: a JSON list of the case indices to score, in that order (default: every case).
-// --done: a JSONL file of lines already scored (their cases are skipped, as are those already in --out).
+// --done: a JSONL file of lines already scored: a case is scored only for the rows its line lacks (in --done or --out).
 // --shard I/N: only every N-th case of the list, from the I-th (run N processes side by side, one thread each).
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -46,19 +46,27 @@ const cases = readFileSync(values.cases, "utf8")
   .split("\n")
   .filter((l) => l.trim())
   .map((l) => JSON.parse(l));
-const done = new Set();
-for (const file of [values.out, values.done]) {
+// Lines already scored, by case: a case is scored again only for the rows its line lacks.
+const previous = new Map();
+for (const file of [values.done, values.out]) {
   if (!file || !existsSync(file)) continue;
   for (const l of readFileSync(file, "utf8").split("\n")) {
     try {
-      done.add(JSON.parse(l).i);
+      const line = JSON.parse(l);
+      const prev = previous.get(line.i);
+      previous.set(
+        line.i,
+        prev ? { i: line.i, scores: { ...prev.scores, ...line.scores }, tokens: { ...prev.tokens, ...line.tokens } } : line,
+      );
     } catch {
       // a line cut by an interruption: that case is scored again
     }
   }
 }
+const has = (line, row) => line !== undefined && row.name in line.scores && (!entropyRows.has(row.name) || row.name in line.tokens);
 const order = values.indices ? JSON.parse(readFileSync(values.indices, "utf8")) : cases.map((_, i) => i);
-const todo = order.filter((i, k) => k % shards === shard && !done.has(i));
+const todo = order.filter((i, k) => k % shards === shard && !rows.every((row) => has(previous.get(i), row)));
+const done = new Set(order.filter((i) => !todo.includes(i)));
 
 const pack = await loadPackFromDir(values.pack);
 const rec = await core.createRecommender({
@@ -66,14 +74,16 @@ const rec = await core.createRecommender({
   pack,
 });
 const weights = rows.map((r) => rec.resolveMixture(r.domain ?? null, r.mixture).weights);
-const plain = rows.map((_, k) => k).filter((k) => !entropyRows.has(rows[k].name));
-const withEntropy = rows.map((_, k) => k).filter((k) => entropyRows.has(rows[k].name));
 const started = Date.now();
 let shown = started;
 try {
   for (const [n, i] of todo.entries()) {
     const c = cases[i];
-    const line = { i, scores: {}, tokens: {} };
+    const prev = previous.get(i);
+    const line = { i, scores: { ...prev?.scores }, tokens: { ...prev?.tokens } };
+    const missing = rows.map((_, k) => k).filter((k) => !has(prev, rows[k]));
+    const plain = missing.filter((k) => !entropyRows.has(rows[k].name));
+    const withEntropy = missing.filter((k) => entropyRows.has(rows[k].name));
     if (plain.length) {
       const s = await rec.scoreMixtures({ history: c.history, candidates: c.candidates, mixtures: plain.map((k) => weights[k]) });
       plain.forEach((k, j) => (line.scores[rows[k].name] = s[j]));

@@ -339,6 +339,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="--base smollm2: evaluate the first N cases of a seeded order per cell (default: every saved case); a later run scores only the rest",
     )
     r.add_argument(
+        "--compare-objectives",
+        help="--base smollm2: the calibration objectives besides the stored one, for the comparison rows (default candidates,information; '' for none)",
+    )
+    r.add_argument(
+        "--no-permodule",
+        action="store_true",
+        help="--base smollm2: leave out the per-module (AdaMerging) reference (a later run without it adds it)",
+    )
+    r.add_argument(
         "--few-shot",
         help="--base smollm2: comma-separated target domains whose LoRA is also trained on 10 %% and 30 %% of the training users, "
         "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
@@ -431,6 +440,10 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             cfg = replace(cfg, eval_cases=args.eval_cases)
         if args.few_shot:
             cfg = replace(cfg, few_shot=tuple(args.few_shot.split(",")))
+        if args.compare_objectives is not None:
+            cfg = replace(cfg, compare_objectives=tuple(o for o in args.compare_objectives.split(",") if o))
+        if args.no_permodule:
+            cfg = replace(cfg, permodule=False)
     else:
         cfg = quick_config() if args.quick else RecipeConfig()
     cfg = replace(

@@ -80,6 +80,7 @@ class RecipeConfig:
     pretrained: str | None = None
     checkpoint: str = "artifacts/smollm2/checkpoint"
     prompt_options: PromptOptions = field(default_factory=PromptOptions)
+    permodule: bool = True  # the per-module (AdaMerging) reference row
     adamerging_steps: int = 40
     adamerging_batch: int = 16
     # Evaluation processes side by side (scripts/eval-rows.mjs, one thread each: on a shared CPU one
@@ -594,7 +595,8 @@ def eval_rows(r: RecipeRun, t: str) -> list[dict]:
     for lam in [*GRID, *calibrated_lambdas(r, t).values()]:
         if all(row["name"] != lambda_row(lam) for row in rows):
             rows.append({"name": lambda_row(lam), "domain": domain_name(t), "mixture": {"lambda": lam}})
-    rows.append({"name": "per-module", "domain": f"{domain_name(t)}@permodule", "mixture": "domain"})
+    if f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"]:
+        rows.append({"name": "per-module", "domain": f"{domain_name(t)}@permodule", "mixture": "domain"})
     return rows
 
 
@@ -667,16 +669,24 @@ def merge_shards(out: Path, shards) -> None:
     by_case = {line["i"]: line for line in read_jsonl_lines(out)}
     files = [Path(f"{out}.{i}") for i in shards if Path(f"{out}.{i}").exists()]
     for f in files:
-        by_case.update({line["i"]: line for line in read_jsonl_lines(f)})
+        for line in read_jsonl_lines(f):  # a case scored again for more rows keeps its earlier rows
+            prev = by_case.get(line["i"], {"scores": {}, "tokens": {}})
+            by_case[line["i"]] = {
+                "i": line["i"],
+                "scores": {**prev["scores"], **line["scores"]},
+                "tokens": {**prev.get("tokens", {}), **line.get("tokens", {})},
+            }
     if files:
         out.write_text("".join(json.dumps(by_case[i]) + "\n" for i in sorted(by_case)))
         for f in files:
             f.unlink()
 
 
-def eval_done(path: Path, cases: Path, limit: int | None, seed: int) -> bool:
+def eval_done(path: Path, cases: Path, limit: int | None, seed: int, rows: list[str] | None = None) -> bool:
+    """Every case of the (first `limit` of the) seeded order is scored, under every row of `rows` when given."""
     n = sum(1 for line in cases.read_text().splitlines() if line.strip())
-    return set(eval_order(n, seed)[: limit or n]) <= {line["i"] for line in read_jsonl_lines(path)}
+    lines = {line["i"]: line for line in read_jsonl_lines(path)}
+    return all(i in lines and all(row in lines[i]["scores"] for row in rows or ()) for i in eval_order(n, seed)[: limit or n])
 
 
 def pretrained_eval_step(r: RecipeRun) -> None:
@@ -685,7 +695,7 @@ def pretrained_eval_step(r: RecipeRun) -> None:
         rows = eval_rows(r, t)
         for split in ("warm", "cold"):
             out, cases = r.evals / f"{t}-{split}.rows.jsonl", r.prepared / t / f"test_{split}.jsonl"
-            if eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed):
+            if eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed, [row["name"] for row in rows]):
                 continue
             r.log(f"{t} {split}: {len(rows)} mixture rows per case ({', '.join(row['name'] for row in rows)})")
             grid = [lambda_row(lam) for lam in GRID]
@@ -723,10 +733,59 @@ def demo_eval_step(r: RecipeRun) -> None:
                 run_eval_rows(demo, cases, rows, out, entropy_rows=[], shards=1, ep=r.ep, log=r.log, seed=r.cfg.seed)
 
 
+def run_parallel(commands: list[list[str]], jobs: int, log: Callable[[str], None]) -> None:
+    """Runs the commands, `jobs` at a time, relaying their output; fails if any fails."""
+    pending, running, failed = list(commands), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            cmd = pending.pop(0)
+            running.append((cmd, subprocess.Popen(cmd, cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
+        cmd, proc = running.pop(0)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log(f"  {line.rstrip()}")
+        if proc.wait() != 0:
+            failed.append(" ".join(cmd[:4]))
+    if failed:
+        raise RuntimeError(f"failed: {failed}")
+
+
+def pretrained_calibrate_step(r: RecipeRun) -> None:
+    """`molorec calibrate` of every (domain, objective) as scripts/calibrate.mjs processes side by side
+    (one thread each), then the stored objective's λ written into the pack as the CLI's --write does."""
+    cfg = r.cfg
+    objectives = [cfg.calibration_objective, *(o for o in cfg.compare_objectives if o != cfg.calibration_objective)]
+    commands = []
+    for t in cfg.targets:
+        for o in objectives:
+            out = r.work / (f"calibration-{t}.json" if o == cfg.calibration_objective else f"calibration-{o}-{t}.json")
+            if not out.exists():
+                commands.append(
+                    [
+                        "node",
+                        str(REPO / "scripts/calibrate.mjs"),
+                        "--pack",
+                        str(r.pack),
+                        "--domain",
+                        domain_name(t),
+                        "--data",
+                        str(r.prepared / t),
+                    ]
+                    + ["--n", str(cfg.calibration_prompts), "--objective", o, "--ep", r.ep, "--out", str(out)]
+                )
+    run_parallel(commands, cfg.eval_shards, r.log)
+    manifest = read_manifest(r.pack)
+    for t in cfg.targets:
+        lam = json.loads((r.work / f"calibration-{t}.json").read_text())["lambda"]
+        manifest["domains"][domain_name(t)]["calibratedLambda"] = math.floor(lam * 1e4 + 0.5) / 1e4  # as `calibrate --write`
+    write_manifest(r.pack, manifest)
+
+
 def calibrated(r: RecipeRun) -> bool:
     objectives = [o for o in r.cfg.compare_objectives if o != r.cfg.calibration_objective]
     files = [f"calibration-{t}.json" for t in r.cfg.targets] + [f"calibration-{o}-{t}.json" for o in objectives for t in r.cfg.targets]
-    return all((r.work / f).exists() for f in files)
+    domains = read_manifest(r.pack)["domains"]
+    return all((r.work / f).exists() for f in files) and all("calibratedLambda" in domains[domain_name(t)] for t in r.cfg.targets)
 
 
 def ranking_metrics(ranks: list[int]) -> dict:
@@ -864,21 +923,31 @@ def few_shot_step(r: RecipeRun) -> None:
             }
             manifest["domains"][j.name] = {"adapter": name, "defaultLambda": 0.5}
             write_manifest(r.pack, manifest)
+    commands = []
+    for j in jobs:
+        out = r.work / f"calibration-{j.name}.json"
+        if not out.exists():
+            commands.append(
+                [
+                    "node",
+                    str(REPO / "scripts/calibrate.mjs"),
+                    "--pack",
+                    str(r.pack),
+                    "--domain",
+                    j.name,
+                    "--data",
+                    str(r.prepared / j.domains[0]),
+                ]
+                + ["--n", str(r.cfg.calibration_prompts), "--objective", r.cfg.calibration_objective, "--ep", r.ep, "--out", str(out)]
+            )
+    run_parallel(commands, r.cfg.eval_shards, r.log)
+    manifest = read_manifest(r.pack)
+    for j in jobs:
+        lam = json.loads((r.work / f"calibration-{j.name}.json").read_text())["lambda"]
+        manifest["domains"][j.name]["calibratedLambda"] = math.floor(lam * 1e4 + 0.5) / 1e4
+    write_manifest(r.pack, manifest)
     for j in jobs:
         t = j.domains[0]
-        if "calibratedLambda" not in read_manifest(r.pack)["domains"][j.name]:
-            args = [
-                "calibrate",
-                "--pack",
-                str(r.pack),
-                "--domain",
-                j.name,
-                "--data",
-                str(r.prepared / t),
-                "--n",
-                str(r.cfg.calibration_prompts),
-            ]
-            run_node([*args, "--write", "--objective", r.cfg.calibration_objective, "--ep", r.ep], r.log)
         lam = read_manifest(r.pack)["domains"][j.name]["calibratedLambda"]
         rows = [{"name": lambda_row(x), "domain": j.name, "mixture": {"lambda": x}} for x in dict.fromkeys([1.0, 0.5, lam])]
         for split in ("warm", "cold"):
@@ -953,16 +1022,28 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
             loras_step,
         ),
         RecipeStep("4. export the model pack", lambda r: (r.pack / "molorec.json").exists(), pretrained_export_step),
-        RecipeStep(f"5. {calibrate_title(cfg)}", calibrated, calibrate_step),
-        RecipeStep(
-            "6. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)",
-            lambda r: all(f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"] for t in cfg.targets),
-            permodule_step,
+        RecipeStep(f"5. {calibrate_title(cfg)}", calibrated, pretrained_calibrate_step),
+        *(
+            [
+                RecipeStep(
+                    "6. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)",
+                    lambda r: all(f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"] for t in cfg.targets),
+                    permodule_step,
+                )
+            ]
+            if cfg.permodule
+            else []
         ),
         RecipeStep(
             "7. evaluate every mixture row through the TS runtime (scripts/eval-rows.mjs)",
             lambda r: all(
-                eval_done(r.evals / f"{t}-{s}.rows.jsonl", r.prepared / t / f"test_{s}.jsonl", r.cfg.eval_cases, r.cfg.seed)
+                eval_done(
+                    r.evals / f"{t}-{s}.rows.jsonl",
+                    r.prepared / t / f"test_{s}.jsonl",
+                    r.cfg.eval_cases,
+                    r.cfg.seed,
+                    [x["name"] for x in eval_rows(r, t)],
+                )
                 for t in r.cfg.targets
                 for s in ("warm", "cold")
             ),

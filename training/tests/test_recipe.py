@@ -278,8 +278,19 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
         few_shot=("tgt",),
         few_shot_fractions=(0.3,),
     )
+    # first the essential rows (no comparison objectives, no per-module reference, no few-shot) ...
+    first = run_recipe(
+        data, tmp_path / "work", replace(cfg, compare_objectives=(), permodule=False, few_shot=()), lora_jobs=1, log=lambda *_: None
+    )
+    assert "per-module" not in first["table"]["tgt/warm"] and "calibrated-candidates" not in first["table"]["tgt/warm"]
+    scored = (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()
+    # ... then the rest: only the rows the cases lack are scored (the earlier rows are kept as scored)
     results = run_recipe(data, tmp_path / "work", cfg, lora_jobs=1, log=lambda *_: None)
     cell = results["table"]["tgt/warm"]
+    for old, new in zip(scored, (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()):
+        old, new = json.loads(old), json.loads(new)
+        assert all(new["scores"][k] == v for k, v in old["scores"].items()) and "per-module" in new["scores"]
+    assert first["table"]["tgt/warm"]["domain"] == cell["domain"]
     assert {"random", "popularity", "sasrec"} <= set(cell)
     for key in ("base", "general", "domain", "wa", "calibrated", "adaptive", "per-module"):
         assert key in cell and cell[key]["count"] == cell["random"]["cases"], key
@@ -307,6 +318,17 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
     )
     for row in json.loads(out.read_text())["results"]:
         assert cell[row["policy"]]["ndcg1"] == pytest.approx(row["ndcg1"]) and cell[row["policy"]]["ndcg3"] == pytest.approx(row["ndcg3"])
+    # scripts/calibrate.mjs finds the λ `molorec calibrate` finds
+    cli_out = tmp_path / "calibrate.json"
+    subprocess.run(
+        ["node", str(REPO / "packages/runtime-node/bin/molorec.js"), "calibrate", "--pack", str(tmp_path / "work/pack"), "--domain", "tgt"]
+        + ["--data", str(tmp_path / "work/prepared/tgt"), "--n", "4", "--ep", "cpu", "--out", str(cli_out)],
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads(cli_out.read_text())["lambda"] == pytest.approx(
+        json.loads((tmp_path / "work/calibration-tgt.json").read_text())["lambda"]
+    )
     # an interrupted run resumes: every step is done, nothing is redone
     again = run_recipe(data, tmp_path / "work", cfg, lora_jobs=1, log=lambda *_: None)
     assert len(again["cached_steps"]) == len(again["step_seconds"])
