@@ -348,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--base smollm2: leave out the per-module (AdaMerging) reference (a later run without it adds it)",
     )
     r.add_argument(
+        "--no-adaptive",
+        action="store_true",
+        help="--base smollm2: leave out the adaptive rows (λ 0.25, 0.75; a later run without it adds them)",
+    )
+    r.add_argument(
         "--few-shot",
         help="--base smollm2: comma-separated target domains whose LoRA is also trained on 10 %% and 30 %% of the training users, "
         "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
@@ -444,6 +449,8 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             cfg = replace(cfg, compare_objectives=tuple(o for o in args.compare_objectives.split(",") if o))
         if args.no_permodule:
             cfg = replace(cfg, permodule=False)
+        if args.no_adaptive:
+            cfg = replace(cfg, adaptive=False)
     else:
         cfg = quick_config() if args.quick else RecipeConfig()
     cfg = replace(

@@ -81,6 +81,7 @@ class RecipeConfig:
     checkpoint: str = "artifacts/smollm2/checkpoint"
     prompt_options: PromptOptions = field(default_factory=PromptOptions)
     permodule: bool = True  # the per-module (AdaMerging) reference row
+    adaptive: bool = True  # the adaptive rows (λ 0.25 and 0.75 scored too)
     adamerging_steps: int = 40
     adamerging_batch: int = 16
     # Evaluation processes side by side (scripts/eval-rows.mjs, one thread each: on a shared CPU one
@@ -592,7 +593,7 @@ def eval_rows(r: RecipeRun, t: str) -> list[dict]:
     """The mixture rows every policy of the table is read from: base, the adaptive grid (G = λ 0,
     WA = 0.5, S = 1), each calibrated λ, the per-module reference."""
     rows = [{"name": "base", "mixture": "base"}]
-    for lam in [*GRID, *calibrated_lambdas(r, t).values()]:
+    for lam in [*(GRID if r.cfg.adaptive else (0.0, 0.5, 1.0)), *calibrated_lambdas(r, t).values()]:
         if all(row["name"] != lambda_row(lam) for row in rows):
             rows.append({"name": lambda_row(lam), "domain": domain_name(t), "mixture": {"lambda": lam}})
     if f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"]:
