@@ -92,11 +92,34 @@ def random_scorer(seed: int) -> Scorer:
     return score
 
 
-def popularity_counts(train: list[dict]) -> dict[str, int]:
-    """Occurrences of each item in the training data, as target or in a history."""
-    counts: dict[str, int] = {}
+def training_sequences(train: list[dict], maxlen: int) -> list[list[str]]:
+    """The item sequences behind the saved sliding windows: a window whose history is the tail
+    (last min(len, maxlen) items) of the running sequence continues it; any other window starts
+    a new one (its history, then its target). Each training interaction appears once."""
+    out: list[list[str]] = []
+    cur: list[str] = []
     for ex in train:
-        for i in [*ex["history_ids"], ex["target_id"]]:
+        hist = list(ex["history_ids"])
+        if cur and len(hist) == min(len(cur), maxlen) and hist == cur[-len(hist) :]:
+            cur.append(ex["target_id"])
+        else:
+            if cur:
+                out.append(cur)
+            cur = hist + [ex["target_id"]]
+    if cur:
+        out.append(cur)
+    return out
+
+
+def popularity_counts(train: list[dict], maxlen: int) -> dict[str, int]:
+    """How often each item was interacted with in training: every interaction once.
+
+    Counting every window's history instead would weigh an item by how many windows it sits in
+    (up to ``maxlen`` + 1 times for an item early in a long sequence), not by how popular it is.
+    """
+    counts: dict[str, int] = {}
+    for seq in training_sequences(train, maxlen):
+        for i in seq:
             counts[i] = counts.get(i, 0) + 1
     return counts
 
@@ -217,22 +240,8 @@ class SASRecBaseline:
         return [self.index[i] for i in ids if i in self.index]
 
     def chains(self, train: list[dict]) -> list[list[int]]:
-        """Rebuild item sequences from the saved sliding windows: a window whose history is
-        the tail (last min(len, maxlen) items) of the running sequence continues it."""
-        L = self.cfg.maxlen
-        out: list[list[int]] = []
-        cur: list[str] = []
-        for ex in train:
-            hist = list(ex["history_ids"])
-            if cur and len(hist) == min(len(cur), L) and hist == cur[-len(hist) :]:
-                cur.append(ex["target_id"])
-            else:
-                if len(cur) >= 2:
-                    out.append(self._idx(cur))
-                cur = hist + [ex["target_id"]]
-        if len(cur) >= 2:
-            out.append(self._idx(cur))
-        return [c for c in out if len(c) >= 2]
+        """The item sequences behind the saved sliding windows (``training_sequences``), as indices."""
+        return [c for c in (self._idx(s) for s in training_sequences(train, self.cfg.maxlen)) if len(c) >= 2]
 
     def epoch_chunks(self, chains: list[list[int]], rng: random.Random) -> tuple[list[list[int]], list[list[int]]]:
         """Cut every sequence into pieces of <= maxlen transitions (consecutive pieces share one
@@ -384,7 +393,7 @@ def run_baselines(
         scorers["random"] = (random_scorer(seed), 0.0, {})
     if "popularity" in only:
         t0 = time.perf_counter()
-        counts = popularity_counts(dom["train"])
+        counts = popularity_counts(dom["train"], int(dom["meta"]["options"]["max_history"]))
         scorers["popularity"] = (popularity_scorer(counts, seed), time.perf_counter() - t0, {})
     if "sasrec" in only:
         cfg = replace(sasrec_config or SASRecConfig(maxlen=int(dom["meta"]["options"]["max_history"])), seed=seed)
@@ -406,9 +415,17 @@ def run_baselines(
         rows = []
         for name, (scorer, fit_s, extra) in scorers.items():
             t0 = time.perf_counter()
-            m = evaluate(scorer, cs)
+            ranks = [rank_of_label(s, c["label"]) for s, c in zip(scorer(cs), cs)]
+            m = metrics_from_ranks(ranks)
             rows.append(
-                {"baseline": name, **m, "fit_seconds": round(fit_s, 2), "eval_seconds": round(time.perf_counter() - t0, 3), **extra}
+                {
+                    "baseline": name,
+                    **m,
+                    "fit_seconds": round(fit_s, 2),
+                    "eval_seconds": round(time.perf_counter() - t0, 3),
+                    **extra,
+                    "ranks": ranks,  # per saved case, so that a subset of the cases can be scored too
+                }
             )
         out["splits"][split] = {
             "cases": len(cs),

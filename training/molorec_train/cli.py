@@ -294,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")
     r.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the domain folders (shared layout)")
-    r.add_argument("--work", type=Path, default=Path("artifacts/recipe"), help="work folder (steps already done there are skipped)")
+    r.add_argument(
+        "--work",
+        type=Path,
+        help="work folder (steps already done there are skipped; default artifacts/recipe, or artifacts/recipe-smollm2 with --base smollm2)",
+    )
     r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
     r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
     r.add_argument(
@@ -323,15 +327,86 @@ def build_parser() -> argparse.ArgumentParser:
         default="tokens",
         help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)",
     )
+    r.add_argument(
+        "--base",
+        choices=["scratch", "smollm2"],
+        default="scratch",
+        help="scratch (default): pretrain the 1 M-parameter base; smollm2: SmolLM2-135M-Instruct from --checkpoint (imported by import-gguf when missing), LoRAs on its top layers",
+    )
+    r.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="--base smollm2: the transformers checkpoint folder (default artifacts/smollm2/checkpoint; import-gguf writes it when missing)",
+    )
+    r.add_argument(
+        "--eval-cases",
+        type=int,
+        help="--base smollm2: evaluate the first N cases of a seeded order per cell (default: every saved case); a later run scores only the rest",
+    )
+    r.add_argument(
+        "--compare-objectives",
+        help="--base smollm2: the calibration objectives besides the stored one, for the comparison rows (default candidates,information; '' for none)",
+    )
+    r.add_argument(
+        "--no-permodule",
+        action="store_true",
+        help="--base smollm2: leave out the per-module (AdaMerging) reference (a later run without it adds it)",
+    )
+    r.add_argument(
+        "--no-adaptive",
+        action="store_true",
+        help="--base smollm2: leave out the adaptive rows (λ 0.25, 0.75; a later run without it adds them)",
+    )
+    r.add_argument(
+        "--few-shot",
+        help="--base smollm2: comma-separated target domains whose LoRA is also trained on 10 %% and 30 %% of the training users, "
+        "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
+    )
+    r.add_argument(
+        "--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1); cuda also evaluates on onnxruntime's CUDA provider"
+    )
     r.set_defaults(func=_cmd_recipe)
 
-    a = sub.add_parser("add-domain", help="plug a new domain into a pack: prepare its data, train its LoRA, add it")
-    a.add_argument("--data", type=Path, required=True, help="folder holding the domain folder (shared layout)")
-    a.add_argument("--domain", required=True, help="domain folder name inside --data")
-    a.add_argument("--pack", type=Path, required=True, help="pack to extend (in place)")
-    a.add_argument("--base", type=Path, required=True, help="the base model folder the pack was exported from")
-    a.add_argument("--work", type=Path, default=Path("artifacts/add-domain"))
-    a.add_argument("--steps", type=int, default=800, help="LoRA training steps")
+    a = sub.add_parser(
+        "add-domain",
+        help="plug a new domain into a pack: prepare its data, train its LoRA, add it, calibrate its λ",
+        description="Plugs an unseen domain into a pack by training only its domain LoRA (docs/data.md: the data layout). "
+        "The LoRA takes the settings of the recipe that built the pack (rank, targets and layers read from its general adapter).",
+    )
+    a.add_argument("--data", type=Path, required=True, help="folder holding the domain folder (layout: docs/data.md)")
+    a.add_argument("--domain", required=True, help="domain folder name inside --data (also the pack's domain name)")
+    a.add_argument("--pack", type=Path, required=True, help="pack to extend; changed in place unless --out is given")
+    a.add_argument("--out", type=Path, help="write the extended pack here (a copy of --pack) instead of changing --pack in place")
+    a.add_argument(
+        "--base",
+        type=Path,
+        help="the base checkpoint the pack was exported from (default: found by shape: packs/demo-base for packs/demo, "
+        "artifacts/smollm2/checkpoint for a SmolLM2 pack, PACK-base beside the pack)",
+    )
+    a.add_argument(
+        "--work", type=Path, help="work folder: prepared data and the trained LoRA (default: <repo>/artifacts/add-domain/DOMAIN)"
+    )
+    a.add_argument(
+        "--steps",
+        type=int,
+        help="LoRA training steps (default: the recipe's: 600 for the 1 M packs, 160 for `recipe --base smollm2` packs)",
+    )
+    a.add_argument("--max-test", type=int, default=500, help="cap each saved test set, as the recipe does (default 500)")
+    a.add_argument(
+        "--max-title-tokens",
+        default="auto",
+        help="the pack's title cap: auto (default: raised to the 90th percentile of the domain's titles, at most 64, never lowered), "
+        "keep, or a number; it applies to every domain of the pack",
+    )
+    a.add_argument(
+        "--calibrate",
+        choices=["tokens", "candidates", "answer", "information", "none"],
+        default="tokens",
+        help="calibrate the domain's λ on its unlabeled valid prompts and store it (default tokens: the token entropy, "
+        "as the recipe; information for --rank-weight LoRAs; none: λ stays 0.5 until `molorec calibrate --write`)",
+    )
+    a.add_argument("--calibration-prompts", type=int, default=64, help="unlabeled valid prompts for the calibration (default 64)")
+    a.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument(
         "--rank-weight",
@@ -364,18 +439,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_recipe(args: argparse.Namespace) -> int:
-    from .recipe import RecipeConfig, quick_config, run_recipe
+    from .recipe import RecipeConfig, quick_config, run_recipe, smollm2_config, smollm2_quick_config
     from .report import write_report
 
-    cfg = quick_config() if args.quick else RecipeConfig()
+    if args.base == "smollm2":
+        cfg = smollm2_quick_config() if args.quick else smollm2_config()
+        if args.checkpoint:
+            cfg = replace(cfg, checkpoint=str(args.checkpoint.resolve()))
+        if args.eval_cases:
+            cfg = replace(cfg, eval_cases=args.eval_cases)
+        if args.few_shot:
+            cfg = replace(cfg, few_shot=tuple(args.few_shot.split(",")))
+        if args.compare_objectives is not None:
+            cfg = replace(cfg, compare_objectives=tuple(o for o in args.compare_objectives.split(",") if o))
+        if args.no_permodule:
+            cfg = replace(cfg, permodule=False)
+        if args.no_adaptive:
+            cfg = replace(cfg, adaptive=False)
+    else:
+        cfg = quick_config() if args.quick else RecipeConfig()
     cfg = replace(
         cfg,
         general_lora=replace(cfg.general_lora, rank_weight=args.general_rank_weight),
         domain_lora=replace(cfg.domain_lora, rank_weight=args.rank_weight),
         calibration_objective=args.calibration_objective,
     )
+    work = args.work or Path("artifacts/recipe-smollm2" if args.base == "smollm2" else "artifacts/recipe")
     results = run_recipe(
-        args.data, args.work, cfg, pack_out=args.pack_out, base_out=args.base_out, force=args.force, lora_jobs=args.lora_jobs
+        args.data,
+        work,
+        cfg,
+        pack_out=args.pack_out,
+        base_out=args.base_out,
+        force=args.force,
+        lora_jobs=args.lora_jobs,
+        device=args.device,
     )
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)
@@ -386,7 +484,22 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
 def _cmd_add_domain(args: argparse.Namespace) -> int:
     from .recipe import add_domain
 
-    add_domain(args.data, args.domain, args.pack, args.base, args.work, steps=args.steps, seed=args.seed, rank_weight=args.rank_weight)
+    add_domain(
+        args.data,
+        args.domain,
+        args.pack,
+        args.base,
+        args.work,
+        out=args.out,
+        steps=args.steps,
+        seed=args.seed,
+        rank_weight=args.rank_weight,
+        max_test=args.max_test,
+        max_title_tokens=args.max_title_tokens,
+        calibrate=None if args.calibrate == "none" else args.calibrate,
+        calibration_prompts=args.calibration_prompts,
+        device=args.device,
+    )
     return 0
 
 

@@ -21,6 +21,26 @@ ROWS = [
 ]
 
 
+PRETRAINED_ROWS = [
+    ("Random", "random"),
+    ("Popularity", "popularity"),
+    ("SASRec", "sasrec"),
+    ("1 M demo pack (`packs/demo`, trained from scratch; calibrated)", "demo-1m"),
+    ("Base model, no adapter (zero-shot)", "base"),
+    ("G (general LoRA)", "general"),
+    ("S (domain LoRA)", "domain"),
+    ("WA (λ = 0.5)", "wa"),
+    ("Calibrated λ (token entropy, per domain)", "calibrated"),
+    ("Calibrated λ (candidate-score entropy, per domain)", "calibrated-candidates"),
+    ("Calibrated λ (mutual information, per domain)", "calibrated-information"),
+    ("Adaptive λ (token entropy, per request)", "adaptive"),
+    ("Adaptive λ (candidate-score entropy, per request)", "adaptive-candidates"),
+    ("Per-module λ (AdaMerging reference)", "per-module"),
+]
+# The LLM mixtures the targets hold to "above popularity and random in every cell".
+MIXTURES = ("wa", "calibrated", "calibrated-candidates", "calibrated-information", "adaptive", "adaptive-candidates", "per-module")
+
+
 def metric(row: dict | None, key: str) -> float | None:
     if row is None:
         return None
@@ -74,7 +94,53 @@ titles: the paper's token-level objective, and the runtime's default; stored in 
 or the **candidate-score entropy** (entropy of the softmax over the candidates' scores): {lam_c}."""
 
 
+def targets(table: dict) -> list[str]:
+    """The recipe issue's targets (NDCG@1), each with its verdict as measured."""
+    n1 = lambda cell, key: metric(table[cell].get(key), "ndcg1")  # noqa: E731
+    needed = ("general", "domain", "calibrated", "popularity", "random", "sasrec")
+    cells = [c for c in table if all(n1(c, k) is not None for k in needed)]
+    lines = []
+    ge = gt = 0
+    for c in cells:
+        best = max(n1(c, "general"), n1(c, "domain"))
+        ge += n1(c, "calibrated") >= best
+        gt += n1(c, "calibrated") > best
+    met = ge >= 3 and gt >= 1
+    lines.append(
+        f"- `calibrated` ≥ the better single adapter in ≥ 3 of 4 cells and strictly better in one: **{'met' if met else 'not met'}** "
+        f"(≥ in {ge} of {len(cells)}, strictly better in {gt})."
+    )
+    below = [
+        f"{key} {n1(c, key):.3f} in {c} (popularity {n1(c, 'popularity'):.3f}, random {n1(c, 'random'):.3f})"
+        for c in cells
+        for key in MIXTURES
+        if n1(c, key) is not None and n1(c, key) <= max(n1(c, "popularity"), n1(c, "random"))
+    ]
+    lines.append(
+        f"- every LLM mixture above popularity and random in every cell: **{'met' if not below else 'not met'}**"
+        + (f" (at or below: {'; '.join(below)})." if below else ".")
+    )
+    cold = [c for c in cells if c.endswith("/cold")]
+    warm = [c for c in cells if c.endswith("/warm")]
+    cold_ok = [c for c in cold if n1(c, "calibrated") >= 2 * n1(c, "sasrec")]
+    lines.append(
+        f"- cold start ≥ 2× SASRec: **{'met' if len(cold_ok) == len(cold) else 'not met'}** ("
+        + "; ".join(f"{c} {n1(c, 'calibrated'):.3f} vs 2 × {n1(c, 'sasrec'):.3f}" for c in cold)
+        + ")."
+    )
+    warm_ok = [c for c in warm if n1(c, "calibrated") >= 0.9 * n1(c, "sasrec")]
+    ratio = lambda c: f"{n1(c, 'calibrated') / n1(c, 'sasrec'):.0%}" if n1(c, "sasrec") else "—"  # noqa: E731
+    lines.append(
+        f"- warm start within 10 % of SASRec or above: **{'met' if len(warm_ok) == len(warm) else 'not met'}** ("
+        + "; ".join(f"{c} {n1(c, 'calibrated'):.3f} vs SASRec {n1(c, 'sasrec'):.3f} ({ratio(c)})" for c in warm)
+        + ")."
+    )
+    return lines
+
+
 def render(results: dict, cfg, quick: bool) -> str:
+    if getattr(cfg, "pretrained", None):
+        return render_pretrained(results, cfg, quick)
     table = results["table"]
     cells = list(table)
     head = "| | " + " | ".join(f"{c} NDCG@1 | {c} NDCG@3" for c in cells) + " |"
@@ -116,7 +182,7 @@ def render(results: dict, cfg, quick: bool) -> str:
         else ""
     )
     n_cases = {c: table[c].get("calibrated", {}).get("count") for c in cells}
-    return f"""# Results: the MoLoRec recipe on real data
+    return f"""## The 1 M-parameter recipe: a base trained from scratch (`packs/demo`)
 
 {"> **Quick mode** (CI-sized): tiny model, few steps, few cases — these numbers only show the pipeline runs." if quick else ""}
 
@@ -133,11 +199,11 @@ generative loss on the next title{_listwise(cfg)}.
 
 {_calibration_text(cfg, lam, lam_c)}
 
-## Where the mixture does and does not help
+### Where the mixture does and does not help
 
 {chr(10).join(verdicts)}
 
-## Reproduce
+### Reproduce
 
 ```sh
 scripts/setup.sh
@@ -152,15 +218,132 @@ Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.
 """
 
 
+def _table(table: dict, rows: list[tuple[str, str]]) -> list[str]:
+    cells = list(table)
+    lines = ["| | " + " | ".join(f"{c} NDCG@1 | {c} NDCG@3" for c in cells) + " |", "|---|" + "---|" * (2 * len(cells))]
+    for label, key in rows:
+        vals = []
+        for c in cells:
+            row = table[c].get(key)
+            for k in ("ndcg1", "ndcg3"):
+                v = metric(row, k)
+                vals.append("—" if v is None else f"{v:.4f}")
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def _steps(results: dict) -> tuple[str, str]:
+    cached = set(results.get("cached_steps", []))
+    steps = "\n".join(
+        f"| {k} | {'reused from the work folder' if k in cached else f'{v / 60:.1f} min'} |" for k, v in results["step_seconds"].items()
+    )
+    wall = f"{results['wall_seconds'] / 60:.1f} min" + (
+        f" (steps {', '.join(k.split('.')[0] for k in results['step_seconds'] if k in cached)} reused from an earlier run in the same work folder)"
+        if cached
+        else ""
+    )
+    return steps, wall
+
+
+def _few_shot(few: dict) -> str:
+    """The few-shot table (NDCG@1 / NDCG@3 per cell): each fraction's LoRA alone, at λ = 0.5, calibrated."""
+    if not few:
+        return ""
+    cells = list(few)
+    labels = list(dict.fromkeys(k for c in cells for k in few[c]))
+    lines = ["| NDCG@1 / NDCG@3 | " + " | ".join(cells) + " |", "|---|" + "---|" * len(cells)]
+    for label in labels:
+        vals = []
+        for c in cells:
+            row = few[c].get(label)
+            lam = "" if row is None or row.get("lambda") is None else f" (λ {row['lambda']:.2f})"
+            vals.append("—" if row is None else f"{row['ndcg1']:.4f} / {row['ndcg3']:.4f}{lam}")
+        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+    return (
+        "### Few-shot plug-in: a domain LoRA from a fraction of its training users, alone and mixed with G\n\n" + "\n".join(lines) + "\n\n"
+    )
+
+
+def render_pretrained(results: dict, cfg, quick: bool) -> str:
+    table = results["table"]
+    cells = list(table)
+    lam = results.get("calibrated_lambdas", {})
+    lam_text = "; ".join(f"{t}: " + ", ".join(f"{o} {v:.3f}" for o, v in obj.items()) for t, obj in lam.items())
+    c = cfg.domain_lora
+    steps, wall = _steps(results)
+    n_cases = {cell: table[cell].get("calibrated", {}).get("count") for cell in cells}
+    po = cfg.prompt_options
+    quick_flag = " --quick" if quick else ""
+    return f"""## The recipe on a pretrained base: {cfg.pretrained} (`recipe --base {cfg.pretrained}`)
+
+{"> **Quick mode** (CI-sized): a tiny stand-in model, few steps, few cases — these numbers only show the pipeline runs." if quick else ""}
+
+Target domains: {", ".join(cfg.targets)} (general domains: {", ".join(cfg.general)}). Each test
+case ranks 1 positive among {cfg.negatives + 1} candidates (negatives drawn from the same pool
+as the positive, fixed by seed {cfg.seed} and saved). *Warm*: positives seen in training; *cold*:
+positives among the ~20 % of items held out from all training. Cases per cell: {", ".join(f"{k} {n}" for k, n in n_cases.items())}.
+Every LLM row is scored through the TypeScript runtime (onnxruntime-node, CPU; `scripts/eval-rows.mjs` scores each
+mixture once per case and the recipe reads every policy from those scores); baselines on the same saved cases in Python.
+λ is the weight of the domain LoRA. Base model: {cfg.pretrained}, titles capped at {po.maxTitleTokens} tokens, histories at
+{po.maxHistoryTokens}. LoRAs (rank {c.rank}, alpha {c.alpha:g}, every linear layer of the top {c.top_layers or "all"} decoder layers): general
+{cfg.general_lora.steps} steps, each domain {c.steps} steps of {c.batch_size} prompts (lr {c.lr:g}; training prompts keep the newest
+history titles within {c.max_history_tokens} tokens), the generative loss on the next title{_listwise(cfg)}.
+
+{chr(10).join(_table(table, PRETRAINED_ROWS))}
+
+Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
+The pack stores the **{cfg.calibration_objective}** λ (`calibrated`). Adaptive rows choose per request among λ ∈ {{0, 0.25, 0.5, 0.75, 1}}.
+
+{_few_shot(results.get("few_shot") or {})}### The targets, as measured (NDCG@1)
+
+{chr(10).join(targets(table))}
+
+### Reproduce
+
+```sh
+scripts/setup.sh
+.venv/bin/molorec-train recipe --base {cfg.pretrained} --data ../shared/data{quick_flag}{_options(cfg)} --report docs/results.md
+```
+
+Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.
+
+| step | time |
+|---|---|
+{steps}
+"""
+
+
 # Everything after this line in an existing report is written by hand and kept by reruns.
 KEEP_MARKER = "<!-- Hand-written below this line: a rerun of the recipe regenerates everything above and keeps the rest. -->"
 
 
+KINDS = ("smollm2", "scratch")  # the order of the generated blocks in the report
+
+
+def begin(kind: str) -> str:
+    return f"<!-- recipe {kind}: begin (generated: a rerun of this recipe replaces this block) -->"
+
+
+def end(kind: str) -> str:
+    return f"<!-- recipe {kind}: end -->"
+
+
 def write_report(results: dict, cfg, path: Path, quick: bool = False) -> None:
+    """Writes the recipe's generated block into ``path``: the block of the same recipe (``--base``) is
+    replaced, the other recipe's block and the hand-written part below ``KEEP_MARKER`` are kept. A
+    report without blocks (older runs) is replaced above ``KEEP_MARKER``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    kept = ""
-    if path.is_file():
-        old = path.read_text()
-        if KEEP_MARKER in old:
-            kept = old[old.index(KEEP_MARKER) :]
-    path.write_text(render(results, cfg, quick) + ("\n" + kept if kept else ""))
+    kind = "smollm2" if getattr(cfg, "pretrained", None) else "scratch"
+    block = f"{begin(kind)}\n{render(results, cfg, quick).rstrip()}\n{end(kind)}\n"
+    old = path.read_text() if path.is_file() else ""
+    if begin(kind) in old and end(kind) in old:
+        a, b = old.index(begin(kind)), old.index(end(kind)) + len(end(kind)) + 1
+        path.write_text(old[:a] + block + old[b:])
+        return
+    other = next((k for k in KINDS if k != kind and begin(k) in old), None)
+    if other is not None:  # smollm2's block first, then scratch's
+        at = old.index(begin(other)) if KINDS.index(kind) < KINDS.index(other) else old.index(end(other)) + len(end(other)) + 1
+        path.write_text(old[:at] + (block + "\n" if at == old.index(begin(other)) else "\n" + block) + old[at:])
+        return
+    kept = old[old.index(KEEP_MARKER) :] if KEEP_MARKER in old else ""
+    path.write_text(block + ("\n" + kept if kept else ""))

@@ -61,6 +61,14 @@ class LoraTrainConfig:
     rank_weight: float = 0.0
     rank_batch: int = 4
     rank_negatives: int = 7
+    # LoRA on the top `top_layers` decoder layers only (PEFT's layers_to_transform); 0: every layer.
+    # With it, the frozen layers below take no gradient, so their outputs are computed once per
+    # training example and cached (`cache_lower`): the same training, a fraction of the compute.
+    top_layers: int = 0
+    cache_lower: bool = True
+    # Training prompts keep only the newest history titles that fit this many tokens (None: the
+    # pack's maxHistoryTokens): shorter sequences, cheaper steps; the pack still serves the full prompt.
+    max_history_tokens: int | None = None
 
 
 def log_progress(prefix: str, step: int, total: int, loss: float, started: float, log: Callable[[str], None]) -> None:
@@ -170,17 +178,21 @@ def optimise(
     name: str,
     log: Callable[[str], None],
     extra_loss: Callable[[random.Random], torch.Tensor] | None = None,
+    loss_of: Callable[[dict], torch.Tensor] | None = None,
 ) -> list[float]:
     """The training loop shared by pretraining and LoRAs: warmup + cosine schedule, gradient
     clipping, progress every 50 steps. Returns the loss curve (mean per 50 steps).
-    ``extra_loss`` adds a term per step (drawn from its own random stream)."""
+    ``extra_loss`` adds a term per step (drawn from its own random stream); ``loss_of`` turns a
+    batch into its loss (default: the model's own ``.loss``)."""
     rng = random.Random(seed)
     extra_rng = random.Random(seed + 1_000_003)
     sched = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _cosine(s, steps, warmup))
     model.train()
     curve, running, started = [], 0.0, time.time()
+    shown = started
     for step in range(1, steps + 1):
-        loss = model(**next_batch(rng)).loss
+        batch = next_batch(rng)
+        loss = loss_of(batch) if loss_of is not None else model(**batch).loss
         if extra_loss is not None:
             loss = loss + extra_loss(extra_rng)
         loss.backward()
@@ -194,6 +206,10 @@ def optimise(
             curve.append(running / n)
             log_progress(name, step, steps, running / n, started, log)
             running = 0.0
+            shown = time.time()
+        elif time.time() - shown > 60:  # slow steps (a large base on CPU): a line a minute
+            log_progress(name, step, steps, running / (step % 50), started, log)
+            shown = time.time()
     model.eval()
     return curve
 
@@ -235,6 +251,81 @@ def collate(examples: Sequence[tuple[list[int], list[int]]], pad: int) -> tuple[
     return ids, mask, labels
 
 
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The decoder layers of a transformers causal LM (Llama, Qwen2), PEFT-wrapped or not."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return inner.model.layers
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def lower_hidden_states(
+    model: torch.nn.Module,
+    seqs: Sequence[list[int]],
+    first_top: int,
+    pad: int,
+    device: str = "cpu",
+    batch_tokens: int = 4096,
+    log: Callable[[str], None] | None = None,
+) -> list[torch.Tensor]:
+    """The input of decoder layer ``first_top`` (the output of the layers below it) for each
+    sequence, ``[len, hidden]`` float32 on the CPU. Batches of similar length, right-padded: causal
+    attention never reads the padding, so each row equals its sequence run alone."""
+    layer = decoder_layers(model)[first_top]
+    grabbed: list[torch.Tensor] = []
+
+    def grab(_module, args, kwargs):
+        grabbed.append(args[0] if args else kwargs["hidden_states"])
+        raise _Stop
+
+    handle = layer.register_forward_pre_hook(grab, with_kwargs=True)
+    out: list[torch.Tensor | None] = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    started, shown, done = time.time(), time.time(), 0
+    model.eval()
+    try:
+        i = 0
+        while i < len(order):
+            j = i + 1  # sorted by length: the batch's last sequence is its longest
+            while j < len(order) and (j - i + 1) * len(seqs[order[j]]) <= batch_tokens:
+                j += 1
+            chunk = order[i:j]
+            width = max(len(seqs[k]) for k in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for r, k in enumerate(chunk):
+                ids[r, : len(seqs[k])] = torch.tensor(seqs[k])
+                mask[r, : len(seqs[k])] = 1
+            grabbed.clear()
+            try:
+                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
+            except _Stop:
+                pass
+            h = grabbed[0].float().cpu()
+            for r, k in enumerate(chunk):
+                out[k] = h[r, : len(seqs[k])].clone()
+            done += len(chunk)
+            i = j
+            if log is not None and (time.time() - shown > 60 or done == len(seqs)):
+                log(f"  lower layers cached for {done}/{len(seqs)} sequences, {time.time() - started:.0f}s")
+                shown = time.time()
+    finally:
+        handle.remove()
+    return out  # type: ignore[return-value]
+
+
+def answer_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Module) -> torch.Tensor:
+    """The causal-LM loss on the labelled tokens only, with the LM head applied only where a label
+    is predicted (what ``model(labels=...).loss`` computes, without a vocabulary row per prompt token)."""
+    target = labels[:, 1:]
+    rows, cols = (target != -100).nonzero(as_tuple=True)
+    logits = head(hidden[rows, cols]).float()
+    return torch.nn.functional.cross_entropy(logits, target[rows, cols])
+
+
 def train_lora(
     base_dir: Path,
     examples: list[tuple[list[int], list[int]]],
@@ -244,9 +335,12 @@ def train_lora(
     log: Callable[[str], None] = print,
     name: str = "lora",
     ranking: Sequence[Case] = (),
+    device: str = "cpu",
 ) -> list[float]:
     """Trains one PEFT LoRA from the base model on instruction examples; saves it to out_dir.
-    With ``cfg.rank_weight > 0``, ``ranking`` (cases with the target first) feeds the listwise term."""
+    With ``cfg.rank_weight > 0``, ``ranking`` (cases with the target first) feeds the listwise term.
+    With ``cfg.top_layers``, the LoRA wraps the top layers only (and ``cfg.cache_lower`` runs the
+    layers below once per example the steps will draw)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -254,13 +348,57 @@ def train_lora(
         raise ValueError(f"{name}: no training examples")
     set_threads()
     torch.manual_seed(cfg.seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True)
-    model = get_peft_model(base, LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.targets), lora_dropout=cfg.dropout))
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True).to(device)
+    n_layers = base.config.num_hidden_layers
+    if not 0 <= cfg.top_layers <= n_layers:
+        raise ValueError(f"{name}: top_layers {cfg.top_layers} is not in 0..{n_layers}")
+    first_top = n_layers - cfg.top_layers if cfg.top_layers else 0
+    lora = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        target_modules=list(cfg.targets),
+        lora_dropout=cfg.dropout,
+        layers_to_transform=list(range(first_top, n_layers)) if cfg.top_layers else None,
+    )
+    model = get_peft_model(base, lora)
     params = [p for p in model.parameters() if p.requires_grad]
 
     def batch(rng: random.Random) -> dict:
         ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad)
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+    loss_of = None
+    cached = cfg.top_layers > 0 and cfg.cache_lower and cfg.rank_weight == 0
+    if cfg.top_layers and cfg.cache_lower and cfg.rank_weight > 0:
+        log(f"{name}: the listwise term scores whole sequences: the lower layers are not cached")
+    if cached:
+        # The examples the steps will draw (the same stream optimise() draws from), run once
+        # through the frozen lower layers; each step then runs the top layers on their outputs.
+        draws = random.Random(cfg.seed)
+        drawn = sorted({draws.randrange(len(examples)) for _ in range(cfg.steps * cfg.batch_size)})
+        log(f"{name}: LoRA on the top {cfg.top_layers} of {n_layers} layers; caching layers 0-{first_top - 1} for {len(drawn)} examples")
+        states = lower_hidden_states(base, [p + a for p, a in (examples[k] for k in drawn)], first_top, pad, device, log=log)
+        cache = dict(zip(drawn, states))
+        layers = decoder_layers(model)
+        top = torch.nn.ModuleList(list(layers)[first_top:])
+        inner = model.get_base_model()
+
+        def batch(rng: random.Random) -> dict:
+            picks = [rng.randrange(len(examples)) for _ in range(cfg.batch_size)]
+            _, mask, labels = collate([examples[k] for k in picks], pad)
+            hidden = torch.zeros((len(picks), mask.shape[1], cache[picks[0]].shape[1]))
+            for r, k in enumerate(picks):
+                hidden[r, : len(cache[k])] = cache[k]
+            return {"hidden": hidden.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+        def loss_of(b: dict) -> torch.Tensor:
+            full = inner.model.layers
+            inner.model.layers = top  # the decoder runs the top layers only, on the cached inputs
+            try:
+                out = inner.model(inputs_embeds=b["hidden"], attention_mask=b["attention_mask"], use_cache=False)
+            finally:
+                inner.model.layers = full
+            return answer_loss(out.last_hidden_state, b["labels"], inner.lm_head)
 
     extra = None
     if cfg.rank_weight > 0:
@@ -283,6 +421,7 @@ def train_lora(
         name=name,
         log=log,
         extra_loss=extra,
+        loss_of=loss_of,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -22,6 +22,7 @@ from molorec_train.baselines import (
     random_scorer,
     rank_of_label,
     run_baselines,
+    training_sequences,
 )
 from molorec_train.data import Options, prepare_all, read_jsonl
 
@@ -56,7 +57,7 @@ def test_popularity_ranking() -> None:
         {"history_ids": ["a"], "target_id": "b"},
         {"history_ids": ["c", "a"], "target_id": "a"},
     ]
-    counts = popularity_counts(train)
+    counts = popularity_counts(train, maxlen=10)
     assert counts == {"a": 4, "b": 2, "c": 2}
     cases = [case(["b", "x", "a"], 2), case(["x", "b", "a"], 1)]
     scores = popularity_scorer(counts, seed=0)(cases)
@@ -67,6 +68,16 @@ def test_popularity_ranking() -> None:
     s1, s2 = popularity_scorer(counts, 1)(cold), popularity_scorer(counts, 1)(cold)
     assert s1 == s2
     assert 0.0 < evaluate(popularity_scorer(counts, 1), cold)["ndcg@1"] < 0.12
+
+
+def test_popularity_counts_each_training_interaction_once() -> None:
+    """Sliding windows repeat an item in every later window's history: counting histories would
+    weigh the first item of a long sequence up to maxlen + 1 times, the last one once."""
+    seq = ["a", "b", "c", "d", "e"]
+    windows = [{"history_ids": seq[max(0, k - 3) : k], "target_id": seq[k]} for k in range(1, len(seq))]
+    other = [{"history_ids": ["e"], "target_id": "a"}, {"history_ids": ["e", "a"], "target_id": "f"}]
+    assert training_sequences(windows + other, maxlen=3) == [seq, ["e", "a", "f"]]
+    assert popularity_counts(windows + other, maxlen=3) == {"a": 2, "b": 1, "c": 1, "d": 1, "e": 2, "f": 1}
 
 
 def test_random_is_seeded_and_near_chance() -> None:

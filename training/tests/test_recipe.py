@@ -167,8 +167,20 @@ def test_report_rerun_keeps_the_hand_written_part(tmp_path):
     finally:
         report.render = orig
     text = path.read_text()
-    assert text.startswith("# new table\n") and "old generated" not in text
+    assert text.startswith(report.begin("scratch") + "\n# new table\n" + report.end("scratch")) and "old generated" not in text
     assert text.endswith(report.KEEP_MARKER + "\n\n## Notes by hand\n")
+    # the other recipe's block goes first; each rerun replaces its own block only
+    try:
+        report.render = lambda results, cfg, quick: f"# {getattr(cfg, 'pretrained', None)} run {results['n']}\n"
+        smollm2 = type("Cfg", (), {"pretrained": "smollm2"})()
+        report.write_report({"n": 1}, smollm2, path)
+        report.write_report({"n": 2}, None, path)
+        report.write_report({"n": 3}, smollm2, path)
+    finally:
+        report.render = orig
+    text = path.read_text()
+    assert text.index("# smollm2 run 3") < text.index("# None run 2") < text.index(report.KEEP_MARKER)
+    assert "run 1" not in text and "new table" not in text and text.endswith("## Notes by hand\n")
 
 
 def test_listwise_term_teaches_the_lora_to_rank(built, tmp_path):
@@ -213,3 +225,160 @@ def test_report_reproduce_line_carries_the_recipe_options():
         calibration_objective="information",
     )
     assert _options(cfg) == " --rank-weight 1 --general-rank-weight 0.5 --calibration-objective information"
+
+
+def test_the_recipe_is_a_list_of_steps_that_skip_what_is_done(tmp_path):
+    from molorec_train.recipe import RecipeRun, RecipeStep, run_steps, scratch_steps
+
+    names = [s.name.split(".")[0] for s in scratch_steps(RecipeConfig())]
+    assert names == [str(i) for i in range(1, 10)]
+    ran: list[str] = []
+    steps = [
+        RecipeStep("a", lambda r: True, lambda r: ran.append("a")),
+        RecipeStep("b", lambda r: False, lambda r: ran.append("b")),
+    ]
+    run = RecipeRun(tmp_path, tmp_path, RecipeConfig(), log=lambda *_: None)
+    run_steps(steps, run)
+    assert ran == ["b"] and run.cached == ["a"] and set(run.times) == {"a", "b"}
+
+
+def test_users_fraction_keeps_whole_sequences():
+    from molorec_train.recipe import users_fraction
+
+    def windows(user: str, n: int, maxlen: int = 3) -> list[dict]:
+        seq = [f"{user}{k}" for k in range(n)]
+        return [{"history_ids": seq[max(0, k - maxlen) : k], "target_id": seq[k]} for k in range(1, n)]
+
+    rows = windows("a", 6) + windows("b", 3) + windows("c", 5) + windows("d", 2)
+    kept = users_fraction(rows, 0.5, random.Random(0))
+    users = {r["target_id"][0] for r in kept}
+    assert len(users) == 2
+    assert kept == [r for r in rows if r["target_id"][0] in users]  # every window of a kept user, in order
+    assert len(users_fraction(rows, 0.01, random.Random(0))) > 0
+
+
+@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
+def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path):
+    """`recipe --base smollm2 --quick`'s steps on a tiny Llama checkpoint standing in for SmolLM2."""
+    from molorec_train import tiny
+    from molorec_train.recipe import smollm2_quick_config
+    from molorec_train.report import render
+
+    data = tmp_path / "data"
+    for i, name in enumerate(["gen-a", "gen-b", "tgt"]):
+        write_sequence_domain(data, name, n_items=60, n_users=40, seed=i)
+    ckpt = tmp_path / "checkpoint"
+    tiny.train_bpe_tokenizer(fake_titles(60, 0) + ["Given the items a user interacted with, History: Next item:"], 300, ckpt)
+    tiny.make_model(ckpt, vocab_size=300, seed=3)
+    cfg = replace(
+        smollm2_quick_config(),
+        general=("gen-a", "gen-b"),
+        targets=("tgt",),
+        checkpoint=str(ckpt),
+        few_shot=("tgt",),
+        few_shot_fractions=(0.3,),
+    )
+    # first the essential rows (no comparison objectives, no per-module reference, no few-shot) ...
+    first = run_recipe(
+        data, tmp_path / "work", replace(cfg, compare_objectives=(), permodule=False, few_shot=()), lora_jobs=1, log=lambda *_: None
+    )
+    assert "per-module" not in first["table"]["tgt/warm"] and "calibrated-candidates" not in first["table"]["tgt/warm"]
+    scored = (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()
+    # ... then the rest: only the rows the cases lack are scored (the earlier rows are kept as scored)
+    results = run_recipe(data, tmp_path / "work", cfg, lora_jobs=1, log=lambda *_: None)
+    cell = results["table"]["tgt/warm"]
+    for old, new in zip(scored, (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()):
+        old, new = json.loads(old), json.loads(new)
+        assert all(new["scores"][k] == v for k, v in old["scores"].items()) and "per-module" in new["scores"]
+    assert first["table"]["tgt/warm"]["domain"] == cell["domain"]
+    assert {"random", "popularity", "sasrec"} <= set(cell)
+    for key in ("base", "general", "domain", "wa", "calibrated", "adaptive", "per-module"):
+        assert key in cell and cell[key]["count"] == cell["random"]["cases"], key
+    assert {"calibrated-candidates", "calibrated-information", "adaptive-candidates"} <= set(cell)
+    assert "demo-1m" not in cell  # packs/demo has no domain "tgt"
+    manifest = json.loads((tmp_path / "work/pack/molorec.json").read_text())
+    assert {t["module"].split(".")[2] for t in manifest["lora"]["targets"]} == {"1"}  # the top layer only (of 2)
+    assert (tmp_path / "work/base").is_symlink()
+    few = results["few_shot"]["tgt/warm"]
+    assert {"G", "100% alone", "100% calibrated", "30% alone", "30% WA", "30% calibrated"} <= set(few)
+    assert "tgt@users30" in manifest["domains"] or "tgt@users30" in json.loads((tmp_path / "work/pack/molorec.json").read_text())["domains"]
+    md = render(results, cfg, quick=True)
+    assert "Few-shot plug-in" in md
+    assert "--base smollm2" in md and "| Base model, no adapter (zero-shot) |" in md and "### The targets, as measured" in md
+    # the policies equal the runtime's own eval of the same pack and cases
+    import subprocess
+
+    out = tmp_path / "eval.json"
+    subprocess.run(
+        ["node", str(REPO / "packages/runtime-node/bin/molorec.js"), "eval", "--pack", str(tmp_path / "work/pack"), "--domain", "tgt"]
+        + ["--data", str(tmp_path / "work/prepared/tgt"), "--split", "warm", "--mixture", "base,general,domain,wa,calibrated,adaptive"]
+        + ["--ep", "cpu", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    for row in json.loads(out.read_text())["results"]:
+        assert cell[row["policy"]]["ndcg1"] == pytest.approx(row["ndcg1"]) and cell[row["policy"]]["ndcg3"] == pytest.approx(row["ndcg3"])
+    # scripts/calibrate.mjs finds the λ `molorec calibrate` finds
+    cli_out = tmp_path / "calibrate.json"
+    subprocess.run(
+        ["node", str(REPO / "packages/runtime-node/bin/molorec.js"), "calibrate", "--pack", str(tmp_path / "work/pack"), "--domain", "tgt"]
+        + ["--data", str(tmp_path / "work/prepared/tgt"), "--n", "4", "--ep", "cpu", "--out", str(cli_out)],
+        check=True,
+        capture_output=True,
+    )
+    assert json.loads(cli_out.read_text())["lambda"] == pytest.approx(
+        json.loads((tmp_path / "work/calibration-tgt.json").read_text())["lambda"]
+    )
+    # an interrupted run resumes: every step is done, nothing is redone
+    again = run_recipe(data, tmp_path / "work", cfg, lora_jobs=1, log=lambda *_: None)
+    assert len(again["cached_steps"]) == len(again["step_seconds"])
+
+
+def test_add_domain_plugs_a_domain_into_a_copy_with_capped_cases_and_a_title_cap(built, tmp_path):
+    from molorec_train.recipe import add_domain
+
+    data = tmp_path / "data"
+    write_sequence_domain(data, "newdom", n_items=60, n_users=80, seed=5)
+    lines: list[str] = []
+    node = (REPO / "packages/runtime-node/dist/cli.js").is_file()
+    out = add_domain(
+        data,
+        "newdom",
+        built.pack_dir,
+        built.model_dir,
+        tmp_path / "work",
+        out=tmp_path / "pack2",
+        steps=2,
+        max_test=7,
+        max_title_tokens="auto",
+        calibrate="tokens" if node else None,
+        calibration_prompts=4,
+        log=lines.append,
+    )
+    assert out == (tmp_path / "pack2").resolve()
+    assert "newdom" not in json.loads((built.pack_dir / "molorec.json").read_text())["domains"]  # the source pack is untouched
+    manifest = json.loads((out / "molorec.json").read_text())
+    assert manifest["domains"]["newdom"]["adapter"] == "domain:newdom"
+    assert (out / manifest["adapters"]["domain:newdom"]["path"] / "adapter_model.safetensors").is_file()
+    for split in ("warm", "cold"):
+        assert sum(1 for _ in (tmp_path / f"work/prepared/newdom/test_{split}.jsonl").open()) <= 7
+    assert manifest["prompt"]["maxTitleTokens"] >= json.loads((built.pack_dir / "molorec.json").read_text())["prompt"]["maxTitleTokens"]
+    if node:
+        assert 0.0 <= manifest["domains"]["newdom"]["calibratedLambda"] <= 1.0
+    text = "\n".join(lines)
+    assert f"node {REPO}/packages/runtime-node/bin/molorec.js eval --pack {out}" in text  # runs from any folder
+    with pytest.raises(FileExistsError):
+        add_domain(data, "newdom", built.pack_dir, built.model_dir, tmp_path / "work", out=tmp_path / "pack2", log=lines.append)
+
+
+def test_title_token_cap_follows_the_domains_titles():
+    from molorec_train.prompt import PromptSpec
+    from molorec_train.recipe import title_token_cap
+
+    encode = lambda text: text.split()  # noqa: E731
+    spec = PromptSpec(maxTitleTokens=4)
+    titles = [" ".join(["w"] * n) for n in range(1, 11)] * 3
+    assert title_token_cap(titles, encode, spec, "auto", lambda *_: None) == 9  # the 90th percentile
+    assert title_token_cap(titles, encode, spec, "keep", lambda *_: None) == 4
+    assert title_token_cap(titles, encode, spec, "6", lambda *_: None) == 6
+    assert title_token_cap(["w"] * 5, encode, spec, "auto", lambda *_: None) == 4  # never lowered

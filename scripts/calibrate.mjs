@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+// `molorec calibrate` with a thread count: λ for one domain on the first N unlabeled valid prompts,
+// by one objective, written as JSON (the CLI's --out format). The recipe runs several of these side
+// by side, one thread each (on a shared CPU, measured faster than one process with several threads),
+// and stores the λ in the pack itself afterwards.
+//
+//   node scripts/calibrate.mjs --pack DIR --domain NAME --data DIR --out FILE [--n 64] [--objective tokens] [--threads 1] [--ep cpu]
+import { readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
+const core = await import(join(REPO, "packages/core/dist/index.js"));
+const { nodeBackend, loadPackFromDir } = await import(join(REPO, "packages/runtime-node/dist/index.js"));
+
+const { values } = parseArgs({
+  options: {
+    pack: { type: "string" },
+    domain: { type: "string" },
+    data: { type: "string" },
+    out: { type: "string" },
+    n: { type: "string", default: "64" },
+    objective: { type: "string", default: "tokens" },
+    threads: { type: "string", default: "1" },
+    ep: { type: "string", default: "cpu" },
+  },
+});
+for (const k of ["pack", "domain", "data", "out"]) if (!values[k]) throw new Error(`--${k} is required`);
+const rows = readFileSync(join(values.data, "valid.jsonl"), "utf8")
+  .split("\n")
+  .filter((l) => l.trim())
+  .slice(0, Number(values.n))
+  .map((l) => JSON.parse(l));
+// Unlabeled: the label is dropped before anything sees the requests (as the CLI does).
+const requests = rows.map((r) => ({ history: r.history, candidates: r.candidates }));
+const pack = await loadPackFromDir(values.pack);
+const rec = await core.createRecommender({
+  backend: nodeBackend({ executionProvider: values.ep, intraOpNumThreads: Number(values.threads) }),
+  pack,
+  entropyObjective: values.objective === "information" ? "tokens" : values.objective,
+});
+try {
+  const started = Date.now();
+  const res = await rec.calibrate(values.domain, requests, { objective: values.objective });
+  const seconds = (Date.now() - started) / 1000;
+  console.log(
+    `calibrated ${values.domain} (${values.objective}) on ${requests.length} unlabeled prompts in ${seconds.toFixed(1)} s: λ = ${res.lambda.toFixed(3)}`,
+  );
+  writeFileSync(
+    values.out,
+    `${JSON.stringify({ domain: values.domain, prompts: requests.length, entropyObjective: res.objectiveKind, seconds, ...res }, null, 2)}\n`,
+  );
+} finally {
+  await rec.close();
+}
