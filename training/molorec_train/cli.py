@@ -132,10 +132,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_export(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "export",
         help="export a transformers checkpoint + PEFT LoRAs to a model pack",
@@ -203,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=_cmd_export)
 
+
+def _add_import_gguf(sub: argparse._SubParsersAction) -> None:
     g = sub.add_parser("import-gguf", help="turn a GGUF model (llama.cpp) into a transformers checkpoint + tokenizer for export")
     g.add_argument("--gguf", type=Path, help="a local .gguf file")
     g.add_argument(
@@ -212,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True, type=Path, help="checkpoint folder to write")
     g.set_defaults(func=_cmd_import_gguf)
 
+
+def _add_make_fixture(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("make-fixture", help="write the tiny random fixture pack and its golden scores")
     f.add_argument("--out", type=Path, default=Path("test/fixtures/tiny-pack"))
     f.add_argument("--golden", type=Path, default=Path("test/fixtures/tiny-pack.golden.json"))
@@ -223,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     f.set_defaults(func=_cmd_make_fixture)
 
+
+def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("prepare-data", help="split domain folders into train/valid/test cases (warm + cold-start)")
     d.add_argument("--data", required=True, type=Path, help="folder of domain folders (items.tsv + sequences.jsonl|examples.jsonl)")
     d.add_argument("--out", required=True, type=Path, help="output folder (one subfolder per domain)")
@@ -236,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--max-history", type=int, default=10, help="history window in items")
     d.set_defaults(func=_cmd_prepare_data)
 
+
+def _add_baselines(sub: argparse._SubParsersAction) -> None:
     b = sub.add_parser("baselines", help="random / popularity / SASRec on prepared test cases")
     b.add_argument("--prepared", required=True, type=Path, help="output folder of prepare-data")
     b.add_argument("--domain", required=True)
@@ -246,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", type=Path, help="also write the results as JSON")
     b.set_defaults(func=_cmd_baselines)
 
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
     q = sub.add_parser(
         "quantize",
         help="a smaller pack: int8 or int4 weights (LoRA inputs stay float32); reports how far the ranking moved",
@@ -292,41 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="onnxruntime threads for the drift report")
     q.set_defaults(func=_cmd_quantize)
 
-    r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")
-    r.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the domain folders (shared layout)")
-    r.add_argument(
-        "--work",
-        type=Path,
-        help="work folder (steps already done there are skipped; default artifacts/recipe, or artifacts/recipe-smollm2 with --base smollm2)",
-    )
-    r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
-    r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
-    r.add_argument(
-        "--base-out",
-        type=Path,
-        help="copy the pack's transformers base checkpoint here (e.g. packs/demo-base: re-exports and the benchmark's PyTorch rows use it)",
-    )
-    r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
-    r.add_argument("--force", action="store_true", help="redo every step")
-    r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
-    r.add_argument(
-        "--rank-weight",
-        type=float,
-        default=0.0,
-        help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper",
-    )
-    r.add_argument(
-        "--general-rank-weight",
-        type=float,
-        default=0.0,
-        help="the same listwise term on the general LoRA, on the general domains' cases (its candidates come from the same domain); 0: generative loss only, as in the paper",
-    )
-    r.add_argument(
-        "--calibration-objective",
-        choices=["tokens", "information"],
-        default="tokens",
-        help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)",
-    )
+
+def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
+    """--base and the options that only apply to a pretrained base."""
     r.add_argument(
         "--base",
         choices=["scratch", "smollm2"],
@@ -365,8 +340,49 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1); cuda also evaluates on onnxruntime's CUDA provider"
     )
+
+
+def _add_recipe(sub: argparse._SubParsersAction) -> None:
+    r = sub.add_parser("recipe", help="the whole MoLoRec recipe: data → model → LoRAs → pack → calibration → evaluation → results")
+    r.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder with the domain folders (shared layout)")
+    r.add_argument(
+        "--work",
+        type=Path,
+        help="work folder (steps already done there are skipped; default artifacts/recipe, or artifacts/recipe-smollm2 with --base smollm2)",
+    )
+    r.add_argument("--quick", action="store_true", help="CI-sized run (minutes; numbers not meaningful)")
+    r.add_argument("--pack-out", type=Path, help="copy the final pack here (e.g. packs/demo)")
+    r.add_argument(
+        "--base-out",
+        type=Path,
+        help="copy the pack's transformers base checkpoint here (e.g. packs/demo-base: re-exports and the benchmark's PyTorch rows use it)",
+    )
+    r.add_argument("--report", type=Path, help="write the results table as Markdown here (e.g. docs/results.md)")
+    r.add_argument("--force", action="store_true", help="redo every step")
+    r.add_argument("--lora-jobs", type=int, help="LoRAs trained at once, one single-threaded process each (default: the CPU count)")
+    r.add_argument(
+        "--rank-weight",
+        type=float,
+        default=0.0,
+        help="listwise term of the domain LoRAs (target vs sampled titles, scored as the runtime does); 0: generative loss only, as in the paper",
+    )
+    r.add_argument(
+        "--general-rank-weight",
+        type=float,
+        default=0.0,
+        help="the same listwise term on the general LoRA, on the general domains' cases (its candidates come from the same domain); 0: generative loss only, as in the paper",
+    )
+    r.add_argument(
+        "--calibration-objective",
+        choices=["tokens", "information"],
+        default="tokens",
+        help="what the stored λ minimises: token entropy (the paper's), or minus the history–pick mutual information (for --rank-weight LoRAs)",
+    )
+    _add_recipe_pretrained_options(r)
     r.set_defaults(func=_cmd_recipe)
 
+
+def _add_add_domain(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser(
         "add-domain",
         help="plug a new domain into a pack: prepare its data, train its LoRA, add it, calibrate its λ",
@@ -416,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.set_defaults(func=_cmd_add_domain)
 
+
+def _add_distill(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("distill", help="distil a pack into a smaller student pack (candidate-score KL + target CE)")
     s.add_argument("--teacher-base", required=True, type=Path, help="the teacher pack's base checkpoint folder")
     s.add_argument("--teacher-pack", required=True, type=Path, help="the teacher pack (adapters, calibrated λ, prompt, tokenizer)")
@@ -435,6 +453,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_distill)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="molorec-train", description="Build molorec model packs.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_export,
+        _add_import_gguf,
+        _add_make_fixture,
+        _add_prepare_data,
+        _add_baselines,
+        _add_quantize,
+        _add_recipe,
+        _add_add_domain,
+        _add_distill,
+    ):
+        add(sub)
     return p
 
 
