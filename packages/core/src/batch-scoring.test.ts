@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import * as ort from "onnxruntime-node";
 import { beforeAll, describe, expect, it } from "vitest";
 import type { InferenceBackend, InferenceSession } from "./backend.js";
 import { scoreBatchedJobs } from "./batch-scoring.js";
@@ -12,7 +11,8 @@ import { loadPack, type ModelPack } from "./pack.js";
 import { buildCandidate, buildPrompt } from "./prompt.js";
 import { createRecommender, type Recommender } from "./recommender.js";
 import { scoreCandidates, type ScoreJob } from "./scoring.js";
-import { tensor, type TensorLike } from "./tensor.js";
+import { tensor } from "./tensor.js";
+import { cpuBackend } from "./test-fixtures.js";
 
 // The fixture pack on onnxruntime-node's CPU provider (a dev dependency: core itself imports no
 // runtime). Batched scores must equal one-job-at-a-time scores to 1e-5.
@@ -23,25 +23,7 @@ const golden = JSON.parse(
   cases: Array<{ request: { history: string[]; candidates: string[] } }>;
 };
 
-const backend: InferenceBackend = {
-  name: "ort-cpu (test)",
-  async createSession(model) {
-    const opts = { executionProviders: ["cpu"], intraOpNumThreads: 1 };
-    const s = await (model instanceof Uint8Array
-      ? ort.InferenceSession.create(model, opts)
-      : ort.InferenceSession.create(model.path, opts));
-    return {
-      inputNames: s.inputNames,
-      outputNames: s.outputNames,
-      async run(feeds, names) {
-        const f: Record<string, ort.Tensor> = {};
-        for (const [k, t] of Object.entries(feeds)) f[k] = new ort.Tensor(t.type, t.data, t.dims);
-        return (await s.run(f, names as string[])) as unknown as Record<string, TensorLike>;
-      },
-      release: () => s.release(),
-    };
-  },
-};
+const backend = cpuBackend;
 
 /**
  * The real session plus the optional graph inputs (`num_logits_to_keep`, `target_ids` →
