@@ -359,51 +359,51 @@ def make_cases(examples: Sequence[Example], pool: Sequence[str], negatives: int,
     return cases, skipped
 
 
-def prepare_domain(raw: RawDomain, role: str, opts: Options) -> PreparedDomain:
-    """Split one domain. role 'target' adds the cold-start split and the test sets."""
-    if role not in ("general", "target"):
-        raise DataError(f"role must be 'general' or 'target', got {role!r}")
-    opts.validate()
-    name, h = raw.name, opts.max_history
-    max_valid = opts.max_valid if opts.max_valid is not None else opts.max_test
-    counts: dict[str, int] = {}
-    notes: list[str] = []
-
-    def trim(exs: Iterable[Example]) -> list[Example]:
-        return [Example(ex.history[-h:], ex.target) for ex in exs]
-
-    # All examples of the domain, before any hold-out (for the item universe).
+def all_examples(raw: RawDomain, role: str, max_history: int) -> tuple[list[Example], list[Example], list[Example], list[str]]:
+    """(train, valid, test, notes): every example of the domain before any hold-out, which is what
+    defines the item universe."""
     if raw.form == "sequences":
-        tr0, va0, te0 = leave_one_out(raw.sequences, h)
-    else:
-        tr0, va0, te0 = (trim(raw.examples.get(s, [])) for s in SPLITS)
-        if role == "general" and not tr0:
-            notes.append("no train-split examples: valid + test examples used as training data, no valid set")
-            tr0, va0, te0 = tr0 + va0 + te0, [], []
-    universe = interacted_items(raw.titles, [*tr0, *va0, *te0])
-    if not universe:
-        raise DataError(f"{raw.path}: no interactions with known items")
+        return (*leave_one_out(raw.sequences, max_history), [])
+    tr0, va0, te0 = ([Example(ex.history[-max_history:], ex.target) for ex in raw.examples.get(s, [])] for s in SPLITS)
+    if role == "general" and not tr0:
+        note = "no train-split examples: valid + test examples used as training data, no valid set"
+        return tr0 + va0 + te0, [], [], [note]
+    return tr0, va0, te0, []
 
-    held: frozenset[str] = frozenset()
-    if role == "target":
-        held = choose_held_out(universe, opts.cold_fraction, _rng(opts.seed, name, "held_out"))
-        if raw.form == "sequences":
-            train, va_ex, te_ex = leave_one_out(raw.sequences, h, held)
-            notes.append("cold-start: held-out items removed from the training part of each sequence before windowing")
-        else:
-            train = [ex for ex in tr0 if ex.target not in held and not held.intersection(ex.history)]
-            va_ex, te_ex = va0, te0
-            notes.append("cold-start: training examples whose history or target has a held-out item dropped")
-        counts["train_examples_lost_to_held_out"] = len(tr0) - len(train)
-    else:
-        train, va_ex, te_ex = tr0, va0, []
 
+def cold_start_split(
+    raw: RawDomain, held: frozenset[str], examples: tuple[list[Example], list[Example], list[Example]], max_history: int
+) -> tuple[list[Example], list[Example], list[Example], str]:
+    """(train, valid, test, the note for meta.json) with no held-out item in any training example;
+    ``examples`` are the domain's (train, valid, test) before the hold-out."""
+    if raw.form == "sequences":
+        train, valid, test = leave_one_out(raw.sequences, max_history, held)
+        return train, valid, test, "cold-start: held-out items removed from the training part of each sequence before windowing"
+    train0, valid, test = examples
+    train = [ex for ex in train0 if ex.target not in held and not held.intersection(ex.history)]
+    return train, valid, test, "cold-start: training examples whose history or target has a held-out item dropped"
+
+
+def duplicate_titles(titles: dict[str, str]) -> int:
+    """How many items share their title with an earlier item."""
+    counts: dict[str, int] = {}
+    for t in titles.values():
+        counts[t] = counts.get(t, 0) + 1
+    return sum(c - 1 for c in counts.values() if c > 1)
+
+
+def split_cases(
+    name: str, universe: list[str], held: frozenset[str], va_ex: list[Example], te_ex: list[Example], opts: Options, max_valid: int | None
+) -> tuple[list[Case], list[Case], list[Case], dict[str, int], int]:
+    """(valid, test_warm, test_cold, examples available per split before the caps, cases skipped for
+    a too-small pool): the warm/cold split of the valid and test examples, capped, then each made a
+    case with negatives from its own pool."""
     warm_pool = [i for i in universe if i not in held]
     cold_pool = [i for i in universe if i in held]
     va_warm = [ex for ex in va_ex if ex.target not in held]
     te_warm = [ex for ex in te_ex if ex.target not in held]
     te_cold = [ex for ex in te_ex if ex.target in held]
-    counts.update(valid_available=len(va_warm), test_warm_available=len(te_warm), test_cold_available=len(te_cold))
+    available = {"valid_available": len(va_warm), "test_warm_available": len(te_warm), "test_cold_available": len(te_cold)}
 
     va_warm = cap(va_warm, max_valid, _rng(opts.seed, name, "cap_valid"))
     te_warm = cap(te_warm, opts.max_test, _rng(opts.seed, name, "cap_test_warm"))
@@ -411,23 +411,14 @@ def prepare_domain(raw: RawDomain, role: str, opts: Options) -> PreparedDomain:
     valid, s_va = make_cases(va_warm, warm_pool, opts.negatives, _rng(opts.seed, name, "neg_valid"))
     test_warm, s_tw = make_cases(te_warm, warm_pool, opts.negatives, _rng(opts.seed, name, "neg_test_warm"))
     test_cold, s_tc = make_cases(te_cold, cold_pool, opts.negatives, _rng(opts.seed, name, "neg_test_cold"))
+    return valid, test_warm, test_cold, available, s_va + s_tw + s_tc
 
-    title_counts: dict[str, int] = {}
-    for t in raw.titles.values():
-        title_counts[t] = title_counts.get(t, 0) + 1
-    counts.update(
-        interacted_items=len(universe),
-        held_out=len(held),
-        train=len(train),
-        valid=len(valid),
-        test_warm=len(test_warm),
-        test_cold=len(test_cold),
-        cases_skipped_small_pool=s_va + s_tw + s_tc,
-        duplicate_titles=sum(c - 1 for c in title_counts.values() if c > 1),
-    )
-    meta = {
+
+def domain_meta(raw: RawDomain, role: str, opts: Options, max_valid: int | None, counts: dict[str, int], notes: list[str]) -> dict:
+    """The domain's ``meta.json``."""
+    return {
         "format_version": FORMAT_VERSION,
-        "domain": name,
+        "domain": raw.name,
         "role": role,
         "source": str(raw.path.resolve()),
         "source_form": raw.form,
@@ -437,6 +428,44 @@ def prepare_domain(raw: RawDomain, role: str, opts: Options) -> PreparedDomain:
         "counts": counts,
         "notes": notes,
     }
+
+
+def prepare_domain(raw: RawDomain, role: str, opts: Options) -> PreparedDomain:
+    """Split one domain. role 'target' adds the cold-start split and the test sets."""
+    if role not in ("general", "target"):
+        raise DataError(f"role must be 'general' or 'target', got {role!r}")
+    opts.validate()
+    name, h = raw.name, opts.max_history
+    max_valid = opts.max_valid if opts.max_valid is not None else opts.max_test
+    counts: dict[str, int] = {}
+
+    tr0, va0, te0, notes = all_examples(raw, role, h)
+    universe = interacted_items(raw.titles, [*tr0, *va0, *te0])
+    if not universe:
+        raise DataError(f"{raw.path}: no interactions with known items")
+
+    held: frozenset[str] = frozenset()
+    if role == "target":
+        held = choose_held_out(universe, opts.cold_fraction, _rng(opts.seed, name, "held_out"))
+        train, va_ex, te_ex, note = cold_start_split(raw, held, (tr0, va0, te0), h)
+        notes.append(note)
+        counts["train_examples_lost_to_held_out"] = len(tr0) - len(train)
+    else:
+        train, va_ex, te_ex = tr0, va0, []
+
+    valid, test_warm, test_cold, available, skipped = split_cases(name, universe, held, va_ex, te_ex, opts, max_valid)
+    counts.update(available)
+    counts.update(
+        interacted_items=len(universe),
+        held_out=len(held),
+        train=len(train),
+        valid=len(valid),
+        test_warm=len(test_warm),
+        test_cold=len(test_cold),
+        cases_skipped_small_pool=skipped,
+        duplicate_titles=duplicate_titles(raw.titles),
+    )
+    meta = domain_meta(raw, role, opts, max_valid, counts, notes)
     return PreparedDomain(
         name, role, raw.titles, held, train, valid, test_warm if role == "target" else [], test_cold if role == "target" else [], meta
     )

@@ -228,6 +228,122 @@ def _train_lora(
 # --- driver -------------------------------------------------------------------------------
 
 
+def distill_cases(
+    prepared: Path,
+    domains: Sequence[str],
+    cfg: DistillConfig,
+    eval_cases: int,
+    encode: Callable[[str], list[int]],
+    spec: PromptSpec,
+    rng: random.Random,
+    log: Callable[[str], None],
+) -> tuple[dict[str, list[Case]], list[Case]]:
+    """(training cases per domain, held-out cases for the KL): each domain's first cases, an
+    equal share of ``eval_cases``, are held out. The domains draw from one ``rng`` in order."""
+    cases: dict[str, list[Case]] = {}
+    held_out: list[Case] = []
+    for d in domains:
+        titles, held = read_prepared_items(prepared / d)
+        rows = read_jsonl(prepared / d / "train.jsonl")
+        rng.shuffle(rows)
+        rows = rows[: cfg.max_rows_per_domain]
+        built = build_cases(d, rows, titles, held, cfg.negatives, encode, spec, rng)
+        if len(built) < 2:
+            raise ValueError(f"{d}: not enough training rows with a history")
+        n_eval = min(eval_cases // len(domains), len(built) // 4) or 1
+        held_out += built[:n_eval]
+        cases[d] = built[n_eval:]
+        log(f"{d}: {len(cases[d])} training cases, {n_eval} held out for KL")
+    return cases, held_out
+
+
+def load_student(teacher_base: Path, cfg: DistillConfig) -> tuple[torch.nn.Module, str]:
+    """The student built from the teacher base checkpoint (unmerged); the base is freed on return."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(teacher_base, dtype=torch.float32, local_files_only=True)
+    return new_student(base, cfg.layers, cfg.hidden, cfg.seed)
+
+
+def save_student_base(student: torch.nn.Module, teacher_pack: Path, student_dir: Path) -> None:
+    """The student as a checkpoint folder, with the teacher pack's tokenizer files beside it."""
+    student.save_pretrained(student_dir)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        if (teacher_pack / f).is_file():
+            shutil.copyfile(teacher_pack / f, student_dir / f)
+
+
+def train_student_loras(
+    student_dir: Path,
+    work: Path,
+    teachers: dict[str, torch.nn.Module],
+    cases: dict[str, list[Case]],
+    held_out: Sequence[Case],
+    domains: Sequence[str],
+    cfg: DistillConfig,
+    pad: int,
+    log: Callable[[str], None],
+) -> tuple[dict[str, Path], dict[str, list[float]], dict[str, float]]:
+    """(adapter folders, loss curves, held-out KL per domain): the general LoRA on every domain's
+    signal, then each domain's LoRA on its own, scored at λ = 1 as the pack will serve it."""
+    adapters = {"general": work / "loras" / "general"}
+    lora_losses = {
+        "general": _train_lora(student_dir, adapters["general"], teachers, cases, cfg.lora_steps, cfg, pad, log, "general", cfg.seed + 1)
+    }
+    kl_domain = {}
+    for i, d in enumerate(domains):
+        path = work / "loras" / f"domain-{d}"
+        lora_losses[d] = _train_lora(
+            student_dir, path, teachers, {d: cases[d]}, cfg.lora_steps, cfg, pad, log, f"domain:{d}", cfg.seed + 2 + i
+        )
+        adapters[f"domain:{d}"] = path
+        mixed = merged_model(student_dir, {"domain": path}, {"domain": 1.0})
+        kl_domain[d] = mean_kl(mixed, teachers, [c for c in held_out if c.domain == d], pad, cfg.temperature)
+        log(f"held-out KL {d} (student base + its domain LoRA, λ = 1): {kl_domain[d]:.4f}")
+    return adapters, lora_losses, kl_domain
+
+
+def student_pack_name(manifest: dict, cfg: DistillConfig) -> str:
+    return f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l"
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def distill_summary(
+    cfg: DistillConfig,
+    teacher_pack: Path,
+    lambdas: dict[str, float],
+    init: str,
+    kl: tuple[float, float, dict[str, float]],
+    base_losses: Sequence[float],
+    lora_losses: dict[str, list[float]],
+    pack_bytes: int,
+) -> dict:
+    """``distill.json``: ``kl`` is (before training, after the student base, per domain after its LoRA)."""
+    kl_before, kl_base, kl_domain = kl
+    return {
+        "config": asdict(cfg),
+        "teacherPack": str(teacher_pack),
+        "teacherLambdas": lambdas,
+        "studentInit": init,
+        "baked": cfg.lora_steps == 0,
+        "withTeacher": cfg.kl_weight > 0,
+        "klBefore": kl_before,
+        "klAfterBase": kl_base,
+        "klAfterDomainLora": kl_domain,
+        "lossFirst": _mean(base_losses[:10]),
+        "lossLast": _mean(base_losses[-10:]),
+        "loraLossCurves": lora_losses,
+        "packBytes": pack_bytes,
+    }
+
+
 def distill(
     teacher_base: Path,
     teacher_pack: Path,
@@ -250,30 +366,11 @@ def distill(
     encode, _, pad = load_encoder(teacher_pack)
     if pad is None:
         pad = spec.endTokenId
-    rng = random.Random(cfg.seed)
-
-    cases: dict[str, list[Case]] = {}
-    held_out: list[Case] = []
-    for d in domains:
-        titles, held = read_prepared_items(prepared / d)
-        rows = read_jsonl(prepared / d / "train.jsonl")
-        rng.shuffle(rows)
-        rows = rows[: cfg.max_rows_per_domain]
-        built = build_cases(d, rows, titles, held, cfg.negatives, encode, spec, rng)
-        if len(built) < 2:
-            raise ValueError(f"{d}: not enough training rows with a history")
-        n_eval = min(eval_cases // len(domains), len(built) // 4) or 1
-        held_out += built[:n_eval]
-        cases[d] = built[n_eval:]
-        log(f"{d}: {len(cases[d])} training cases, {n_eval} held out for KL")
+    cases, held_out = distill_cases(prepared, domains, cfg, eval_cases, encode, spec, random.Random(cfg.seed), log)
 
     log("building the teachers (general + domain LoRAs merged at the pack's λ)")
     teachers, lambdas = teacher_models(teacher_base, teacher_pack, domains)
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(teacher_base, dtype=torch.float32, local_files_only=True)
-    student, init = new_student(base, cfg.layers, cfg.hidden, cfg.seed)
-    del base
+    student, init = load_student(teacher_base, cfg)
     log(f"student: {cfg.layers} layers, hidden {student.config.hidden_size} ({init})")
 
     kl_before = mean_kl(student, teachers, held_out, pad, cfg.temperature)
@@ -283,55 +380,26 @@ def distill(
     log(f"held-out KL after the student base: {kl_base:.4f}")
 
     student_dir = work / "student-base"
-    student.save_pretrained(student_dir)
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        if (teacher_pack / f).is_file():
-            shutil.copyfile(teacher_pack / f, student_dir / f)
+    save_student_base(student, teacher_pack, student_dir)
     del student
-
-    adapters = {"general": work / "loras" / "general"}
-    lora_losses = {
-        "general": _train_lora(student_dir, adapters["general"], teachers, cases, cfg.lora_steps, cfg, pad, log, "general", cfg.seed + 1)
-    }
-    kl_domain = {}
-    for i, d in enumerate(domains):
-        path = work / "loras" / f"domain-{d}"
-        lora_losses[d] = _train_lora(
-            student_dir, path, teachers, {d: cases[d]}, cfg.lora_steps, cfg, pad, log, f"domain:{d}", cfg.seed + 2 + i
-        )
-        adapters[f"domain:{d}"] = path
-        mixed = merged_model(student_dir, {"domain": path}, {"domain": 1.0})
-        kl_domain[d] = mean_kl(mixed, teachers, [c for c in held_out if c.domain == d], pad, cfg.temperature)
-        log(f"held-out KL {d} (student base + its domain LoRA, λ = 1): {kl_domain[d]:.4f}")
+    adapters, lora_losses, kl_domain = train_student_loras(student_dir, work, teachers, cases, held_out, domains, cfg, pad, log)
 
     if out.exists():
         shutil.rmtree(out)
     export_pack(
         student_dir,
         out,
-        {n: p for n, p in adapters.items()},
+        dict(adapters),
         tokenizer_dir=teacher_pack,
-        name=f"{manifest.get('name', 'molorec')}-{'distilled' if cfg.kl_weight > 0 else 'noteacher'}-{cfg.layers}l",
+        name=student_pack_name(manifest, cfg),
         prompt=spec,
         extra_targets=LINEAR_TARGETS,
         domain_lambdas={d: 1.0 for d in domains},
         log=log,
     )
-    summary = {
-        "config": asdict(cfg),
-        "teacherPack": str(teacher_pack),
-        "teacherLambdas": lambdas,
-        "studentInit": init,
-        "baked": cfg.lora_steps == 0,
-        "withTeacher": cfg.kl_weight > 0,
-        "klBefore": kl_before,
-        "klAfterBase": kl_base,
-        "klAfterDomainLora": kl_domain,
-        "lossFirst": sum(base_losses[:10]) / max(1, len(base_losses[:10])),
-        "lossLast": sum(base_losses[-10:]) / max(1, len(base_losses[-10:])),
-        "loraLossCurves": lora_losses,
-        "packBytes": sum(p.stat().st_size for p in out.rglob("*") if p.is_file()),
-    }
+    summary = distill_summary(
+        cfg, teacher_pack, lambdas, init, (kl_before, kl_base, kl_domain), base_losses, lora_losses, folder_bytes(out)
+    )
     (out / "distill.json").write_text(json.dumps(summary, indent=1) + "\n")
     log(
         f"{'distilled' if cfg.kl_weight > 0 else 'no-teacher (ground truth only)'} pack: {out} ({summary['packBytes'] / 1e6:.2f} MB); KL {kl_before:.4f} → {kl_base:.4f}"

@@ -1222,6 +1222,73 @@ def title_token_cap(titles: list[str], encode, spec: PromptSpec, how: str, log: 
     return int(how)
 
 
+def pack_to_change(pack: Path, out: Path | None, log: Callable[[str], None]) -> Path:
+    """The pack add-domain writes: ``pack`` itself, or a fresh copy of it at ``out``."""
+    if out is None:
+        return pack
+    out = Path(out).resolve()
+    if out.exists():
+        raise FileExistsError(f"{out} exists: pass another --out, or leave --out away to change {pack} in place")
+    shutil.copytree(pack, out)
+    log(f"copied {pack} to {out}")
+    return out
+
+
+def checked_base(pack: Path, manifest: dict, domain: str, base_dir: Path | None) -> Path:
+    """The pack's base checkpoint (given or found), after checking the domain is new to the pack."""
+    if domain in manifest["domains"]:
+        raise ValueError(f"{pack} already has a domain {domain!r}")
+    base_dir = Path(base_dir).resolve() if base_dir is not None else default_base(pack)
+    if not base_matches(base_dir, manifest):
+        raise ValueError(f"{base_dir} is not the base model of {pack} (vocabulary, layer count or width differ)")
+    return base_dir
+
+
+def add_domain_lora_config(pack: Path, manifest: dict, base_dir: Path, seed: int, rank_weight: float, steps: int | None) -> LoraTrainConfig:
+    """The recipe's domain-LoRA settings for the pack, restricted to the modules its graph has LoRA inputs for."""
+    cfg = pack_lora_config(pack, manifest, base_dir)
+    cfg = replace(cfg, seed=seed, rank_weight=rank_weight, **({"steps": steps} if steps is not None else {}))
+    graph_targets = {t["module"].rsplit(".", 1)[-1] for t in manifest["lora"]["targets"]}
+    if not set(cfg.targets) <= graph_targets:
+        cfg = replace(cfg, targets=tuple(sorted(graph_targets & set(cfg.targets))))
+    return cfg
+
+
+def lora_plan(domain: str, n_examples: int, cfg: LoraTrainConfig, rank_weight: float, n_ranking: int) -> str:
+    return (
+        f"{domain} LoRA: {n_examples} examples, {cfg.steps} steps of {cfg.batch_size}, rank {cfg.rank}, "
+        f"{'top ' + str(cfg.top_layers) + ' layers' if cfg.top_layers else 'every layer'}"
+        f"{f', listwise term ×{rank_weight} on {n_ranking} cases' if n_ranking else ''}"
+    )
+
+
+def adapter_entry(rel: str, cfg: LoraTrainConfig) -> dict:
+    """A LoRA's entry in the manifest's ``adapters``."""
+    return {"path": rel, "rank": cfg.rank, "alpha": cfg.alpha, "scaling": cfg.alpha / cfg.rank, "targetModules": sorted(cfg.targets)}
+
+
+def install_domain_adapter(pack: Path, manifest: dict, domain: str, lora_dir: Path, cfg: LoraTrainConfig) -> None:
+    """Copies the trained LoRA into the pack and registers it as the domain's adapter (λ 0.5 until calibrated)."""
+    name = f"domain:{domain_name(domain)}"
+    rel = f"adapters/{adapter_dir_name(name)}"
+    (pack / rel).mkdir(parents=True, exist_ok=True)
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(lora_dir / f, pack / rel / f)
+    manifest["adapters"][name] = adapter_entry(rel, cfg)
+    manifest["domains"][domain_name(domain)] = {"adapter": name, "defaultLambda": 0.5}
+    write_manifest(pack, manifest)
+
+
+def next_commands(pack: Path, domain: str, prepared: Path, calibrated: bool) -> list[str]:
+    """What to run next, with absolute paths so that it runs from any folder."""
+    cli = REPO / "packages/runtime-node/bin/molorec.js"
+    data = prepared / domain
+    lines = [] if calibrated else [f"  node {cli} calibrate --pack {pack} --domain {domain_name(domain)} --data {data} --write"]
+    lines += [f"  node {cli} eval --pack {pack} --domain {domain_name(domain)} --data {data} --split {split}" for split in ("warm", "cold")]
+    lines.append(f"  {REPO / '.venv/bin/molorec-train'} baselines --prepared {prepared} --domain {domain} --split both")
+    return lines
+
+
 def add_domain(
     data_dir: Path,
     domain: str,
@@ -1245,20 +1312,9 @@ def add_domain(
     settings for this pack (``steps`` overrides), adds it to ``out`` (a copy of ``pack``; default: the
     pack itself, changed in place), and calibrates its λ (``calibrate``: the objective; None: the pack
     keeps λ = 0.5 until `molorec calibrate --write`). Returns the pack written."""
-    pack = Path(pack).resolve()
-    if out is not None:
-        out = Path(out).resolve()
-        if out.exists():
-            raise FileExistsError(f"{out} exists: pass another --out, or leave --out away to change {pack} in place")
-        shutil.copytree(pack, out)
-        log(f"copied {pack} to {out}")
-        pack = out
+    pack = pack_to_change(Path(pack).resolve(), out, log)
     manifest = read_manifest(pack)
-    if domain in manifest["domains"]:
-        raise ValueError(f"{pack} already has a domain {domain!r}")
-    base_dir = Path(base_dir).resolve() if base_dir is not None else default_base(pack)
-    if not base_matches(base_dir, manifest):
-        raise ValueError(f"{base_dir} is not the base model of {pack} (vocabulary, layer count or width differ)")
+    base_dir = checked_base(pack, manifest, domain, base_dir)
     work = Path(work).resolve() if work is not None else REPO / "artifacts/add-domain" / domain
     log(f"pack {pack}, base {base_dir}, work folder {work}")
     prepared = work / "prepared"
@@ -1275,46 +1331,29 @@ def add_domain(
         spec = replace(spec, maxTitleTokens=cap)
         manifest["prompt"]["maxTitleTokens"] = cap
 
-    cfg = pack_lora_config(pack, manifest, base_dir)
-    cfg = replace(cfg, seed=seed, rank_weight=rank_weight, **({"steps": steps} if steps is not None else {}))
+    cfg = add_domain_lora_config(pack, manifest, base_dir, seed, rank_weight, steps)
     rows = read_jsonl(prepared / domain / "train.jsonl")
     train_spec = spec if cfg.max_history_tokens is None else replace(spec, maxHistoryTokens=cfg.max_history_tokens)
     examples = list(iter_examples(rows, encode, train_spec))
     ranking = domain_cases(prepared, domain, rows, cfg.rank_negatives, encode, train_spec, seed) if rank_weight > 0 else []
-    log(
-        f"{domain} LoRA: {len(examples)} examples, {cfg.steps} steps of {cfg.batch_size}, rank {cfg.rank}, "
-        f"{'top ' + str(cfg.top_layers) + ' layers' if cfg.top_layers else 'every layer'}"
-        f"{f', listwise term ×{rank_weight} on {len(ranking)} cases' if ranking else ''}"
-    )
-    graph_targets = {t["module"].rsplit(".", 1)[-1] for t in manifest["lora"]["targets"]}
-    if not set(cfg.targets) <= graph_targets:
-        cfg = replace(cfg, targets=tuple(sorted(graph_targets & set(cfg.targets))))
+    log(lora_plan(domain, len(examples), cfg, rank_weight, len(ranking)))
     lora_dir = work / "loras" / domain
     train_lora(base_dir, examples, cfg, lora_dir, pad, log, name=domain, ranking=ranking, device=device)
-    name = f"domain:{domain_name(domain)}"
-    rel = f"adapters/{adapter_dir_name(name)}"
-    (pack / rel).mkdir(parents=True, exist_ok=True)
-    for f in ("adapter_config.json", "adapter_model.safetensors"):
-        shutil.copyfile(lora_dir / f, pack / rel / f)
-    manifest["adapters"][name] = {
-        "path": rel,
-        "rank": cfg.rank,
-        "alpha": cfg.alpha,
-        "scaling": cfg.alpha / cfg.rank,
-        "targetModules": sorted(cfg.targets),
-    }
-    manifest["domains"][domain_name(domain)] = {"adapter": name, "defaultLambda": 0.5}
-    write_manifest(pack, manifest)
+    install_domain_adapter(pack, manifest, domain, lora_dir, cfg)
     log(f"\nadded domain {domain_name(domain)} to {pack}")
-    data = prepared / domain
     if calibrate:
-        args = ["calibrate", "--pack", str(pack), "--domain", domain_name(domain), "--data", str(data), "--n", str(calibration_prompts)]
-        run_node([*args, "--write", "--objective", calibrate, "--ep", "cuda" if device.startswith("cuda") else "cpu"], log)
-    cli = REPO / "packages/runtime-node/bin/molorec.js"
+        args = ["calibrate", "--pack", str(pack), "--domain", domain_name(domain), "--data", str(prepared / domain)]
+        args += [
+            "--n",
+            str(calibration_prompts),
+            "--write",
+            "--objective",
+            calibrate,
+            "--ep",
+            "cuda" if device.startswith("cuda") else "cpu",
+        ]
+        run_node(args, log)
     log("Next (from any folder):")
-    if not calibrate:
-        log(f"  node {cli} calibrate --pack {pack} --domain {domain_name(domain)} --data {data} --write")
-    for split in ("warm", "cold"):
-        log(f"  node {cli} eval --pack {pack} --domain {domain_name(domain)} --data {data} --split {split}")
-    log(f"  {REPO / '.venv/bin/molorec-train'} baselines --prepared {prepared} --domain {domain} --split both")
+    for line in next_commands(pack, domain, prepared, bool(calibrate)):
+        log(line)
     return pack

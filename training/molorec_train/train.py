@@ -14,12 +14,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .prompt import PromptSpec, candidate_ids, prompt_ids
 from .ranking import Case, candidate_scores, listwise_loss
 from .tiny import EOS, PAD, train_bpe_tokenizer
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
 
 LINEAR_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -326,6 +330,121 @@ def answer_loss(hidden: torch.Tensor, labels: torch.Tensor, head: torch.nn.Modul
     return torch.nn.functional.cross_entropy(logits, target[rows, cols])
 
 
+def top_layers_start(cfg: LoraTrainConfig, n_layers: int, name: str) -> int:
+    """The first decoder layer the LoRA wraps (0: every layer)."""
+    if not 0 <= cfg.top_layers <= n_layers:
+        raise ValueError(f"{name}: top_layers {cfg.top_layers} is not in 0..{n_layers}")
+    return n_layers - cfg.top_layers if cfg.top_layers else 0
+
+
+def peft_lora_config(cfg: LoraTrainConfig, first_top: int, n_layers: int) -> LoraConfig:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        target_modules=list(cfg.targets),
+        lora_dropout=cfg.dropout,
+        layers_to_transform=list(range(first_top, n_layers)) if cfg.top_layers else None,
+    )
+
+
+def example_batches(
+    examples: Sequence[tuple[list[int], list[int]]], batch_size: int, pad: int, device: str
+) -> Callable[[random.Random], dict]:
+    """Batches of whole sequences for the model's own loss."""
+
+    def batch(rng: random.Random) -> dict:
+        ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(batch_size)], pad)
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+    return batch
+
+
+def drawn_examples(n_examples: int, cfg: LoraTrainConfig) -> list[int]:
+    """The example indices optimise()'s batches will draw: its stream is ``Random(cfg.seed)``,
+    ``batch_size`` draws per step, so only these need their lower layers cached."""
+    draws = random.Random(cfg.seed)
+    return sorted({draws.randrange(n_examples) for _ in range(cfg.steps * cfg.batch_size)})
+
+
+def cached_batches(
+    examples: Sequence[tuple[list[int], list[int]]], cache: dict[int, torch.Tensor], batch_size: int, pad: int, device: str
+) -> Callable[[random.Random], dict]:
+    """Batches of cached lower-layer outputs, drawn exactly as ``example_batches`` draws examples."""
+
+    def batch(rng: random.Random) -> dict:
+        picks = [rng.randrange(len(examples)) for _ in range(batch_size)]
+        _, mask, labels = collate([examples[k] for k in picks], pad)
+        hidden = torch.zeros((len(picks), mask.shape[1], cache[picks[0]].shape[1]))
+        for r, k in enumerate(picks):
+            hidden[r, : len(cache[k])] = cache[k]
+        return {"hidden": hidden.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
+
+    return batch
+
+
+def top_layers_loss(model: torch.nn.Module, first_top: int) -> Callable[[dict], torch.Tensor]:
+    """The answer loss of a cached batch, running only the decoder layers from ``first_top`` up."""
+    top = torch.nn.ModuleList(list(decoder_layers(model))[first_top:])
+    inner = model.get_base_model()
+
+    def loss_of(b: dict) -> torch.Tensor:
+        full = inner.model.layers
+        inner.model.layers = top  # the decoder runs the top layers only, on the cached inputs
+        try:
+            out = inner.model(inputs_embeds=b["hidden"], attention_mask=b["attention_mask"], use_cache=False)
+        finally:
+            inner.model.layers = full
+        return answer_loss(out.last_hidden_state, b["labels"], inner.lm_head)
+
+    return loss_of
+
+
+def cached_lower_layers(
+    base: torch.nn.Module,
+    model: torch.nn.Module,
+    examples: Sequence[tuple[list[int], list[int]]],
+    cfg: LoraTrainConfig,
+    first_top: int,
+    pad: int,
+    device: str,
+    name: str,
+    log: Callable[[str], None],
+) -> tuple[Callable[[random.Random], dict], Callable[[dict], torch.Tensor]]:
+    """(batches, loss) for training on the top layers over the frozen lower layers' outputs, run
+    once per example the steps will draw (the layers below take no gradient, so they never change)."""
+    drawn = drawn_examples(len(examples), cfg)
+    n_layers = base.config.num_hidden_layers
+    log(f"{name}: LoRA on the top {cfg.top_layers} of {n_layers} layers; caching layers 0-{first_top - 1} for {len(drawn)} examples")
+    states = lower_hidden_states(base, [p + a for p, a in (examples[k] for k in drawn)], first_top, pad, device, log=log)
+    cache = dict(zip(drawn, states))
+    return cached_batches(examples, cache, cfg.batch_size, pad, device), top_layers_loss(model, first_top)
+
+
+def listwise_term(
+    model: torch.nn.Module, ranking: Sequence[Case], cfg: LoraTrainConfig, pad: int, name: str
+) -> Callable[[random.Random], torch.Tensor] | None:
+    """The optional listwise loss term (``cfg.rank_weight``); None when it is off."""
+    if not cfg.rank_weight > 0:
+        return None
+    if not ranking:
+        raise ValueError(f"{name}: rank_weight > 0 needs ranking cases")
+
+    def extra(rng: random.Random) -> torch.Tensor:
+        cases = [ranking[rng.randrange(len(ranking))] for _ in range(cfg.rank_batch)]
+        return cfg.rank_weight * listwise_loss(candidate_scores(model, cases, pad))
+
+    return extra
+
+
+def save_lora(model: torch.nn.Module, out_dir: Path, cfg: LoraTrainConfig, curve: list[float]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    # the settings are kept beside the adapter so that a rerun can tell a stale LoRA from a reusable one
+    (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")
+
+
 def train_lora(
     base_dir: Path,
     examples: list[tuple[list[int], list[int]]],
@@ -341,7 +460,7 @@ def train_lora(
     With ``cfg.rank_weight > 0``, ``ranking`` (cases with the target first) feeds the listwise term.
     With ``cfg.top_layers``, the LoRA wraps the top layers only (and ``cfg.cache_lower`` runs the
     layers below once per example the steps will draw)."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM
 
     if not examples:
@@ -350,64 +469,16 @@ def train_lora(
     torch.manual_seed(cfg.seed)
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32, local_files_only=True).to(device)
     n_layers = base.config.num_hidden_layers
-    if not 0 <= cfg.top_layers <= n_layers:
-        raise ValueError(f"{name}: top_layers {cfg.top_layers} is not in 0..{n_layers}")
-    first_top = n_layers - cfg.top_layers if cfg.top_layers else 0
-    lora = LoraConfig(
-        r=cfg.rank,
-        lora_alpha=cfg.alpha,
-        target_modules=list(cfg.targets),
-        lora_dropout=cfg.dropout,
-        layers_to_transform=list(range(first_top, n_layers)) if cfg.top_layers else None,
-    )
-    model = get_peft_model(base, lora)
+    first_top = top_layers_start(cfg, n_layers, name)
+    model = get_peft_model(base, peft_lora_config(cfg, first_top, n_layers))
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def batch(rng: random.Random) -> dict:
-        ids, mask, labels = collate([examples[rng.randrange(len(examples))] for _ in range(cfg.batch_size)], pad)
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-    loss_of = None
-    cached = cfg.top_layers > 0 and cfg.cache_lower and cfg.rank_weight == 0
+    batch, loss_of = example_batches(examples, cfg.batch_size, pad, device), None
     if cfg.top_layers and cfg.cache_lower and cfg.rank_weight > 0:
         log(f"{name}: the listwise term scores whole sequences: the lower layers are not cached")
-    if cached:
-        # The examples the steps will draw (the same stream optimise() draws from), run once
-        # through the frozen lower layers; each step then runs the top layers on their outputs.
-        draws = random.Random(cfg.seed)
-        drawn = sorted({draws.randrange(len(examples)) for _ in range(cfg.steps * cfg.batch_size)})
-        log(f"{name}: LoRA on the top {cfg.top_layers} of {n_layers} layers; caching layers 0-{first_top - 1} for {len(drawn)} examples")
-        states = lower_hidden_states(base, [p + a for p, a in (examples[k] for k in drawn)], first_top, pad, device, log=log)
-        cache = dict(zip(drawn, states))
-        layers = decoder_layers(model)
-        top = torch.nn.ModuleList(list(layers)[first_top:])
-        inner = model.get_base_model()
-
-        def batch(rng: random.Random) -> dict:
-            picks = [rng.randrange(len(examples)) for _ in range(cfg.batch_size)]
-            _, mask, labels = collate([examples[k] for k in picks], pad)
-            hidden = torch.zeros((len(picks), mask.shape[1], cache[picks[0]].shape[1]))
-            for r, k in enumerate(picks):
-                hidden[r, : len(cache[k])] = cache[k]
-            return {"hidden": hidden.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
-
-        def loss_of(b: dict) -> torch.Tensor:
-            full = inner.model.layers
-            inner.model.layers = top  # the decoder runs the top layers only, on the cached inputs
-            try:
-                out = inner.model(inputs_embeds=b["hidden"], attention_mask=b["attention_mask"], use_cache=False)
-            finally:
-                inner.model.layers = full
-            return answer_loss(out.last_hidden_state, b["labels"], inner.lm_head)
-
-    extra = None
-    if cfg.rank_weight > 0:
-        if not ranking:
-            raise ValueError(f"{name}: rank_weight > 0 needs ranking cases")
-
-        def extra(rng: random.Random) -> torch.Tensor:
-            cases = [ranking[rng.randrange(len(ranking))] for _ in range(cfg.rank_batch)]
-            return cfg.rank_weight * listwise_loss(candidate_scores(model, cases, pad))
+    if cfg.top_layers > 0 and cfg.cache_lower and cfg.rank_weight == 0:
+        batch, loss_of = cached_lower_layers(base, model, examples, cfg, first_top, pad, device, name, log)
+    extra = listwise_term(model, ranking, cfg, pad, name)
 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     curve = optimise(
@@ -423,9 +494,7 @@ def train_lora(
         extra_loss=extra,
         loss_of=loss_of,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir)
-    (out_dir / "training.json").write_text(json.dumps({"config": asdict(cfg), "loss_curve": curve}, indent=1) + "\n")
+    save_lora(model, out_dir, cfg, curve)
     return curve
 
 

@@ -60,12 +60,9 @@ def test_premixed_adapter_equals_the_per_module_mixture(built, tmp_path):
         np.testing.assert_allclose(mixed.scaling * (b @ a), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
-def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
-    data = tmp_path / "data"
-    for i, name in enumerate(["gen-a", "gen-b", "tgt"]):
-        write_sequence_domain(data, name, n_items=60, n_users=40, seed=i)
-    cfg = RecipeConfig(
+def micro_config() -> RecipeConfig:
+    """The scratch recipe at micro scale: general domains gen-a and gen-b, target tgt, tiny models and step counts."""
+    return RecipeConfig(
         general=("gen-a", "gen-b"),
         targets=("tgt",),
         max_test=6,
@@ -80,6 +77,14 @@ def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
         title_passes=1,
         sasrec_epochs=1,
     )
+
+
+@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
+def test_recipe_runs_end_to_end_at_micro_scale(tmp_path):
+    data = tmp_path / "data"
+    for i, name in enumerate(["gen-a", "gen-b", "tgt"]):
+        write_sequence_domain(data, name, n_items=60, n_users=40, seed=i)
+    cfg = micro_config()
     torch.manual_seed(0)
     results = run_recipe(
         data, tmp_path / "work", cfg, pack_out=tmp_path / "pack", base_out=tmp_path / "base", lora_jobs=2, log=lambda *_: None
