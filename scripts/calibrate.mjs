@@ -42,7 +42,18 @@ const rec = await core.createRecommender({
 });
 try {
   const started = Date.now();
-  const res = await rec.calibrate(values.domain, requests, { objective: values.objective });
+  let shown = started;
+  const res = await rec.calibrate(values.domain, requests, {
+    objective: values.objective,
+    // A line a minute: the recipe runs several of these side by side and interleaves their output.
+    onProgress: (p) => {
+      if (Date.now() - shown < 60_000) return;
+      shown = Date.now();
+      console.log(
+        `calibrate ${values.domain} (${values.objective}): ${p.scored}/${p.requests} prompts at ${p.lambdas} λ values, ${p.lambdasDone} λ done, ${((shown - started) / 1000).toFixed(0)} s`,
+      );
+    },
+  });
   const seconds = (Date.now() - started) / 1000;
   console.log(
     `calibrated ${values.domain} (${values.objective}) on ${requests.length} unlabeled prompts in ${seconds.toFixed(1)} s: λ = ${res.lambda.toFixed(3)}`,

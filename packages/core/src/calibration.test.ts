@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { calibrateLambda, type MixtureScorer } from "./calibration.js";
+import { type CalibrationProgress, calibrateLambda, type MixtureScorer } from "./calibration.js";
 import { isMolorecError, MolorecError } from "./errors.js";
 import type { AdapterWeights } from "./lora-mixture.js";
 import type { EntropyObjective } from "./objectives.js";
@@ -63,6 +63,31 @@ describe("calibrateLambda", () => {
     expect(res.evaluated[0]!.objective).toBeCloseTo(0, 12);
     expect(res.evaluated[2]!.objective).toBeLessThan(res.evaluated[1]!.objective);
     expect(res.lambda).toBe(1);
+  });
+
+  it("reports progress after every request, batch by batch, ending with every λ it evaluated", async () => {
+    const requests = [0.2, 0.4, 0.6].map((x) => ({ history: [String(x)], candidates: ["a", "b"] }));
+    const seen: CalibrationProgress[] = [];
+    const res = await calibrateLambda(fakeScorer(), "movies", requests, {
+      gridPoints: 5,
+      refineRounds: 1,
+      refinePoints: 5,
+      onProgress: (p) => seen.push(p),
+    });
+    // The grid (5 λ), then one refinement around the best: 5 points, 2 of them new.
+    expect(seen.map((p) => `${p.scored}/${p.requests}@${p.lambdas}`)).toEqual(["1/3@5", "2/3@5", "3/3@5", "1/3@2", "2/3@2", "3/3@2"]);
+    expect(seen.map((p) => p.lambdasDone)).toEqual([0, 0, 5, 5, 5, 7]);
+    expect(seen.at(-1)!.lambdasDone).toBe(res.evaluated.length);
+    const groups: CalibrationProgress[] = [];
+    const info = ["up", "up", "down", "down"].map((h) => ({ history: [h], candidates: ["a", "b", "c"] }));
+    await calibrateLambda(fakeScorer(), "movies", info, {
+      objective: "information",
+      groupSize: 2,
+      gridPoints: 3,
+      refineRounds: 0,
+      onProgress: (p) => groups.push(p),
+    });
+    expect(groups.map((p) => `${p.scored}/${p.requests}:${p.lambdasDone}`)).toEqual(["2/4:0", "4/4:3"]);
   });
 
   it("refuses a calibration it cannot run, domain first", async () => {

@@ -20,6 +20,22 @@ export interface CalibrationOptions extends LambdaSearchOptions {
    * of its first request). Default 16; fewer than 2 requests per group is refused.
    */
   groupSize?: number;
+  /**
+   * Called after each request (or, for `information`, each group) is scored at a batch of λ
+   * values: a large model takes minutes to calibrate, and a caller wants to show that it moves.
+   */
+  onProgress?: (progress: CalibrationProgress) => void;
+}
+
+/** What {@link CalibrationOptions.onProgress} reports: requests scored so far, at how many λ values. */
+export interface CalibrationProgress {
+  /** λ values scored so far (the search's grid, then its refinements). */
+  lambdasDone: number;
+  /** λ values in the batch being scored. */
+  lambdas: number;
+  /** Requests scored at this batch's λ values, of `requests` (for `information`: those in a group). */
+  scored: number;
+  requests: number;
 }
 
 /**
@@ -65,15 +81,22 @@ export async function calibrateLambda(
   options: CalibrationOptions = {},
 ): Promise<CalibrationResult> {
   scorer.resolveMixture(domain, "base"); // UNKNOWN_DOMAIN before anything else
-  const { objective = scorer.entropyObjective, groupSize = 16, ...search } = options;
+  const { objective = scorer.entropyObjective, groupSize = 16, onProgress, ...search } = options;
   const kind = checkObjective(objective, CALIBRATION_OBJECTIVES, "calibration objective");
   const weights = (lambdas: number[]) => lambdas.map((lambda) => scorer.resolveMixture(domain, { lambda }).weights);
   if (requests.length === 0) throw new MolorecError("INVALID_REQUEST", "calibration needs at least one unlabeled request");
+  let lambdasDone = 0;
+  const progress = (lambdas: number, scored: number, total: number) => {
+    if (scored === total) lambdasDone += lambdas;
+    onProgress?.({ lambdasDone, lambdas, scored, requests: total });
+  };
   if (kind === "information") {
     const groups = informationGroups(requests, groupSize);
+    const grouped = groups.reduce((n, g) => n + g.histories.length, 0);
     const result = await searchLambda(async (lambdas) => {
       const mixtures = weights(lambdas);
       const total = new Array<number>(lambdas.length).fill(0);
+      let scored = 0;
       for (const { candidates, histories } of groups) {
         const scores: number[][][] = [];
         for (const history of histories) scores.push(await scorer.scoreMixtures({ history, candidates, mixtures }));
@@ -81,6 +104,8 @@ export async function calibrateLambda(
         lambdas.forEach((_, i) => {
           total[i]! += (negativeInformation(scores.map((s) => s[i]!)) * histories.length) / requests.length;
         });
+        scored += histories.length;
+        progress(lambdas.length, scored, grouped);
       }
       return total;
     }, search);
@@ -88,9 +113,10 @@ export async function calibrateLambda(
   }
   const result = await searchLambda(async (lambdas) => {
     const sums = new Array<number>(lambdas.length).fill(0);
-    for (const r of requests) {
+    for (const [n, r] of requests.entries()) {
       const { objective: values } = await scorer.scoreWithEntropy({ ...r, mixtures: weights(lambdas) }, kind);
       values.forEach((h, i) => (sums[i]! += h));
+      progress(lambdas.length, n + 1, requests.length);
     }
     return sums.map((s) => s / requests.length);
   }, search);

@@ -5,7 +5,7 @@
  * through `@molorec/core/internal`, which has no stability promise.
  */
 export type { InferenceBackend, InferenceSession, SessionOptions } from "./backend.js";
-export type { CalibrationOptions, CalibrationResult } from "./calibration.js";
+export type { CalibrationOptions, CalibrationProgress, CalibrationResult } from "./calibration.js";
 export { MolorecError, isMolorecError, httpStatusForCode, type MolorecErrorCode, type MolorecErrorOptions } from "./errors.js";
 export { evaluatePolicies, type EvalCase, type PolicyMetrics } from "./evaluation.js";
 export type { LambdaSearchOptions, LambdaSearchResult } from "./lambda-search.js";

@@ -276,7 +276,16 @@ async function calibrateCommand(packDir: string, values: Values): Promise<number
   const rec = await openRecommender(packDir, values);
   try {
     const started = Date.now();
-    const res = await rec.calibrate(domain, requests, { objective: values.objective as CalibrationObjective });
+    // One bar per batch of λ values (the grid, then each refinement): the search's length is not known ahead.
+    let bar: ((done: number, total: number) => void) | undefined;
+    const res = await rec.calibrate(domain, requests, {
+      objective: values.objective as CalibrationObjective,
+      onProgress: (p) => {
+        bar ??= progressBar(`calibrate ${domain}: ${p.lambdas} λ values (${p.lambdasDone} before)`);
+        bar(p.scored, p.requests);
+        if (p.scored === p.requests) bar = undefined;
+      },
+    });
     const info = res.objectiveKind === "information";
     // The search minimises; for `information` that is minus the mutual information, printed as MI.
     const shown = (o: number) => (info ? `mutual information ${(-o).toFixed(4)}` : `entropy ${o.toFixed(4)}`);
