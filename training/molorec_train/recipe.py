@@ -699,7 +699,9 @@ def pretrained_eval_step(r: RecipeRun) -> None:
             if eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed, [row["name"] for row in rows]):
                 continue
             r.log(f"{t} {split}: {len(rows)} mixture rows per case ({', '.join(row['name'] for row in rows)})")
-            grid = [lambda_row(lam) for lam in GRID]
+            # The token entropy needs the full logits (a 49k-entry softmax per title token): only the
+            # adaptive rows read it.
+            grid = [lambda_row(lam) for lam in GRID] if r.cfg.adaptive else []
             run_eval_rows(
                 r.pack,
                 cases,
