@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -77,6 +78,20 @@ def _options(cfg) -> str:
         out += f" --general-rank-weight {cfg.general_lora.rank_weight:g}"
     if cfg.calibration_objective != "tokens":
         out += f" --calibration-objective {cfg.calibration_objective}"
+    if getattr(cfg, "pretrained", None):
+        out += _pretrained_options(cfg)
+    return out
+
+
+def _pretrained_options(cfg) -> str:
+    """The `--base` recipe's own flags that `cfg` departs from (what a reader must pass to get this table)."""
+    out = f" --eval-cases {cfg.eval_cases}" if cfg.eval_cases else ""
+    if tuple(cfg.compare_objectives) != ("candidates", "information"):
+        out += f" --compare-objectives '{','.join(cfg.compare_objectives)}'"
+    out += "" if cfg.permodule else " --no-permodule"
+    out += "" if cfg.adaptive else " --no-adaptive"
+    if cfg.few_shot:
+        out += f" --few-shot {','.join(cfg.few_shot)}"
     return out
 
 
@@ -228,7 +243,8 @@ def _table(table: dict, rows: list[tuple[str, str]]) -> list[str]:
             for k in ("ndcg1", "ndcg3"):
                 v = metric(row, k)
                 vals.append("—" if v is None else f"{v:.4f}")
-        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+        if any(v != "—" for v in vals):  # a policy this run did not score (e.g. --no-adaptive) gets no row
+            lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return lines
 
 
@@ -264,6 +280,16 @@ def _few_shot(few: dict) -> str:
     )
 
 
+def _noise(n_cases: dict) -> str:
+    """How far apart two NDCG@1 values of the table must be to mean anything: one standard error of a
+    hit rate near 0.2 on the smallest cell (a difference within two of them is noise)."""
+    n = min((k for k in n_cases.values() if k), default=0)
+    if not n:
+        return ""
+    se = math.sqrt(0.2 * 0.8 / n)
+    return f"With {n} cases per cell, one standard error of an NDCG@1 near 0.2 is ±{se:.3f}: differences below ~{2 * se:.2f} are within noise.\n\n"
+
+
 def render_pretrained(results: dict, cfg, quick: bool) -> str:
     table = results["table"]
     cells = list(table)
@@ -291,8 +317,8 @@ history titles within {c.max_history_tokens} tokens), the generative loss on the
 
 {chr(10).join(_table(table, PRETRAINED_ROWS))}
 
-Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
-The pack stores the **{cfg.calibration_objective}** λ (`calibrated`). Adaptive rows choose per request among λ ∈ {{0, 0.25, 0.5, 0.75, 1}}.
+{_noise(n_cases)}Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
+The pack stores the **{cfg.calibration_objective}** λ (`calibrated`).{" Adaptive rows choose per request among λ ∈ {0, 0.25, 0.5, 0.75, 1}." if getattr(cfg, "adaptive", True) else ""}
 
 {_few_shot(results.get("few_shot") or {})}### The targets, as measured (NDCG@1)
 
