@@ -116,7 +116,7 @@ def quick_config() -> RecipeConfig:
 def smollm2_config() -> RecipeConfig:
     """The recipe on SmolLM2-135M-Instruct (docs/results.md): LoRAs on the top layers only, their
     frozen lower layers run once per training example; titles capped at 16 tokens, histories at
-    160 (measured: docs/results.md, "Choices and what they cost")."""
+    160. Chosen to fit a 2-core machine; what each choice costs in NDCG is not measured yet."""
     lora = LoraTrainConfig(steps=160, batch_size=8, rank=8, alpha=16, lr=1e-3, top_layers=10, max_history_tokens=96)
     return RecipeConfig(
         pretrained="smollm2",
