@@ -232,6 +232,18 @@ def test_report_reproduce_line_carries_the_recipe_options():
     assert _options(cfg) == " --rank-weight 1 --general-rank-weight 0.5 --calibration-objective information"
 
 
+def test_pretrained_report_reproduces_its_flags_and_lists_only_scored_policies():
+    from molorec_train.recipe import smollm2_config
+    from molorec_train.report import _options, _table
+
+    assert _options(smollm2_config()) == ""
+    cfg = replace(smollm2_config(), eval_cases=100, compare_objectives=("information",), permodule=False, adaptive=False)
+    assert _options(cfg) == " --eval-cases 100 --compare-objectives 'information' --no-permodule --no-adaptive"
+    cell = {"domain": {"ndcg1": 0.2, "ndcg3": 0.3}}
+    lines = _table({"a/warm": cell, "a/cold": {}}, [("S", "domain"), ("Adaptive", "adaptive")])
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["S"]  # a row only for what was scored
+
+
 def test_the_recipe_is_a_list_of_steps_that_skip_what_is_done(tmp_path):
     from molorec_train.recipe import RecipeRun, RecipeStep, run_steps, scratch_steps
 
