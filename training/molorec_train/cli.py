@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -513,7 +514,19 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
     if args.report:
         write_report(results, cfg, args.report, quick=args.quick)
         print(f"wrote {args.report}")
+        _format_markdown(args.report)
     return 0
+
+
+def _format_markdown(path: Path) -> None:
+    """Lays the report out as the repository's formatter does (CI checks it), when the Node tools are installed."""
+    from .recipe import REPO
+
+    biome = REPO / "node_modules" / ".bin" / "biome"
+    if not biome.exists():
+        print(f"note: {path} is not formatted (run `npx biome format --write {path}` before committing)")
+        return
+    subprocess.run([str(biome), "format", "--write", str(path)], cwd=REPO, check=False, capture_output=True)
 
 
 def _cmd_add_domain(args: argparse.Namespace) -> int:
