@@ -287,7 +287,7 @@ def _noise(n_cases: dict) -> str:
     if not n:
         return ""
     se = math.sqrt(0.2 * 0.8 / n)
-    return f"With {n} cases per cell, one standard error of an NDCG@1 near 0.2 is ±{se:.3f}: differences below ~{2 * se:.2f} are within noise.\n\n"
+    return f"With at least {n} cases per cell, one standard error of an NDCG@1 near 0.2 is ±{se:.3f}: differences below ~{2 * se:.2f} are within noise.\n\n"
 
 
 def render_pretrained(results: dict, cfg, quick: bool) -> str:
