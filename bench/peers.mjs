@@ -12,13 +12,13 @@
 //   node --expose-gc bench/peers.mjs --model-dir artifacts/smollm2 \
 //     --gguf artifacts/gguf/SmolLM2-135M-Instruct.Q4_1.gguf --candidates 20,50,100 --threads 2
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { judgeGeneration, listwisePromptIds } from "./lib/generation.mjs";
 import { startWorkerProcess } from "./lib/python.mjs";
-import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, parseCli, rng } from "./lib/util.mjs";
+import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, parseCli, rng, writeReport } from "./lib/util.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
@@ -545,11 +545,9 @@ const text = [
 ].join("\n");
 console.log(text);
 if (opt.md) {
-  mkdirSync(dirname(resolve(opt.md)), { recursive: true });
-  writeFileSync(resolve(opt.md), `${text}\n`);
+  writeReport(opt.md, text);
 }
 if (opt.json) {
-  mkdirSync(dirname(resolve(opt.json)), { recursive: true });
   const dump = {
     lines,
     config: cfg,
@@ -565,6 +563,6 @@ if (opt.json) {
       extra: r.gen ? r.extra : undefined,
     })),
   };
-  writeFileSync(resolve(opt.json), `${JSON.stringify(dump, null, 1)}\n`);
-  log(`bench/peers: wrote ${rel(resolve(opt.json))}`);
+  const file = writeReport(opt.json, JSON.stringify(dump, null, 1));
+  log(`bench/peers: wrote ${rel(file)}`);
 }

@@ -11,7 +11,6 @@ stdout line); times are measured here around the work only. Rows, on the token i
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import resource
@@ -43,32 +42,11 @@ class Engine:
         self.max_rows = max_rows
 
     def kv(self, prompt: list[int], cands: list[list[int]]) -> list[float]:
-        torch, model, end = self.torch, self.model, self.spec["endTokenId"]
-        scores = [0.0] * len(cands)
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-            first = torch.log_softmax(out.logits[0, -1].double(), -1)
-            cache = out.past_key_values
-            for start in range(0, len(cands), self.max_rows):
-                idx = list(range(start, min(len(cands), start + self.max_rows)))
-                L = max(len(cands[c]) - 1 for c in idx)
-                sums = [float(first[cands[c][0]]) for c in idx]
-                if L > 0:
-                    ids = torch.full((len(idx), L), end, dtype=torch.long)
-                    for b, c in enumerate(idx):
-                        ids[b, : len(cands[c]) - 1] = torch.tensor(cands[c][:-1])
-                    past = copy.deepcopy(cache)
-                    past.batch_repeat_interleave(len(idx))
-                    # right padding: causal attention keeps real tokens from seeing the pads
-                    logits = model(input_ids=ids, past_key_values=past, use_cache=True).logits
-                    for b, c in enumerate(idx):
-                        n = len(cands[c]) - 1
-                        if n:
-                            lp = torch.log_softmax(logits[b, :n].double(), -1)
-                            sums[b] += float(lp[torch.arange(n), torch.tensor(cands[c][1:])].sum())
-                for b, c in enumerate(idx):
-                    scores[c] = sums[b] / (1 if self.spec["scoreNormalization"] == "sum" else len(cands[c]))
-        return scores
+        from kv_scoring import kv_cache_scores
+
+        return kv_cache_scores(
+            self.model, prompt, cands, pad_id=self.spec["endTokenId"], max_rows=self.max_rows, normalization=self.spec["scoreNormalization"]
+        )
 
     def generate(self, ids: list[int], gen_tokens: int) -> dict:
         torch, end = self.torch, self.spec["endTokenId"]

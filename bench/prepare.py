@@ -106,26 +106,11 @@ def matmul_graph(k: int, n: int, path: Path) -> int:
 
 def rebuild_fixture_checkpoint(pack: Path, out: Path) -> Path:
     """The fixture pack's transformers checkpoint, rebuilt from the seeds in fixture.py."""
-    from molorec_train import tiny
-    from molorec_train.fixture import fixture_titles
-    from molorec_train.prompt import PromptSpec
+    from molorec_train.fixture import fixture_base_model
 
     if not (out / "config.json").is_file():
         with quiet():
-            corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
-            tiny.train_bpe_tokenizer(corpus, 512, out)
-            tiny.make_model(
-                out,
-                architecture="llama",
-                vocab_size=512,
-                hidden_size=64,
-                intermediate_size=128,
-                num_layers=2,
-                num_heads=4,
-                num_kv_heads=2,
-                seed=5,
-                std=0.15,
-            )
+            fixture_base_model(out)
     return out
 
 

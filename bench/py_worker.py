@@ -16,7 +16,6 @@ Variants, all on the same prompt and candidate token ids the Node side built:
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import sys
@@ -206,35 +205,13 @@ class Worker:
         return self._torch
 
     def torch_prefix(self, prompt: list[int], cands: list[list[int]]):
-        import torch
+        from kv_scoring import kv_cache_scores
 
         model = self.torch_model()
-        N = len(cands)
-        scores = [0.0] * N
-        with torch.inference_mode():
-            out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-            first = torch.log_softmax(out.logits[0, -1].double(), -1)
-            cache = out.past_key_values
-            for start in range(0, N, self.max_rows):
-                idx = list(range(start, min(N, start + self.max_rows)))
-                L = max(len(cands[c]) - 1 for c in idx)
-                sums = [float(first[cands[c][0]]) for c in idx]
-                if L > 0:
-                    ids = torch.full((len(idx), L), self.spec.endTokenId, dtype=torch.long)
-                    for b, c in enumerate(idx):
-                        ids[b, : len(cands[c]) - 1] = torch.tensor(cands[c][:-1])
-                    past = copy.deepcopy(cache)
-                    past.batch_repeat_interleave(len(idx))
-                    # right padding: causal attention keeps real tokens from seeing the pads
-                    logits = model(input_ids=ids, past_key_values=past, use_cache=True).logits
-                    for b, c in enumerate(idx):
-                        n = len(cands[c]) - 1
-                        if n:
-                            lp = torch.log_softmax(logits[b, :n].double(), -1)
-                            sums[b] += float(lp[torch.arange(n), torch.tensor(cands[c][1:])].sum())
-                for b, c in enumerate(idx):
-                    scores[c] = sums[b] / (1 if self.spec.scoreNormalization == "sum" else len(cands[c]))
-        return [scores], 1 + (N + self.max_rows - 1) // self.max_rows
+        scores = kv_cache_scores(
+            model, prompt, cands, pad_id=self.spec.endTokenId, max_rows=self.max_rows, normalization=self.spec.scoreNormalization
+        )
+        return [scores], 1 + (len(cands) + self.max_rows - 1) // self.max_rows
 
     def tokenizer(self):
         if self._tok is None:

@@ -9,7 +9,7 @@
 // run by run with the Node ones; derived models (packed-graph variant, merged pack, quantized
 // packs, MatMul micro-graphs) come from bench/prepare.py and are cached in bench/.cache.
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import { dirname, join, relative, resolve } from "node:path";
@@ -20,7 +20,7 @@ import { scorePacked, scorePackedCached } from "./lib/packed.mjs";
 import { startPythonWorker } from "./lib/python.mjs";
 import { wasmBackend } from "./lib/wasm.mjs";
 import { makeRequests } from "./lib/requests.mjs";
-import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, p90, parseCli, rng } from "./lib/util.mjs";
+import { argmax, fmtMs, fmtRatio, kendallTau, markdownTable, maxAbsDiff, median, p90, parseCli, rng, writeReport } from "./lib/util.mjs";
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const REPO = resolve(HERE, "..");
@@ -820,11 +820,9 @@ const text = [
 ].join("\n");
 console.log(text);
 if (opt.md) {
-  mkdirSync(dirname(resolve(opt.md)), { recursive: true });
-  writeFileSync(resolve(opt.md), `${text}\n`);
+  writeReport(opt.md, text);
 }
 if (opt.json) {
-  mkdirSync(dirname(resolve(opt.json)), { recursive: true });
   const dump = {
     machine,
     config: cfg,
@@ -844,8 +842,8 @@ if (opt.json) {
       agreement: Object.fromEntries(cfg.sizes.map((n) => [n, v.scores[n] ? agreement(v, n) : null])),
     })),
   };
-  writeFileSync(resolve(opt.json), `${JSON.stringify(dump, null, 1)}\n`);
-  log(`bench: wrote ${relative(REPO, resolve(opt.json))}`);
+  const file = writeReport(opt.json, JSON.stringify(dump, null, 1));
+  log(`bench: wrote ${relative(REPO, file)}`);
 }
 for (const s of [
   blockSession,

@@ -5,14 +5,10 @@
 // and stores the λ in the pack itself afterwards.
 //
 //   node scripts/calibrate.mjs --pack DIR --domain NAME --data DIR --out FILE [--n 64] [--objective tokens] [--threads 1] [--ep cpu]
-import { readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
-
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-const core = await import(join(REPO, "packages/core/dist/index.js"));
-const { nodeBackend, loadPackFromDir } = await import(join(REPO, "packages/runtime-node/dist/index.js"));
+import { core, loadPackFromDir, nodeBackend, readJsonl, requireOptions } from "./runtime.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -26,12 +22,8 @@ const { values } = parseArgs({
     ep: { type: "string", default: "cpu" },
   },
 });
-for (const k of ["pack", "domain", "data", "out"]) if (!values[k]) throw new Error(`--${k} is required`);
-const rows = readFileSync(join(values.data, "valid.jsonl"), "utf8")
-  .split("\n")
-  .filter((l) => l.trim())
-  .slice(0, Number(values.n))
-  .map((l) => JSON.parse(l));
+requireOptions(values, ["pack", "domain", "data", "out"]);
+const rows = readJsonl(join(values.data, "valid.jsonl")).slice(0, Number(values.n));
 // Unlabeled: the label is dropped before anything sees the requests (as the CLI does).
 const requests = rows.map((r) => ({ history: r.history, candidates: r.candidates }));
 const pack = await loadPackFromDir(values.pack);

@@ -16,13 +16,8 @@
 // --done: a JSONL file of lines already scored: a case is scored only for the rows its line lacks (in --done or --out).
 // --shard I/N: only every N-th case of the list, from the I-th (run N processes side by side, one thread each).
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-
-const REPO = join(dirname(fileURLToPath(import.meta.url)), "..");
-const core = await import(join(REPO, "packages/core/dist/index.js"));
-const { nodeBackend, loadPackFromDir } = await import(join(REPO, "packages/runtime-node/dist/index.js"));
+import { core, loadPackFromDir, nodeBackend, readJsonl, requireOptions } from "./runtime.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -38,14 +33,11 @@ const { values } = parseArgs({
     ep: { type: "string", default: "cpu" },
   },
 });
-for (const k of ["pack", "cases", "rows", "out"]) if (!values[k]) throw new Error(`--${k} is required`);
+requireOptions(values, ["pack", "cases", "rows", "out"]);
 const [shard, shards] = values.shard.split("/").map(Number);
 const rows = JSON.parse(values.rows);
 const entropyRows = new Set(values["entropy-rows"].split(",").filter(Boolean));
-const cases = readFileSync(values.cases, "utf8")
-  .split("\n")
-  .filter((l) => l.trim())
-  .map((l) => JSON.parse(l));
+const cases = readJsonl(values.cases);
 // Lines already scored, by case: a case is scored again only for the rows its line lacks.
 const previous = new Map();
 for (const file of [values.done, values.out]) {

@@ -1,5 +1,6 @@
 // Small helpers of the benchmarks: command line, seeded randomness, statistics, formatting.
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
@@ -105,4 +106,12 @@ export function markdownTable(header, rows) {
   const widths = header.map((_, c) => Math.max(...all.map((r) => String(r[c] ?? "").length)));
   const line = (r) => `| ${r.map((cell, c) => String(cell ?? "").padEnd(widths[c])).join(" | ")} |`;
   return [line(header), `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`, ...rows.map(line)].join("\n");
+}
+
+/** Writes a report file (`--md`, `--json`), creating its folder; returns the absolute path. */
+export function writeReport(path, text) {
+  const file = resolve(path);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, text.endsWith("\n") ? text : `${text}\n`);
+  return file;
 }

@@ -88,9 +88,8 @@ def fixture_titles(n: int, seed: int) -> list[str]:
     return [f"{rng.choice(['', 'The '])}{rng.choice(ADJ)} {rng.choice(NOUN)} ({rng.randint(1950, 2023)})" for _ in range(n)]
 
 
-def _fixture_model(work: Path) -> tuple[Path, dict[str, Path]]:
-    """The tiny random Llama, its tokenizer and two random LoRAs (general, movies) under ``work``."""
-    model_dir = work / "model"
+def fixture_base_model(model_dir: Path) -> None:
+    """The fixture's tiny random Llama and its BPE tokenizer (the benchmark builds the same base)."""
     corpus = fixture_titles(2000, 7) + [PromptSpec().prefix, "- \nNext item: "]
     tiny.train_bpe_tokenizer(corpus, 512, model_dir)
     tiny.make_model(
@@ -105,6 +104,12 @@ def _fixture_model(work: Path) -> tuple[Path, dict[str, Path]]:
         seed=5,
         std=0.15,
     )
+
+
+def _fixture_model(work: Path) -> tuple[Path, dict[str, Path]]:
+    """The tiny random Llama, its tokenizer and two random LoRAs (general, movies) under ``work``."""
+    model_dir = work / "model"
+    fixture_base_model(model_dir)
     general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
     domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
     return model_dir, {"general": general, "domain:movies": domain}

@@ -763,24 +763,24 @@ def pretrained_calibrate_step(r: RecipeRun) -> None:
         for o in objectives:
             out = r.work / (f"calibration-{t}.json" if o == cfg.calibration_objective else f"calibration-{o}-{t}.json")
             if not out.exists():
-                commands.append(
-                    [
-                        "node",
-                        str(REPO / "scripts/calibrate.mjs"),
-                        "--pack",
-                        str(r.pack),
-                        "--domain",
-                        domain_name(t),
-                        "--data",
-                        str(r.prepared / t),
-                    ]
-                    + ["--n", str(cfg.calibration_prompts), "--objective", o, "--ep", r.ep, "--out", str(out)]
-                )
+                commands.append(calibrate_command(r, domain_name(t), r.prepared / t, o, out))
     run_parallel(commands, cfg.eval_shards, r.log)
+    store_calibrated(r, [domain_name(t) for t in cfg.targets])
+
+
+def calibrate_command(r: RecipeRun, domain: str, data: Path, objective: str, out: Path) -> list[str]:
+    """scripts/calibrate.mjs for one pack domain: λ on the first unlabeled valid prompts of `data`, by `objective`."""
+    return ["node", str(REPO / "scripts/calibrate.mjs"), "--pack", str(r.pack), "--domain", domain, "--data", str(data)] + [
+        *("--n", str(r.cfg.calibration_prompts), "--objective", objective, "--ep", r.ep, "--out", str(out))
+    ]
+
+
+def store_calibrated(r: RecipeRun, domains: list[str]) -> None:
+    """Writes each domain's stored-objective λ (`calibration-<domain>.json`) into the pack, as `calibrate --write`."""
     manifest = read_manifest(r.pack)
-    for t in cfg.targets:
-        lam = json.loads((r.work / f"calibration-{t}.json").read_text())["lambda"]
-        manifest["domains"][domain_name(t)]["calibratedLambda"] = math.floor(lam * 1e4 + 0.5) / 1e4  # as `calibrate --write`
+    for d in domains:
+        lam = json.loads((r.work / f"calibration-{d}.json").read_text())["lambda"]
+        manifest["domains"][d]["calibratedLambda"] = math.floor(lam * 1e4 + 0.5) / 1e4
     write_manifest(r.pack, manifest)
 
 
@@ -910,45 +910,15 @@ def few_shot_step(r: RecipeRun) -> None:
     loras_step(r, jobs)
     manifest = read_manifest(r.pack)
     for j in jobs:
-        name = f"domain:{j.name}"
-        if name not in manifest["adapters"]:
-            rel = f"adapters/{adapter_dir_name(name)}"
-            (r.pack / rel).mkdir(parents=True, exist_ok=True)
-            for f in ("adapter_config.json", "adapter_model.safetensors"):
-                shutil.copyfile(r.loras / j.name / f, r.pack / rel / f)
-            c = j.cfg
-            manifest["adapters"][name] = {
-                "path": rel,
-                "rank": c.rank,
-                "alpha": c.alpha,
-                "scaling": c.alpha / c.rank,
-                "targetModules": sorted(c.targets),
-            }
-            manifest["domains"][j.name] = {"adapter": name, "defaultLambda": 0.5}
-            write_manifest(r.pack, manifest)
-    commands = []
-    for j in jobs:
-        out = r.work / f"calibration-{j.name}.json"
-        if not out.exists():
-            commands.append(
-                [
-                    "node",
-                    str(REPO / "scripts/calibrate.mjs"),
-                    "--pack",
-                    str(r.pack),
-                    "--domain",
-                    j.name,
-                    "--data",
-                    str(r.prepared / j.domains[0]),
-                ]
-                + ["--n", str(r.cfg.calibration_prompts), "--objective", r.cfg.calibration_objective, "--ep", r.ep, "--out", str(out)]
-            )
+        if f"domain:{j.name}" not in manifest["adapters"]:
+            install_domain_adapter(r.pack, manifest, j.name, r.loras / j.name, j.cfg)
+    commands = [
+        calibrate_command(r, j.name, r.prepared / j.domains[0], r.cfg.calibration_objective, r.work / f"calibration-{j.name}.json")
+        for j in jobs
+        if not (r.work / f"calibration-{j.name}.json").exists()
+    ]
     run_parallel(commands, r.cfg.eval_shards, r.log)
-    manifest = read_manifest(r.pack)
-    for j in jobs:
-        lam = json.loads((r.work / f"calibration-{j.name}.json").read_text())["lambda"]
-        manifest["domains"][j.name]["calibratedLambda"] = math.floor(lam * 1e4 + 0.5) / 1e4
-    write_manifest(r.pack, manifest)
+    store_calibrated(r, [j.name for j in jobs])
     for j in jobs:
         t = j.domains[0]
         lam = read_manifest(r.pack)["domains"][j.name]["calibratedLambda"]

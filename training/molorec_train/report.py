@@ -187,15 +187,7 @@ def render(results: dict, cfg, quick: bool) -> str:
         )
     lam = ", ".join(f"{k}: {v:.3f}" for k, v in results["lambdas"].items() if v is not None)
     lam_c = ", ".join(f"{k}: {v:.3f}" for k, v in results.get("candidate_lambdas", {}).items())
-    cached = set(results.get("cached_steps", []))
-    steps = "\n".join(
-        f"| {k} | {'reused from the work folder' if k in cached else f'{v / 60:.1f} min'} |" for k, v in results["step_seconds"].items()
-    )
-    wall = f"{results['wall_seconds'] / 60:.1f} min" + (
-        f" (steps {', '.join(k.split('.')[0] for k in results['step_seconds'] if k in cached)} reused from an earlier run in the same work folder)"
-        if cached
-        else ""
-    )
+    steps, wall = _steps(results)
     n_cases = {c: table[c].get("calibrated", {}).get("count") for c in cells}
     return f"""## The 1 M-parameter recipe: a base trained from scratch (`packs/demo`)
 
