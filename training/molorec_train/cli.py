@@ -120,16 +120,18 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         kl_weight=0.0 if args.no_teacher else 1.0,
         seed=args.seed,
     )
-    distill(
-        args.teacher_base,
-        args.teacher_pack,
-        args.prepared,
-        _csv(args.domains) or [],
-        args.out,
-        cfg,
-        work=args.work,
-        log=lambda line: print(line, flush=True),
-    )
+    log = lambda line: print(line, flush=True)  # noqa: E731
+    if args.student_pack:
+        from .distill_runtime import RuntimeTeacher, distill_from_runtime
+        from .recipe import default_base
+
+        teacher = RuntimeTeacher(args.teacher_pack, args.teacher_mixture, args.teacher_cases)
+        base = args.student_base or default_base(args.student_pack)
+        distill_from_runtime(teacher, args.student_pack, base, args.prepared, _csv(args.domains) or [], args.out, cfg, args.work, log=log)
+        return 0
+    if not args.teacher_base:
+        raise SystemExit("distill: pass --teacher-base (a PyTorch teacher) or --student-pack (a teacher scored through the TS runtime)")
+    distill(args.teacher_base, args.teacher_pack, args.prepared, _csv(args.domains) or [], args.out, cfg, work=args.work, log=log)
     return 0
 
 
@@ -339,6 +341,12 @@ def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
         "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
     )
     r.add_argument(
+        "--distill-edge",
+        action="store_true",
+        help="--base smollm2: also distil the pack's calibrated mixture into packs/edge's student recipe (a Worker-size pack, "
+        "tokenizer of packs/demo) and evaluate it beside packs/edge",
+    )
+    r.add_argument(
         "--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1); cuda also evaluates on onnxruntime's CUDA provider"
     )
 
@@ -436,8 +444,23 @@ def _add_add_domain(sub: argparse._SubParsersAction) -> None:
 
 def _add_distill(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("distill", help="distil a pack into a smaller student pack (candidate-score KL + target CE)")
-    s.add_argument("--teacher-base", required=True, type=Path, help="the teacher pack's base checkpoint folder")
+    s.add_argument(
+        "--teacher-base", type=Path, help="the teacher pack's base checkpoint folder (the PyTorch teacher; not with --student-pack)"
+    )
     s.add_argument("--teacher-pack", required=True, type=Path, help="the teacher pack (adapters, calibrated λ, prompt, tokenizer)")
+    s.add_argument(
+        "--student-pack",
+        type=Path,
+        help="a student with this pack's tokenizer and prompt, built from its base checkpoint (packs/demo → packs/demo-base);"
+        " the teacher is then scored through the TS runtime (any size, any tokenizer) on a fixed pool of training cases",
+    )
+    s.add_argument("--student-base", type=Path, help="with --student-pack: its base checkpoint (default: found by shape)")
+    s.add_argument(
+        "--teacher-mixture", default="calibrated", help="with --student-pack: the teacher's policy per domain (default calibrated)"
+    )
+    s.add_argument(
+        "--teacher-cases", type=int, default=600, help="with --student-pack: training cases per domain the teacher scores (default 600)"
+    )
     s.add_argument("--prepared", required=True, type=Path, help="prepare-data output (train.jsonl + items.tsv per domain)")
     s.add_argument("--domains", required=True, help="comma-separated domains of the teacher pack")
     s.add_argument("--out", required=True, type=Path, help="student pack folder to write")
@@ -486,6 +509,8 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             cfg = replace(cfg, eval_cases=args.eval_cases)
         if args.few_shot:
             cfg = replace(cfg, few_shot=tuple(args.few_shot.split(",")))
+        if args.distill_edge:
+            cfg = replace(cfg, distill_edge=True)
         if args.compare_objectives is not None:
             cfg = replace(cfg, compare_objectives=tuple(o for o in args.compare_objectives.split(",") if o))
         if args.no_permodule:

@@ -47,6 +47,14 @@ from .ranking import Case, build_cases, candidate_scores
 from .reference import merged_model
 from .train import LINEAR_TARGETS, _cosine, load_encoder, read_jsonl, set_threads
 
+# A teacher of one domain: [len(cases), candidates] scores (target first), as the runtime scores them.
+Teacher = Callable[[Sequence[Case]], torch.Tensor]
+
+
+def model_teacher(model: torch.nn.Module, pad: int) -> Teacher:
+    """A PyTorch teacher scoring cases in the student's own token ids (same tokenizer)."""
+    return lambda cases: candidate_scores(model, cases, pad)
+
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -85,7 +93,7 @@ def distill_loss(
 @torch.no_grad()
 def mean_kl(
     student: torch.nn.Module,
-    teachers: dict[str, torch.nn.Module],
+    teachers: dict[str, Teacher],
     cases: Sequence[Case],
     pad: int,
     temperature: float = 1.0,
@@ -99,7 +107,7 @@ def mean_kl(
         part = cases[i : i + chunk]
         for d in sorted({c.domain for c in part}):
             sub = [c for c in part if c.domain == d]
-            _, kl = distill_loss(candidate_scores(student, sub, pad), candidate_scores(teachers[d], sub, pad), 0.0, temperature)
+            _, kl = distill_loss(candidate_scores(student, sub, pad), teachers[d](sub), 0.0, temperature)
             total += float(kl) * len(sub)
             n += len(sub)
     student.train(was)
@@ -108,7 +116,7 @@ def mean_kl(
 
 def run_distill_steps(
     model: torch.nn.Module,
-    teachers: dict[str, torch.nn.Module],
+    teachers: dict[str, Teacher],
     cases: dict[str, list[Case]],
     steps: int,
     lr: float,
@@ -132,7 +140,7 @@ def run_distill_steps(
         t_scores = None
         if cfg.kl_weight > 0:  # the no-teacher baseline never runs the teacher
             with torch.no_grad():
-                t_scores = candidate_scores(teachers[d], batch, pad)
+                t_scores = teachers[d](batch)
         loss, _ = distill_loss(candidate_scores(model, batch, pad), t_scores, cfg.alpha, cfg.temperature, cfg.kl_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -276,7 +284,7 @@ def save_student_base(student: torch.nn.Module, teacher_pack: Path, student_dir:
 def train_student_loras(
     student_dir: Path,
     work: Path,
-    teachers: dict[str, torch.nn.Module],
+    teachers: dict[str, Teacher],
     cases: dict[str, list[Case]],
     held_out: Sequence[Case],
     domains: Sequence[str],
@@ -369,10 +377,34 @@ def distill(
     cases, held_out = distill_cases(prepared, domains, cfg, eval_cases, encode, spec, random.Random(cfg.seed), log)
 
     log("building the teachers (general + domain LoRAs merged at the pack's λ)")
-    teachers, lambdas = teacher_models(teacher_base, teacher_pack, domains)
+    models, lambdas = teacher_models(teacher_base, teacher_pack, domains)
+    teachers = {d: model_teacher(m, pad) for d, m in models.items()}
     student, init = load_student(teacher_base, cfg)
-    log(f"student: {cfg.layers} layers, hidden {student.config.hidden_size} ({init})")
+    return train_and_export_student(
+        student, init, teachers, lambdas, cases, held_out, domains, cfg, pad, teacher_pack, spec, teacher_pack, out, work, log
+    )
 
+
+def train_and_export_student(
+    student: torch.nn.Module,
+    init: str,
+    teachers: dict[str, Teacher],
+    lambdas: dict[str, float],
+    cases: dict[str, list[Case]],
+    held_out: list[Case],
+    domains: Sequence[str],
+    cfg: DistillConfig,
+    pad: int,
+    tokenizer_from: Path,
+    spec: PromptSpec,
+    teacher_pack: Path,
+    out: Path,
+    work: Path,
+    log: Callable[[str], None],
+) -> dict:
+    """Trains the student base on every domain's teacher, then its LoRAs, and exports the pack (with
+    `tokenizer_from`'s tokenizer and `spec`'s prompt) to ``out``; returns ``distill.json``'s summary."""
+    log(f"student: {cfg.layers} layers, hidden {student.config.hidden_size} ({init})")
     kl_before = mean_kl(student, teachers, held_out, pad, cfg.temperature)
     log(f"held-out KL(teacher ‖ student) before: {kl_before:.4f}")
     base_losses = run_distill_steps(student, teachers, cases, cfg.steps, cfg.lr, cfg, pad, log, "student", cfg.seed)
@@ -380,7 +412,7 @@ def distill(
     log(f"held-out KL after the student base: {kl_base:.4f}")
 
     student_dir = work / "student-base"
-    save_student_base(student, teacher_pack, student_dir)
+    save_student_base(student, tokenizer_from, student_dir)
     del student
     adapters, lora_losses, kl_domain = train_student_loras(student_dir, work, teachers, cases, held_out, domains, cfg, pad, log)
 
@@ -390,8 +422,8 @@ def distill(
         student_dir,
         out,
         dict(adapters),
-        tokenizer_dir=teacher_pack,
-        name=student_pack_name(manifest, cfg),
+        tokenizer_dir=tokenizer_from,
+        name=student_pack_name(read_manifest(teacher_pack), cfg),
         prompt=spec,
         extra_targets=LINEAR_TARGETS,
         domain_lambdas={d: 1.0 for d in domains},

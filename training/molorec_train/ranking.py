@@ -26,6 +26,8 @@ class Case:
     domain: str
     prompt: list[int]
     candidates: list[list[int]]  # target first
+    # The teacher's candidate scores when computed ahead (a teacher served by the TS runtime: distill_runtime.py).
+    teacher: tuple[float, ...] | None = None
 
 
 def sample_cases(

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from . import data as data_mod
+from .distill import DistillConfig, folder_bytes
 from .export import adapter_dir_name, export_pack, read_manifest, write_manifest
 from .prompt import PromptSpec
 from .prompt_options import PromptOptions, resolve_prompt
@@ -94,6 +95,12 @@ class RecipeConfig:
     # Evaluate the first `eval_cases` cases of a seeded order per cell (None: every saved case). A later
     # run with a larger number (or None) scores only the cases not scored yet.
     eval_cases: int | None = None
+    # The edge from this recipe's pack: its calibrated mixture distilled into packs/edge's student recipe
+    # (packs/edge/distill.json: layers of packs/demo's 1 M base, its tokenizer), on `edge_teacher_cases`
+    # training cases per target domain scored through the TS runtime; then packs/edge's quantization.
+    distill_edge: bool = False
+    edge_teacher_cases: int = 600
+    edge_distill: DistillConfig | None = None  # None: packs/edge's (its distill.json)
 
 
 def quick_config() -> RecipeConfig:
@@ -147,6 +154,8 @@ def smollm2_quick_config() -> RecipeConfig:
         adamerging_steps=2,
         eval_shards=2,
         sasrec_epochs=1,
+        edge_teacher_cases=8,
+        edge_distill=DistillConfig(layers=1, steps=4, lora_steps=2, batch_size=2, negatives=3, lora_rank=2, lora_alpha=4),
     )
 
 
@@ -864,9 +873,10 @@ def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
             chosen = set(eval_order(len(cases), cfg.seed)[: cfg.eval_cases or len(cases)])
             lines = [x for x in read_jsonl_lines(run.evals / f"{t}-{split}.rows.jsonl") if x["i"] in chosen]
             cell.update(policy_metrics(lines, [cases[x["i"]]["label"] for x in lines], lambdas[t]))
-            demo = [x for x in read_jsonl_lines(run.evals / f"{t}-{split}.demo.jsonl") if x["i"] in chosen]
-            if demo:
-                cell["demo-1m"] = ranking_metrics([rank_of(x["scores"]["calibrated"], cases[x["i"]]["label"]) for x in demo])
+            for suffix, key in (("demo", "demo-1m"), *EDGE_ROWS):
+                other = [x for x in read_jsonl_lines(run.evals / f"{t}-{split}.{suffix}.jsonl") if x["i"] in chosen]
+                if other:
+                    cell[key] = ranking_metrics([rank_of(x["scores"]["calibrated"], cases[x["i"]]["label"]) for x in other])
             if len(chosen) < len(cases):  # the baselines on the same cases as the LLM rows
                 for name, row in list(cell.items()):
                     if "baseline" in row and "ranks" in row:
@@ -875,9 +885,136 @@ def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
     return {
         "table": table,
         "few_shot": few_shot_results(run) if cfg.few_shot and few_shot_done(run) else {},
+        "explain": explain_results(run),
+        "edge_bytes": edge_sizes(run) if cfg.distill_edge else {},
         "lambdas": {domain_name(t): lam[cfg.calibration_objective] for t, lam in lambdas.items()},
         "calibrated_lambdas": lambdas,
         "candidate_lambdas": {domain_name(t): lam.get("candidates") for t, lam in lambdas.items()},
+    }
+
+
+def calibration_curve(r: RecipeRun, t: str) -> dict[str, float]:
+    """The stored objective on the calibration prompts at λ 0, 0.5 and 1 (from the calibrate step's file)."""
+    f = r.work / f"calibration-{t}.json"
+    if not f.exists():
+        return {}
+    evaluated = {round(x["lambda"], 4): x["objective"] for x in json.loads(f.read_text())["evaluated"]}
+    return {lambda_row(lam): evaluated[lam] for lam in (0.0, 0.5, 1.0) if lam in evaluated}
+
+
+def explain_results(r: RecipeRun) -> dict:
+    """Why the targets are missed, measured (explain.py) on the table's own cases, per cell; with the
+    calibration objective along λ and how much training each model saw, per domain."""
+    from . import baselines as bl
+    from . import explain
+
+    out: dict = {"cells": {}, "domains": {}}
+    for t in r.cfg.targets:
+        train = read_jsonl(r.prepared / t / "train.jsonl")
+        max_history = int(json.loads((r.prepared / t / "meta.json").read_text())["options"]["max_history"])
+        counts, sequences = bl.popularity_counts(train, max_history), bl.training_sequences(train, max_history)
+        sasrec = json.loads((r.evals / f"{t}-baselines.json").read_text())["splits"]["warm"]["results"]
+        out["domains"][t] = {
+            "calibration": calibration_curve(r, t),
+            "train_windows": len(train),
+            "lora_windows": r.cfg.domain_lora.steps * r.cfg.domain_lora.batch_size,
+            "sasrec_epochs": next((x.get("best_epoch", 0) + 1 for x in sasrec if x["baseline"] == "sasrec"), None),
+        }
+        for split in ("warm", "cold"):
+            cases = read_jsonl(r.prepared / t / f"test_{split}.jsonl")
+            chosen = set(eval_order(len(cases), r.cfg.seed)[: r.cfg.eval_cases or len(cases)])
+            lines = sorted((x for x in read_jsonl_lines(r.evals / f"{t}-{split}.rows.jsonl") if x["i"] in chosen), key=lambda x: x["i"])
+            out["cells"][f"{t}/{split}"] = explain.explain_cell(cases, lines, counts, sequences, r.cfg.seed)
+    return out
+
+
+EDGE_PACK = REPO / "packs/edge"
+# The packs on every cell beside the recipe's own rows: (eval file suffix, table key).
+EDGE_ROWS = (("edge", "edge"), ("edge-student", "edge-smollm2"))
+
+
+def edge_student(r: RecipeRun) -> Path:
+    return r.work / "edge" / "pack"
+
+
+def edge_student_config(cfg: RecipeConfig) -> DistillConfig:
+    """packs/edge's own student recipe (its distill.json), so that only the teacher differs."""
+    return cfg.edge_distill or DistillConfig(**json.loads((EDGE_PACK / "distill.json").read_text())["config"])
+
+
+def edge_targets(r: RecipeRun, suffix: str) -> list[str]:
+    """The targets an edge row covers: packs/edge's own domains; the recipe's student every target."""
+    if suffix != "edge":
+        return list(r.cfg.targets)
+    return [t for t in r.cfg.targets if domain_name(t) in read_manifest(EDGE_PACK)["domains"]]
+
+
+def edge_quantize_options():
+    """packs/edge's quantization (its manifest), for the same size."""
+    from .quantize import QuantizeOptions
+
+    q = read_manifest(EDGE_PACK)["quantization"]
+    return QuantizeOptions(
+        bits=q["bits"],
+        method=q["method"],
+        block_size=q["blockSize"],
+        accuracy_level=q["accuracyLevel"],
+        keep_lm_head=q["keepLmHead"],
+        embeddings=q["embeddings"],
+    )
+
+
+def edge_done(r: RecipeRun) -> bool:
+    return all(
+        eval_done(r.evals / f"{t}-{s}.{suffix}.jsonl", r.prepared / t / f"test_{s}.jsonl", r.cfg.eval_cases, r.cfg.seed)
+        for suffix, _ in EDGE_ROWS
+        for t in edge_targets(r, suffix)
+        for s in ("warm", "cold")
+    )
+
+
+def edge_step(r: RecipeRun) -> None:
+    """The recipe pack's calibrated mixture distilled into packs/edge's student recipe and quantized as
+    packs/edge is; then both students on the table's cases."""
+    from .distill_runtime import RuntimeTeacher, distill_from_runtime
+    from .quantize import quantize_pack
+
+    f32 = r.work / "edge" / "pack-f32"
+    if not (f32 / "distill.json").exists():
+        teacher = RuntimeTeacher(r.pack, "calibrated", r.cfg.edge_teacher_cases, r.cfg.eval_shards, r.ep)
+        targets = [domain_name(t) for t in r.cfg.targets]
+        distill_from_runtime(
+            teacher,
+            DEMO_PACK,
+            default_base(DEMO_PACK),
+            r.prepared,
+            targets,
+            f32,
+            edge_student_config(r.cfg),
+            r.work / "edge" / "work",
+            log=r.log,
+        )
+    if not (edge_student(r) / "molorec.json").exists():
+        quantize_pack(f32, edge_student(r), edge_quantize_options(), log=r.log)
+    for suffix, _ in EDGE_ROWS:
+        pack = EDGE_PACK if suffix == "edge" else edge_student(r)
+        for t in edge_targets(r, suffix):
+            for split in ("warm", "cold"):
+                out, cases = r.evals / f"{t}-{split}.{suffix}.jsonl", r.prepared / t / f"test_{split}.jsonl"
+                if not eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed):
+                    rows = [{"name": "calibrated", "domain": domain_name(t), "mixture": "calibrated"}]
+                    run_eval_rows(
+                        pack, cases, rows, out, entropy_rows=[], shards=1, ep=r.ep, log=r.log, limit=r.cfg.eval_cases, seed=r.cfg.seed
+                    )
+
+
+def edge_sizes(r: RecipeRun) -> dict[str, int]:
+    """Bytes of each edge pack's model, adapters, tokenizer and manifest (what the Worker bundles)."""
+    packs = {"edge": EDGE_PACK, "edge-smollm2": edge_student(r)}
+    return {
+        k: folder_bytes(p) - ((p / "distill.json").stat().st_size if (p / "distill.json").exists() else 0)
+        for k, p in packs.items()
+        if (p / "molorec.json").exists()
     }
 
 
@@ -979,8 +1116,27 @@ def few_shot_results(run: RecipeRun) -> dict:
 
 
 def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
-    """The recipe on a pretrained base (`recipe --base smollm2`): every step resumes where it stopped."""
-    return [
+    """The recipe on a pretrained base (`recipe --base smollm2`): every step resumes where it stopped;
+    the numbered steps a configuration leaves out (6, 10, 11) are skipped."""
+    optional = {
+        "6": RecipeStep(
+            "6. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)",
+            lambda r: all(f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"] for t in cfg.targets),
+            permodule_step,
+        ),
+        "10": RecipeStep(
+            f"10. few-shot: {', '.join(cfg.few_shot)} LoRAs on {', '.join(f'{f:.0%}' for f in cfg.few_shot_fractions)} of the training users",
+            few_shot_done,
+            few_shot_step,
+        ),
+        "11": RecipeStep(
+            "11. the edge from this teacher: its calibrated mixture distilled into packs/edge's student recipe, beside packs/edge",
+            edge_done,
+            edge_step,
+        ),
+    }
+    wanted = {"6": cfg.permodule, "10": bool(cfg.few_shot), "11": cfg.distill_edge}
+    steps = [
         RecipeStep(
             "1. data: leave-one-out splits, cold-start hold-out, negatives", lambda r: (r.prepared / ".done").exists(), prepare_step
         ),
@@ -996,17 +1152,7 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
         ),
         RecipeStep("4. export the model pack", lambda r: (r.pack / "molorec.json").exists(), pretrained_export_step),
         RecipeStep(f"5. {calibrate_title(cfg)}", calibrated, pretrained_calibrate_step),
-        *(
-            [
-                RecipeStep(
-                    "6. per-module λ reference (AdaMerging-style: Adam on token entropy, per LoRA module)",
-                    lambda r: all(f"{domain_name(t)}@permodule" in read_manifest(r.pack)["domains"] for t in cfg.targets),
-                    permodule_step,
-                )
-            ]
-            if cfg.permodule
-            else []
-        ),
+        optional["6"],
         RecipeStep(
             "7. evaluate every mixture row through the TS runtime (scripts/eval-rows.mjs)",
             lambda r: all(
@@ -1036,18 +1182,10 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
             lambda r: all((r.evals / f"{t}-baselines.json").exists() for t in cfg.targets),
             baselines_step,
         ),
-        *(
-            [
-                RecipeStep(
-                    f"10. few-shot: {', '.join(cfg.few_shot)} LoRAs on {', '.join(f'{f:.0%}' for f in cfg.few_shot_fractions)} of the training users",
-                    few_shot_done,
-                    few_shot_step,
-                )
-            ]
-            if cfg.few_shot
-            else []
-        ),
+        optional["10"],
+        optional["11"],
     ]
+    return [s for s in steps if all(s is not step or wanted[k] for k, step in optional.items())]
 
 
 WORK_FOLDERS = ("prepared", "tokenizer", "base", "loras", "pack", "eval", "baselines", "permodule")
@@ -1137,7 +1275,7 @@ def default_base(pack: Path) -> Path:
         if (candidate / "config.json").is_file() and base_matches(candidate, manifest):
             return candidate
     raise FileNotFoundError(
-        f"no base checkpoint found for {pack}: pass --base (packs/demo-base for packs/demo; artifacts/smollm2/checkpoint, "
+        f"no base checkpoint found for {pack}: pass it (add-domain --base, distill --student-base): packs/demo-base for packs/demo; artifacts/smollm2/checkpoint, "
         "built by scripts/smollm2-packs.sh, for a SmolLM2 pack; the recipe's --work folder holds base/ for packs it built)"
     )
 

@@ -27,6 +27,8 @@ PRETRAINED_ROWS = [
     ("Popularity", "popularity"),
     ("SASRec", "sasrec"),
     ("1 M demo pack (`packs/demo`, trained from scratch; calibrated)", "demo-1m"),
+    ("`packs/edge`: the Worker's student of the 1 M listwise teacher", "edge"),
+    ("Edge-size student of this recipe's calibrated mixture (`--distill-edge`: packs/edge's student recipe)", "edge-smollm2"),
     ("Base model, no adapter (zero-shot)", "base"),
     ("G (general LoRA)", "general"),
     ("S (domain LoRA)", "domain"),
@@ -92,6 +94,8 @@ def _pretrained_options(cfg) -> str:
     out += "" if cfg.adaptive else " --no-adaptive"
     if cfg.few_shot:
         out += f" --few-shot {','.join(cfg.few_shot)}"
+    if getattr(cfg, "distill_edge", False):
+        out += " --distill-edge"
     return out
 
 
@@ -272,6 +276,106 @@ def _few_shot(few: dict) -> str:
     )
 
 
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def _warm_why(explain: dict, table: dict) -> list[str]:
+    """The warm-start measurements: popularity, co-occurrence, and each LLM row with and without popularity."""
+    cells = [c for c in explain["cells"] if c.endswith("/warm") and c in table]
+    if not cells:
+        return []
+    cell = lambda c: explain["cells"][c]  # noqa: E731
+    n1 = lambda c, k: f"{metric(table[c].get(k), 'ndcg1'):.3f}" if table[c].get(k) else "—"  # noqa: E731
+    windows = list(cell(cells[0])["cooccurrence"])
+    rows = [
+        ["positive is the most popular candidate", *(f"{cell(c)['positive_most_popular']:.0%}" for c in cells)],
+        ["popularity / SASRec", *(f"{n1(c, 'popularity')} / {n1(c, 'sasrec')}" for c in cells)],
+        [
+            f"item co-occurrence, no titles (within {' / '.join(map(str, windows))} steps)",
+            *(" / ".join(f"{v:.3f}" for v in cell(c)["cooccurrence"].values()) for c in cells),
+        ],
+    ]
+    for label in cell(cells[0])["rows"]:
+        prof = [cell(c)["rows"].get(label) for c in cells]
+        rows.append(
+            [
+                f"{label}: alone → + popularity; ρ with popularity",
+                *(
+                    "—"
+                    if p is None
+                    else f"{p['ndcg1']:.3f} → {p['fused_ndcg1']:.3f}; ρ {p['rho_popularity']:.2f}"
+                    if p["rho_popularity"] is not None
+                    else f"{p['ndcg1']:.3f} → {p['fused_ndcg1']:.3f}"
+                    for p in prof
+                ),
+            ]
+        )
+    domains = explain["domains"]
+    seen = "; ".join(
+        f"{t}: each domain LoRA saw {d['lora_windows']:,} of {d['train_windows']:,} training windows once, SASRec all of them"
+        + (f" for {d['sasrec_epochs']} epochs" if d.get("sasrec_epochs") else "")
+        for t, d in domains.items()
+    )
+    return [
+        "**Warm start.** NDCG@1 on the warm cells' cases. _+ popularity_: z(LLM score) + w · z(log training count) per case, w chosen",
+        "on the other half of the cases (no case scored under a weight fitted on its own label); ρ: Spearman between the row's",
+        "scores and the candidates' log training counts within a case, averaged. Item co-occurrence scores a candidate by how often",
+        "it followed the history's items in the training sequences (title-blind).",
+        "",
+        *_md_table(["NDCG@1", *cells], rows),
+        "",
+        f"Training seen: {seen}.",
+        "",
+    ]
+
+
+def _mixture_why(explain: dict) -> list[str]:
+    """The mixture measurements: per λ, the mean candidate score and the positive's margin beside NDCG@1."""
+    cells = list(explain["cells"])
+    labels = [k for k in next(iter(explain["cells"].values()), {}).get("rows", {}) if k != "base"]
+    if not labels:
+        return []
+    rows = []
+    for label in labels:
+        vals = []
+        for c in cells:
+            p = explain["cells"][c]["rows"].get(label)
+            vals.append("—" if p is None else f"{p['ndcg1']:.3f} / {p['mean_score']:.2f} / {p['margin']:.2f}")
+        rows.append([label, *vals])
+    curve = "; ".join(
+        f"{t}: " + ", ".join(f"{k.replace('lambda=', 'λ ')} {v:.3f}" for k, v in d["calibration"].items())
+        for t, d in explain["domains"].items()
+        if d.get("calibration")
+    )
+    return [
+        "**The mixture.** Per λ and cell: NDCG@1 / mean candidate score (mean log-prob per title token) / the positive's",
+        "score minus the negatives' mean. The calibration objective (token entropy on the unlabeled valid prompts, nats) along",
+        f"λ: {curve}.",
+        "",
+        *_md_table(["NDCG@1 / mean score / margin", *cells], rows),
+        "",
+    ]
+
+
+def _edge(sizes: dict) -> str:
+    if not sizes:
+        return ""
+    names = {"edge": "`packs/edge`", "edge-smollm2": "the student of this recipe's mixture"}
+    return (
+        "Edge pack sizes (model, adapters, tokenizer, manifest): "
+        + ", ".join(f"{names[k]} {v / 1e6:.2f} MB" for k, v in sizes.items())
+        + ".\n\n"
+    )
+
+
+def _why(explain: dict | None, table: dict) -> str:
+    if not explain or not explain.get("cells"):
+        return ""
+    lines = ["### Why, measured on the same cases", "", *_warm_why(explain, table), *_mixture_why(explain)]
+    return "\n".join(lines) + "\n"
+
+
 def _noise(n_cases: dict) -> str:
     """How far apart two NDCG@1 values of the table must be to mean anything: one standard error of a
     hit rate near 0.2 on the smallest cell (a difference within two of them is noise)."""
@@ -312,10 +416,11 @@ history titles within {c.max_history_tokens} tokens), the generative loss on the
 {_noise(n_cases)}Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
 The pack stores the **{cfg.calibration_objective}** λ (`calibrated`).{" Adaptive rows choose per request among λ ∈ {0, 0.25, 0.5, 0.75, 1}." if getattr(cfg, "adaptive", True) else ""}
 
-{_few_shot(results.get("few_shot") or {})}### The targets, as measured (NDCG@1)
+{_edge(results.get("edge_bytes") or {})}{_few_shot(results.get("few_shot") or {})}### The targets, as measured (NDCG@1)
 
 {chr(10).join(targets(table))}
 
+{_why(results.get("explain"), table)}
 ### Reproduce
 
 ```sh

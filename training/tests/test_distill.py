@@ -158,3 +158,58 @@ def test_distill_writes_a_valid_pack_that_moves_toward_the_teacher(teacher, tmp_
     assert {"num_logits_to_keep", "target_ids"} <= set(feeds)
     logits = sess.run(None, feeds)[0]
     assert logits.shape[-1] == manifest["model"]["vocabSize"] and np.isfinite(logits).all()
+
+
+def test_a_runtime_teacher_with_another_tokenizer_teaches_a_student(teacher, tmp_path):
+    """`distill --student-pack`: the teacher pack is scored through the TS runtime (scripts/eval-rows.mjs)
+    on a pool of training cases, the student speaks its own tokenizer and prompt."""
+    from molorec_train.distill import model_teacher, teacher_models
+    from molorec_train.distill_runtime import RuntimeTeacher, distill_from_runtime
+    from molorec_train.prompt import candidate_ids, prompt_ids
+
+    # the student's own world: another tokenizer (other vocabulary size), another base, a pack carrying both
+    sbase = tmp_path / "student-base"
+    tiny.train_bpe_tokenizer(fake_titles(200, 1) + ["Given the items History:\n- Next item: predict"], 280, sbase)
+    tiny.make_model(sbase, vocab_size=280, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2, num_kv_heads=1, seed=4)
+    _, s_eos, _ = load_encoder(sbase)
+    s_spec = PromptSpec(maxTitleTokens=6, maxHistoryTokens=40, endTokenId=s_eos)
+    lora = tiny.make_lora(sbase, tmp_path / "s-general", targets=["q_proj"], rank=2, alpha=4, seed=13)
+    export_pack(sbase, tmp_path / "student-pack", {"general": lora}, prompt=s_spec, log=lambda *_: None)
+
+    cfg = DistillConfig(layers=1, steps=30, lora_steps=4, batch_size=4, negatives=4, alpha=0.1, lr=3e-3, lora_rank=2, lora_alpha=4)
+    rt = RuntimeTeacher(teacher / "pack", cases_per_domain=20, shards=1)
+    work = tmp_path / "work"
+    summary = distill_from_runtime(
+        rt, tmp_path / "student-pack", sbase, teacher / "prepared", ["dom"], tmp_path / "out", cfg, work, eval_cases=6, log=lambda *_: None
+    )
+    # the stored scores are the teacher's: the PyTorch merged teacher (λ 0.7) on the same titles, target first
+    pool = [json.loads(x) for x in (work / "teacher-dom.cases.jsonl").read_text().splitlines()]
+    stored = {x["i"]: x["scores"]["teacher"] for x in map(json.loads, (work / "teacher-dom.scores.jsonl").read_text().splitlines())}
+    assert len(pool) == 26 and set(stored) == set(range(26))
+    models, _ = teacher_models(teacher / "base", teacher / "pack", ["dom"])
+    t_spec = PromptSpec(**json.loads((teacher / "pack/molorec.json").read_text())["prompt"])
+    t_encode, _, t_pad = load_encoder(teacher / "pack")
+    for i in (0, 7, 25):
+        case = Case(
+            "dom", prompt_ids(t_encode, t_spec, pool[i]["history"]), [candidate_ids(t_encode, t_spec, c) for c in pool[i]["candidates"]]
+        )
+        ref = model_teacher(models["dom"], t_pad if t_pad is not None else t_spec.endTokenId)([case])[0]
+        assert np.allclose(stored[i], ref.numpy(), atol=1e-4)
+    assert summary["teacherLambdas"] == {"dom": 0.7}
+    assert summary["klAfterBase"] < summary["klBefore"]
+    assert summary["studentInit"].startswith("teacher-base first 1 layers of")
+    manifest = json.loads((tmp_path / "out/molorec.json").read_text())
+    assert manifest["model"]["vocabSize"] == 280 and manifest["prompt"]["maxTitleTokens"] == 6
+    assert (tmp_path / "out/tokenizer.json").read_bytes() == (tmp_path / "student-pack/tokenizer.json").read_bytes()
+
+
+def test_a_changed_pool_drops_the_stale_teacher_scores(tmp_path):
+    from molorec_train.distill_runtime import write_teacher_cases
+
+    cases, scores = tmp_path / "c.jsonl", tmp_path / "s.jsonl"
+    write_teacher_cases([(["a"], ["b", "c"])], cases, scores)
+    scores.write_text('{"i": 0, "scores": {"teacher": [0, 1]}}\n')
+    write_teacher_cases([(["a"], ["b", "c"])], cases, scores)
+    assert scores.exists()  # the same pool: its scores are kept (an interrupted run resumes)
+    write_teacher_cases([(["a"], ["c", "b"])], cases, scores)
+    assert not scores.exists()

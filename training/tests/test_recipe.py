@@ -275,6 +275,23 @@ def test_users_fraction_keeps_whole_sequences():
 
 
 @pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
+def check_edge_and_why(results: dict, md: str, work: Path) -> None:
+    """The stand-in recipe's steps 11 (the edge student) and its "why" measurements."""
+    cell = results["table"]["tgt/warm"]
+    assert "edge" not in cell  # packs/edge has no domain "tgt"
+    # the edge student of the stand-in's mixture: packs/demo's tokenizer, scored on the same cases
+    assert cell["edge-smollm2"]["count"] == cell["random"]["cases"]
+    student = json.loads((work / "edge/pack/molorec.json").read_text())
+    assert student["model"]["vocabSize"] == json.loads((REPO / "packs/demo/molorec.json").read_text())["model"]["vocabSize"]
+    assert student["quantization"]["bits"] == json.loads((REPO / "packs/edge/molorec.json").read_text())["quantization"]["bits"]
+    assert results["edge_bytes"]["edge-smollm2"] > 0
+    assert "--distill-edge" in md and "| Edge-size student of this recipe's calibrated mixture" in md
+    why = results["explain"]["cells"]["tgt/warm"]
+    assert why["cases"] == cell["random"]["cases"] and set(why["rows"]) == {"base", "G (λ 0)", "WA (λ 0.5)", "S (λ 1)"}
+    assert why["rows"]["S (λ 1)"]["ndcg1"] == pytest.approx(cell["domain"]["ndcg1"])  # read from the same scores as the table
+    assert "### Why, measured on the same cases" in md and "item co-occurrence, no titles" in md
+
+
 def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path):
     """`recipe --base smollm2 --quick`'s steps on a tiny Llama checkpoint standing in for SmolLM2."""
     from molorec_train import tiny
@@ -294,10 +311,15 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
         checkpoint=str(ckpt),
         few_shot=("tgt",),
         few_shot_fractions=(0.3,),
+        distill_edge=True,
     )
     # first the essential rows (no comparison objectives, no per-module reference, no few-shot) ...
     first = run_recipe(
-        data, tmp_path / "work", replace(cfg, compare_objectives=(), permodule=False, few_shot=()), lora_jobs=1, log=lambda *_: None
+        data,
+        tmp_path / "work",
+        replace(cfg, compare_objectives=(), permodule=False, few_shot=(), distill_edge=False),
+        lora_jobs=1,
+        log=lambda *_: None,
     )
     assert "per-module" not in first["table"]["tgt/warm"] and "calibrated-candidates" not in first["table"]["tgt/warm"]
     scored = (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()
@@ -321,6 +343,7 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
     assert "tgt@users30" in manifest["domains"] or "tgt@users30" in json.loads((tmp_path / "work/pack/molorec.json").read_text())["domains"]
     md = render(results, cfg, quick=True)
     assert "Few-shot plug-in" in md
+    check_edge_and_why(results, md, tmp_path / "work")
     assert "--base smollm2" in md and "| Base model, no adapter (zero-shot) |" in md and "### The targets, as measured" in md
     # the policies equal the runtime's own eval of the same pack and cases
     import subprocess
