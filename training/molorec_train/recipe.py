@@ -979,8 +979,10 @@ def edge_step(r: RecipeRun) -> None:
     from .distill_runtime import RuntimeTeacher, distill_from_runtime
     from .quantize import quantize_pack
 
-    f32 = r.work / "edge" / "pack-f32"
-    if not (f32 / "distill.json").exists():
+    f32, cfg = r.work / "edge" / "pack-f32", edge_student_config(r.cfg)
+    done = (f32 / "distill.json").exists() and json.loads((f32 / "distill.json").read_text())["config"] == asdict(cfg)
+    if not done:
+        shutil.rmtree(edge_student(r), ignore_errors=True)  # quantized from a student of other settings
         teacher = RuntimeTeacher(r.pack, "calibrated", r.cfg.edge_teacher_cases, r.cfg.eval_shards, r.ep)
         targets = [domain_name(t) for t in r.cfg.targets]
         distill_from_runtime(
@@ -990,7 +992,7 @@ def edge_step(r: RecipeRun) -> None:
             r.prepared,
             targets,
             f32,
-            edge_student_config(r.cfg),
+            cfg,
             r.work / "edge" / "work",
             log=r.log,
         )
@@ -1099,6 +1101,7 @@ def few_shot_results(run: RecipeRun) -> dict:
                     cell[label] = {**ranking_metrics([rank_of(x["scores"][row], cases[x["i"]]["label"]) for x in main]), "lambda": None}
             if "100% calibrated" in cell:
                 cell["100% calibrated"]["lambda"] = lam100
+            paired = {"100%": [(x, cases[x["i"]]["label"]) for x in main]}
             for f in cfg.few_shot_fractions:
                 name = few_shot_name(t, f)
                 lines = [x for x in read_jsonl_lines(run.evals / f"{name}-{split}.rows.jsonl") if x["i"] in chosen]
@@ -1112,7 +1115,19 @@ def few_shot_results(run: RecipeRun) -> dict:
                 ):
                     ranks = [rank_of(x["scores"][row], cases[x["i"]]["label"]) for x in lines]
                     cell[f"{round(f * 100)}% {label}"] = {**ranking_metrics(ranks), "lambda": x_lam}
+                paired[f"{round(f * 100)}%"] = [(x, cases[x["i"]]["label"]) for x in lines]
+            for frac, scored in paired.items():
+                if scored and all(lambda_row(lam) in scored[0][0]["scores"] for lam in (0.5, 1.0)):
+                    cell[f"{frac}: WA vs alone, paired"] = wa_vs_alone(scored)
     return out
+
+
+def wa_vs_alone(scored: list[tuple[dict, int]]) -> dict:
+    """On the same cases: how many only WA (λ 0.5) ranks first, and how many only the LoRA alone (λ 1)
+    does (the discordant pairs a paired test reads; ties of both right or both wrong cancel)."""
+    wa = [rank_of(x["scores"][lambda_row(0.5)], y) == 0 for x, y in scored]
+    alone = [rank_of(x["scores"][lambda_row(1.0)], y) == 0 for x, y in scored]
+    return {"wa_only": sum(a and not b for a, b in zip(wa, alone)), "alone_only": sum(b and not a for a, b in zip(wa, alone))}
 
 
 def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:

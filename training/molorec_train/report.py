@@ -268,6 +268,9 @@ def _few_shot(few: dict) -> str:
         vals = []
         for c in cells:
             row = few[c].get(label)
+            if row is not None and "wa_only" in row:
+                vals.append(f"{row['wa_only']} only WA first / {row['alone_only']} only alone first")
+                continue
             lam = "" if row is None or row.get("lambda") is None else f" (λ {row['lambda']:.2f})"
             vals.append("—" if row is None else f"{row['ndcg1']:.4f} / {row['ndcg3']:.4f}{lam}")
         lines.append(f"| {label} | " + " | ".join(vals) + " |")

@@ -340,6 +340,8 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
     assert (tmp_path / "work/base").is_symlink()
     few = results["few_shot"]["tgt/warm"]
     assert {"G", "100% alone", "100% calibrated", "30% alone", "30% WA", "30% calibrated"} <= set(few)
+    paired = few["30%: WA vs alone, paired"]  # the discordant cases are the whole NDCG@1 difference
+    assert paired["wa_only"] - paired["alone_only"] == round((few["30% WA"]["ndcg1"] - few["30% alone"]["ndcg1"]) * few["30% WA"]["count"])
     assert "tgt@users30" in manifest["domains"] or "tgt@users30" in json.loads((tmp_path / "work/pack/molorec.json").read_text())["domains"]
     md = render(results, cfg, quick=True)
     assert "Few-shot plug-in" in md
@@ -422,3 +424,17 @@ def test_title_token_cap_follows_the_domains_titles():
     assert title_token_cap(titles, encode, spec, "keep", lambda *_: None) == 4
     assert title_token_cap(titles, encode, spec, "6", lambda *_: None) == 6
     assert title_token_cap(["w"] * 5, encode, spec, "auto", lambda *_: None) == 4  # never lowered
+
+
+def test_wa_vs_alone_counts_the_discordant_cases():
+    from molorec_train.recipe import wa_vs_alone
+
+    line = lambda wa, alone: {"scores": {"lambda=0.5": wa, "lambda=1": alone}}  # noqa: E731
+    scored = [
+        (line([1, 0], [0, 1]), 0),  # only WA ranks the positive first
+        (line([1, 0], [1, 0]), 0),  # both
+        (line([0, 1], [1, 0]), 0),  # only alone
+        (line([0, 1], [0, 1]), 1),  # both
+        (line([1, 0], [0, 1]), 0),  # only WA
+    ]
+    assert wa_vs_alone(scored) == {"wa_only": 2, "alone_only": 1}
