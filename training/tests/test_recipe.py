@@ -275,6 +275,15 @@ def test_users_fraction_keeps_whole_sequences():
 
 
 @pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
+def check_few_shot(results: dict, work: Path) -> None:
+    """The stand-in recipe's step 10: the 30 % LoRA installed, its rows beside the 100 % ones."""
+    few = results["few_shot"]["tgt/warm"]
+    assert {"G", "100% alone", "100% calibrated", "30% alone", "30% WA", "30% calibrated"} <= set(few)
+    paired = few["30%: WA vs alone, paired"]  # the discordant cases are the whole NDCG@1 difference
+    assert paired["wa_only"] - paired["alone_only"] == round((few["30% WA"]["ndcg1"] - few["30% alone"]["ndcg1"]) * few["30% WA"]["count"])
+    assert "tgt@users30" in json.loads((work / "pack/molorec.json").read_text())["domains"]
+
+
 def check_edge_and_why(results: dict, md: str, work: Path) -> None:
     """The stand-in recipe's steps 11 (the edge student) and its "why" measurements."""
     cell = results["table"]["tgt/warm"]
@@ -338,11 +347,7 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
     manifest = json.loads((tmp_path / "work/pack/molorec.json").read_text())
     assert {t["module"].split(".")[2] for t in manifest["lora"]["targets"]} == {"1"}  # the top layer only (of 2)
     assert (tmp_path / "work/base").is_symlink()
-    few = results["few_shot"]["tgt/warm"]
-    assert {"G", "100% alone", "100% calibrated", "30% alone", "30% WA", "30% calibrated"} <= set(few)
-    paired = few["30%: WA vs alone, paired"]  # the discordant cases are the whole NDCG@1 difference
-    assert paired["wa_only"] - paired["alone_only"] == round((few["30% WA"]["ndcg1"] - few["30% alone"]["ndcg1"]) * few["30% WA"]["count"])
-    assert "tgt@users30" in manifest["domains"] or "tgt@users30" in json.loads((tmp_path / "work/pack/molorec.json").read_text())["domains"]
+    check_few_shot(results, tmp_path / "work")
     md = render(results, cfg, quick=True)
     assert "Few-shot plug-in" in md
     check_edge_and_why(results, md, tmp_path / "work")
