@@ -17,6 +17,7 @@ inputs and outputs) with a ``quantization`` note in its manifest.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -194,6 +195,8 @@ def _quantize_nbits(model: onnx.ModelProto, dst: Path, exclude: list[str], optio
                 use_external_data_format=big,
             )
             model = onnx.load(str(gathered))
+    # It logs every graph node at INFO ("skip to quantize /Add_42 ..."): hundreds of lines that say nothing.
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     q = MatMulNBitsQuantizer(
         model,
         bits=options.bits,
