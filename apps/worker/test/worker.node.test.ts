@@ -220,8 +220,11 @@ describe("hostile requests against the Worker (wrangler dev)", () => {
 
   it("answers a body streamed past 16 × the limit with 413; the service then serves (wrangler dev's proxy may fail the next request once)", async () => {
     const big = await post(streamedBody(20 * 1024 * 1024), { duplex: "half" } as RequestInit).catch((e: unknown) => e);
-    // The client is still sending when the answer comes: it may see the answer, or a reset first.
-    if (big instanceof Response) {
+    // The client is still sending when the answer comes: it may see the answer, or a reset first;
+    // on a loaded machine wrangler dev's ProxyWorker (not the Worker) may answer it with its own 503.
+    const proxied =
+      big instanceof Response && big.status === 503 && (await big.clone().text()).startsWith("Your worker restarted mid-request");
+    if (big instanceof Response && !proxied) {
       expect(big.status).toBe(413);
       const body = (await big.json().catch(() => null)) as { error: { code: string } } | null;
       if (body) expect(body.error.code).toBe("BODY_TOO_LARGE");

@@ -150,7 +150,7 @@ export function findWorkerd(rootPid) {
  * ArrayBuffers. The wasm memory is not in it (`/v1/health` → `isolate.wasmHeapMiB`). Uses a
  * minimal WebSocket client (Node 20 has none built in); rejects after `timeoutMs`.
  */
-export async function isolateHeapOf(inspectorPort, timeoutMs = 10_000) {
+export async function isolateHeapOf(inspectorPort, timeoutMs = 30_000) {
   const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
   const wsUrl = new URL(targets[0].webSocketDebuggerUrl);
   const { request } = await import("node:http");
