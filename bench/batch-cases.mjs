@@ -9,7 +9,7 @@
 //   e.g. node bench/batch-cases.mjs --pack artifacts/recipe-smollm2/pack
 //        --cases artifacts/recipe-smollm2/prepared/movies-ml100k/test_warm.jsonl --domain movies-ml100k
 import { availableParallelism, cpus, loadavg } from "node:os";
-import { core, loadPackFromDir, nodeBackend, readJsonl } from "../scripts/runtime.mjs";
+import { core, loadPackFromDir, nodeBackend, readJsonl, requireOptions } from "../scripts/runtime.mjs";
 import { headerUsage, maxAbsDiff, median, parseCli } from "./lib/util.mjs";
 
 const values = parseCli(
@@ -24,7 +24,7 @@ const values = parseCli(
   },
   headerUsage(import.meta.url, 1, 10),
 );
-for (const k of ["pack", "cases", "domain"]) if (!values[k]) throw new Error(`--${k} is required`);
+requireOptions(values, ["pack", "cases", "domain"]);
 
 const pack = await loadPackFromDir(values.pack);
 const backend = nodeBackend({ executionProvider: "cpu", intraOpNumThreads: Number(values.threads) });
