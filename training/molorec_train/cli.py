@@ -341,6 +341,11 @@ def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
         "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
     )
     r.add_argument(
+        "--shortcuts",
+        help="--base smollm2: comma-separated target domains whose LoRA is trained again with each training shortcut undone "
+        "(3x the steps; histories as long as served) and scored alone beside the recipe's on the first 250 cases per cell",
+    )
+    r.add_argument(
         "--distill-edge",
         action="store_true",
         help="--base smollm2: also distil the pack's calibrated mixture into packs/edge's student recipe (a Worker-size pack, "
@@ -511,6 +516,8 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             cfg = replace(cfg, few_shot=tuple(args.few_shot.split(",")))
         if args.distill_edge:
             cfg = replace(cfg, distill_edge=True)
+        if args.shortcuts:
+            cfg = replace(cfg, shortcuts=tuple(args.shortcuts.split(",")))
         if args.compare_objectives is not None:
             cfg = replace(cfg, compare_objectives=tuple(o for o in args.compare_objectives.split(",") if o))
         if args.no_permodule:

@@ -101,6 +101,11 @@ class RecipeConfig:
     distill_edge: bool = False
     edge_teacher_cases: int = 600
     edge_distill: DistillConfig | None = None  # None: packs/edge's (its distill.json)
+    # What the training shortcuts cost (smollm2_config's cheap choices): for each of these target
+    # domains, its LoRA trained again with one shortcut undone at a time (shortcut_variants), scored
+    # alone (λ 1) beside the recipe's LoRA on the first `shortcut_cases` cases of the seeded order per cell.
+    shortcuts: tuple[str, ...] = ()
+    shortcut_cases: int = 250
 
 
 def quick_config() -> RecipeConfig:
@@ -123,7 +128,8 @@ def quick_config() -> RecipeConfig:
 def smollm2_config() -> RecipeConfig:
     """The recipe on SmolLM2-135M-Instruct (docs/results.md): LoRAs on the top layers only, their
     frozen lower layers run once per training example; titles capped at 16 tokens, histories at
-    160. Chosen to fit a 2-core machine; what each choice costs in NDCG is not measured yet."""
+    160. Chosen to fit a 2-core machine; `--shortcuts` measures what the training choices cost in
+    NDCG (docs/results.md)."""
     lora = LoraTrainConfig(steps=160, batch_size=8, rank=8, alpha=16, lr=1e-3, top_layers=10, max_history_tokens=96)
     return RecipeConfig(
         pretrained="smollm2",
@@ -332,7 +338,11 @@ def run_lora_job(
             ranking += domain_cases(Path(prepared), d, rows, job.cfg.rank_negatives, encode, spec, job.cfg.seed)
     extra = f", listwise term ×{job.cfg.rank_weight} on {len(ranking)} cases" if ranking else ""
     log(f"{job.name} LoRA: {len(examples)} examples from {', '.join(job.domains)}{extra}")
+    started = time.monotonic()
     train_lora(Path(base_dir), examples, job.cfg, Path(loras) / job.name, pad, log, name=job.name, ranking=ranking, device=device)
+    # The wall time beside the settings (what a shortcut saves; it includes running the frozen lower layers once).
+    record = Path(loras) / job.name / "training.json"
+    record.write_text(json.dumps({**json.loads(record.read_text()), "seconds": round(time.monotonic() - started, 1)}, indent=1) + "\n")
 
 
 def users_fraction(rows: list[dict], fraction: float, rng: random.Random) -> list[dict]:
@@ -885,6 +895,7 @@ def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
     return {
         "table": table,
         "few_shot": few_shot_results(run) if cfg.few_shot and few_shot_done(run) else {},
+        "shortcuts": shortcut_results(run) if cfg.shortcuts and shortcut_done(run) else {},
         "explain": explain_results(run),
         "edge_bytes": edge_sizes(run) if cfg.distill_edge else {},
         "lambdas": {domain_name(t): lam[cfg.calibration_objective] for t, lam in lambdas.items()},
@@ -1130,6 +1141,116 @@ def wa_vs_alone(scored: list[tuple[dict, int]]) -> dict:
     return {"wa_only": sum(a and not b for a, b in zip(wa, alone)), "alone_only": sum(b and not a for a, b in zip(wa, alone))}
 
 
+def shortcut_variants(cfg: RecipeConfig) -> dict[str, tuple[str, LoraTrainConfig]]:
+    """The domain LoRA's training shortcuts, each undone on its own: variant name -> (what it changes,
+    its training settings). More steps (3x the windows), and histories as long as the pack serves them
+    (when training cuts them shorter). LoRA on every layer is not among them: the pack's graph takes
+    LoRA inputs on the top layers only, so such a LoRA needs another export."""
+    lora = cfg.domain_lora
+    out = {
+        f"steps{3 * lora.steps}": (
+            f"{3 * lora.steps} steps ({3 * lora.steps * lora.batch_size:,} windows), not {lora.steps}",
+            replace(lora, steps=3 * lora.steps),
+        )
+    }
+    served = cfg.prompt_options.maxHistoryTokens
+    if lora.max_history_tokens is not None and served is not None and served > lora.max_history_tokens:
+        out[f"history{served}"] = (
+            f"{served}-token histories (as served), not {lora.max_history_tokens}",
+            replace(lora, max_history_tokens=served),
+        )
+    return out
+
+
+def shortcut_jobs(cfg: RecipeConfig) -> list[LoraJob]:
+    """A LoRA per (target in `cfg.shortcuts`, shortcut undone): the domain LoRA's data and seed."""
+    return [
+        LoraJob(f"{t}@{name}", (t,), replace(lora, seed=cfg.seed + 2), cfg.seed + 2, None)
+        for t in cfg.shortcuts
+        for name, (_, lora) in shortcut_variants(cfg).items()
+    ]
+
+
+def shortcut_done(r: RecipeRun) -> bool:
+    return all(
+        eval_done(
+            r.evals / f"{j.name}-{s}.rows.jsonl",
+            r.prepared / j.domains[0] / f"test_{s}.jsonl",
+            r.cfg.shortcut_cases,
+            r.cfg.seed,
+            [lambda_row(1)],
+        )
+        for j in shortcut_jobs(r.cfg)
+        for s in ("warm", "cold")
+    )
+
+
+def shortcut_step(r: RecipeRun) -> None:
+    """Trains each shortcut-undone LoRA, adds it to the pack as domain `<t>@<variant>` and scores it
+    alone (λ 1) on the first `shortcut_cases` cases per cell (the recipe's LoRA has that row already)."""
+    jobs = shortcut_jobs(r.cfg)
+    loras_step(r, jobs)
+    manifest = read_manifest(r.pack)
+    for j in jobs:
+        if f"domain:{j.name}" not in manifest["adapters"]:
+            install_domain_adapter(r.pack, manifest, j.name, r.loras / j.name, j.cfg)
+    for j in jobs:
+        rows = [{"name": lambda_row(1), "domain": j.name, "mixture": {"lambda": 1.0}}]
+        for split in ("warm", "cold"):
+            out, cases = r.evals / f"{j.name}-{split}.rows.jsonl", r.prepared / j.domains[0] / f"test_{split}.jsonl"
+            if not eval_done(out, cases, r.cfg.shortcut_cases, r.cfg.seed, [lambda_row(1)]):
+                r.log(f"{j.name} {split}: alone (λ 1) on the first {r.cfg.shortcut_cases} cases")
+                run_eval_rows(
+                    r.pack,
+                    cases,
+                    rows,
+                    out,
+                    entropy_rows=[],
+                    shards=r.cfg.eval_shards,
+                    ep=r.ep,
+                    log=r.log,
+                    limit=r.cfg.shortcut_cases,
+                    seed=r.cfg.seed,
+                )
+
+
+def training_seconds(folder: Path) -> float | None:
+    """The wall time a LoRA's training took (None: trained before it was recorded)."""
+    record = folder / "training.json"
+    return json.loads(record.read_text()).get("seconds") if record.exists() else None
+
+
+def shortcut_results(run: RecipeRun) -> dict:
+    """Per cell, the recipe's domain LoRA alone and each shortcut-undone one alone, on the same cases
+    (those both scored), with paired counts (only the variant ranks the positive first / only the recipe's)."""
+    cfg = run.cfg
+    out: dict = {"variants": {}, "cells": {}}
+    for t in cfg.shortcuts:
+        recipe_row = {"lora": t, "what": "the recipe's LoRA", "seconds": training_seconds(run.loras / t)}
+        out["variants"][t] = recipe_row
+        for name, (what, _) in shortcut_variants(cfg).items():
+            out["variants"][f"{t}@{name}"] = {"lora": f"{t}@{name}", "what": what, "seconds": training_seconds(run.loras / f"{t}@{name}")}
+        for split in ("warm", "cold"):
+            cases = [json.loads(x) for x in (run.prepared / t / f"test_{split}.jsonl").read_text().splitlines() if x.strip()]
+            chosen = set(eval_order(len(cases), cfg.seed)[: cfg.shortcut_cases])
+            main = {x["i"]: x for x in read_jsonl_lines(run.evals / f"{t}-{split}.rows.jsonl") if x["i"] in chosen}
+            cell = out["cells"].setdefault(f"{t}/{split}", {})
+            for name in shortcut_variants(cfg):
+                lines = [x for x in read_jsonl_lines(run.evals / f"{t}@{name}-{split}.rows.jsonl") if x["i"] in main]
+                if not lines:
+                    continue
+                row = lambda_row(1)
+                ours = [rank_of(x["scores"][row], cases[x["i"]]["label"]) for x in lines]
+                theirs = [rank_of(main[x["i"]]["scores"][row], cases[x["i"]]["label"]) for x in lines]
+                cell.setdefault(t, ranking_metrics(theirs))
+                cell[f"{t}@{name}"] = {
+                    **ranking_metrics(ours),
+                    "variant_only": sum(a == 0 and b != 0 for a, b in zip(ours, theirs)),
+                    "recipe_only": sum(b == 0 and a != 0 for a, b in zip(ours, theirs)),
+                }
+    return out
+
+
 def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
     """The recipe on a pretrained base (`recipe --base smollm2`): every step resumes where it stopped;
     the numbered steps a configuration leaves out (6, 10, 11) are skipped."""
@@ -1149,8 +1270,14 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
             edge_done,
             edge_step,
         ),
+        "12": RecipeStep(
+            f"12. training shortcuts, measured: {', '.join(cfg.shortcuts)} LoRAs with "
+            + "; ".join(what for what, _ in shortcut_variants(cfg).values()),
+            shortcut_done,
+            shortcut_step,
+        ),
     }
-    wanted = {"6": cfg.permodule, "10": bool(cfg.few_shot), "11": cfg.distill_edge}
+    wanted = {"6": cfg.permodule, "10": bool(cfg.few_shot), "11": cfg.distill_edge, "12": bool(cfg.shortcuts)}
     steps = [
         RecipeStep(
             "1. data: leave-one-out splits, cold-start hold-out, negatives", lambda r: (r.prepared / ".done").exists(), prepare_step
@@ -1199,6 +1326,7 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
         ),
         optional["10"],
         optional["11"],
+        optional["12"],
     ]
     return [s for s in steps if all(s is not step or wanted[k] for k, step in optional.items())]
 

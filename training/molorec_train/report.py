@@ -96,6 +96,8 @@ def _pretrained_options(cfg) -> str:
         out += f" --few-shot {','.join(cfg.few_shot)}"
     if getattr(cfg, "distill_edge", False):
         out += " --distill-edge"
+    if getattr(cfg, "shortcuts", ()):
+        out += f" --shortcuts {','.join(cfg.shortcuts)}"
     return out
 
 
@@ -279,6 +281,34 @@ def _few_shot(few: dict) -> str:
     )
 
 
+def _shortcuts(sc: dict) -> str:
+    """The training-shortcut table: the recipe's domain LoRA alone beside each LoRA trained with one
+    shortcut undone, NDCG@1 per cell on the same cases, paired counts and training wall time."""
+    if not sc or not sc.get("cells"):
+        return ""
+    cells = [c for c in sc["cells"] if sc["cells"][c]]
+    rows = []
+    for key, v in sc["variants"].items():
+        vals = []
+        for c in cells:
+            m = sc["cells"][c].get(key)
+            if m is None:
+                vals.append("—")
+                continue
+            paired = f" ({m['variant_only']} only it first / {m['recipe_only']} only the recipe's)" if "variant_only" in m else ""
+            vals.append(f"{m['ndcg1']:.3f}{paired}")
+        seconds = "—" if v.get("seconds") is None else f"{v['seconds'] / 60:.0f} min"
+        rows.append([v["what"], *vals, seconds])
+    n = {c: next(iter(sc["cells"][c].values()))["count"] for c in cells}
+    return (
+        "### Training shortcuts: what each costs (domain LoRA alone, λ 1, NDCG@1)\n\n"
+        + "\n".join(_md_table(["LoRA", *(f"{c} ({n[c]} cases)" for c in cells), "training (wall)"], rows))
+        + "\n\nEach row retrains the domain LoRA with one shortcut of the recipe undone (same data, seed and every other"
+        " setting) and scores it alone on the first cases of the seeded order, the same cases for every row. Training wall"
+        " time includes running the frozen lower layers once per window; it was measured beside other jobs on this machine.\n\n"
+    )
+
+
 def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1), *("| " + " | ".join(r) + " |" for r in rows)]
 
@@ -419,7 +449,7 @@ history titles within {c.max_history_tokens} tokens), the generative loss on the
 {_noise(n_cases)}Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
 The pack stores the **{cfg.calibration_objective}** λ (`calibrated`).{" Adaptive rows choose per request among λ ∈ {0, 0.25, 0.5, 0.75, 1}." if getattr(cfg, "adaptive", True) else ""}
 
-{_edge(results.get("edge_bytes") or {})}{_few_shot(results.get("few_shot") or {})}### The targets, as measured (NDCG@1)
+{_edge(results.get("edge_bytes") or {})}{_few_shot(results.get("few_shot") or {})}{_shortcuts(results.get("shortcuts") or {})}### The targets, as measured (NDCG@1)
 
 {chr(10).join(targets(table))}
 

@@ -244,6 +244,20 @@ def test_pretrained_report_reproduces_its_flags_and_lists_only_scored_policies()
     assert [line.split("|")[1].strip() for line in lines[2:]] == ["S"]  # a row only for what was scored
 
 
+def test_shortcut_variants_undo_one_training_shortcut_each():
+    from molorec_train.recipe import shortcut_variants, smollm2_config
+
+    cfg = smollm2_config()
+    variants = shortcut_variants(cfg)
+    assert list(variants) == ["steps480", "history160"]
+    steps, history = variants["steps480"][1], variants["history160"][1]
+    assert (steps.steps, steps.max_history_tokens) == (480, 96) and (history.steps, history.max_history_tokens) == (160, 160)
+    assert replace(steps, steps=160) == replace(history, max_history_tokens=96) == cfg.domain_lora  # nothing else changes
+    # histories already as long as served: only the steps variant
+    full = replace(cfg, domain_lora=replace(cfg.domain_lora, max_history_tokens=160))
+    assert list(shortcut_variants(full)) == ["steps480"]
+
+
 def test_the_recipe_is_a_list_of_steps_that_skip_what_is_done(tmp_path):
     from molorec_train.recipe import RecipeRun, RecipeStep, run_steps, scratch_steps
 
@@ -284,6 +298,22 @@ def check_few_shot(results: dict, work: Path) -> None:
     assert "tgt@users30" in json.loads((work / "pack/molorec.json").read_text())["domains"]
 
 
+def check_shortcuts(results: dict, md: str, work: Path) -> None:
+    """The stand-in recipe's step 12: each shortcut-undone LoRA trained as asked, scored on the recipe's cases."""
+    sc = results["shortcuts"]
+    assert set(sc["variants"]) == {"tgt", "tgt@steps12", "tgt@history64"}  # quick: 4 steps, 48-token histories, 64 served
+    saved = json.loads((work / "loras/tgt@steps12/training.json").read_text())
+    assert saved["config"]["steps"] == 12 and saved["seconds"] > 0
+    assert json.loads((work / "loras/tgt@history64/training.json").read_text())["config"]["max_history_tokens"] == 64
+    cell, table = sc["cells"]["tgt/warm"], results["table"]["tgt/warm"]
+    assert cell["tgt"]["ndcg1"] == pytest.approx(table["domain"]["ndcg1"])  # the recipe's LoRA: its λ-1 row, same cases
+    for name in ("tgt@steps12", "tgt@history64"):
+        m = cell[name]
+        assert m["count"] == cell["tgt"]["count"] == table["random"]["cases"]
+        assert m["variant_only"] - m["recipe_only"] == round((m["ndcg1"] - cell["tgt"]["ndcg1"]) * m["count"])
+    assert "### Training shortcuts" in md and "12 steps (24 windows), not 4" in md and "--shortcuts tgt" in md
+
+
 def check_edge_and_why(results: dict, md: str, work: Path) -> None:
     """The stand-in recipe's steps 11 (the edge student) and its "why" measurements."""
     cell = results["table"]["tgt/warm"]
@@ -321,12 +351,13 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
         few_shot=("tgt",),
         few_shot_fractions=(0.3,),
         distill_edge=True,
+        shortcuts=("tgt",),
     )
     # first the essential rows (no comparison objectives, no per-module reference, no few-shot) ...
     first = run_recipe(
         data,
         tmp_path / "work",
-        replace(cfg, compare_objectives=(), permodule=False, few_shot=(), distill_edge=False),
+        replace(cfg, compare_objectives=(), permodule=False, few_shot=(), distill_edge=False, shortcuts=()),
         lora_jobs=1,
         log=lambda *_: None,
     )
@@ -351,6 +382,7 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
     md = render(results, cfg, quick=True)
     assert "Few-shot plug-in" in md
     check_edge_and_why(results, md, tmp_path / "work")
+    check_shortcuts(results, md, tmp_path / "work")
     assert "--base smollm2" in md and "| Base model, no adapter (zero-shot) |" in md and "### The targets, as measured" in md
     # the policies equal the runtime's own eval of the same pack and cases
     import subprocess
