@@ -13,7 +13,8 @@
 // --entropy-rows: rows whose token-entropy objective is wanted (scored with full logits; the rest with the
 //          scoring head only). Lines: {"i": case index, "scores": {row: [...]}, "tokens": {row: objective}}.
 // --indices: a JSON list of the case indices to score, in that order (default: every case).
-// --done: a JSONL file of lines already scored: a case is scored only for the rows its line lacks (in --done or --out).
+// --done: a JSONL file of lines already scored: a case is scored only for the rows its line lacks (in --done or --out);
+//          a row it has without a wanted entropy is scored again for the entropy and keeps its scores.
 // --shard I/N: only every N-th case of the list, from the I-th (run N processes side by side, one thread each).
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -83,7 +84,9 @@ try {
     if (withEntropy.length) {
       const r = await rec.scoreWithEntropy({ history: c.history, candidates: c.candidates, mixtures: withEntropy.map((k) => weights[k]) });
       withEntropy.forEach((k, j) => {
-        line.scores[rows[k].name] = r.scores[j];
+        // A row scored before without its entropy keeps its scores: the full-logits path rounds
+        // differently (~1e-6), and a case scored again for more rows keeps what it had.
+        line.scores[rows[k].name] ??= r.scores[j];
         line.tokens[rows[k].name] = r.objective[j];
       });
     }

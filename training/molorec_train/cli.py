@@ -341,6 +341,12 @@ def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
         "each evaluated alone and mixed with the general LoRA (the paper's few-shot plug-in)",
     )
     r.add_argument(
+        "--adaptive-cases",
+        type=int,
+        help="--base smollm2: score the adaptive rows (λ 0.25, 0.75, every grid λ's token entropy) on the first N cases of each cell "
+        "only (the other rows on every case); the report compares them with the rest on those cases",
+    )
+    r.add_argument(
         "--shortcuts",
         help="--base smollm2: comma-separated target domains whose LoRA is trained again with each training shortcut undone "
         "(3x the steps; histories as long as served) and scored alone beside the recipe's on the first 250 cases per cell",
@@ -524,6 +530,8 @@ def _cmd_recipe(args: argparse.Namespace) -> int:
             cfg = replace(cfg, permodule=False)
         if args.no_adaptive:
             cfg = replace(cfg, adaptive=False)
+        if args.adaptive_cases:
+            cfg = replace(cfg, adaptive_cases=args.adaptive_cases)
     else:
         cfg = quick_config() if args.quick else RecipeConfig()
     cfg = replace(

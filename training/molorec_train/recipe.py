@@ -83,6 +83,10 @@ class RecipeConfig:
     prompt_options: PromptOptions = field(default_factory=PromptOptions)
     permodule: bool = True  # the per-module (AdaMerging) reference row
     adaptive: bool = True  # the adaptive rows (λ 0.25 and 0.75 scored too)
+    # The adaptive rows (λ 0.25, 0.75 and every grid λ's token entropy, which needs full-vocabulary
+    # logits) on the first `adaptive_cases` cases of the seeded order per cell only (None: every case
+    # the other rows are scored on): 5 rows with entropies cost about twice the 4 rows without.
+    adaptive_cases: int | None = None
     adamerging_steps: int = 40
     adamerging_batch: int = 16
     # Evaluation processes side by side (scripts/eval-rows.mjs, one thread each: on a shared CPU one
@@ -702,37 +706,70 @@ def merge_shards(out: Path, shards) -> None:
             f.unlink()
 
 
-def eval_done(path: Path, cases: Path, limit: int | None, seed: int, rows: list[str] | None = None) -> bool:
-    """Every case of the (first `limit` of the) seeded order is scored, under every row of `rows` when given."""
+def eval_done(path: Path, cases: Path, limit: int | None, seed: int, rows: list[str] | None = None, entropy_rows: list[str] = ()) -> bool:
+    """Every case of the (first `limit` of the) seeded order is scored, under every row of `rows` when
+    given, with the token-entropy objective of every row of `entropy_rows`."""
     n = sum(1 for line in cases.read_text().splitlines() if line.strip())
     lines = {line["i"]: line for line in read_jsonl_lines(path)}
-    return all(i in lines and all(row in lines[i]["scores"] for row in rows or ()) for i in eval_order(n, seed)[: limit or n])
+    return all(
+        i in lines
+        and all(row in lines[i]["scores"] for row in rows or ())
+        and all(row in lines[i].get("tokens", {}) for row in entropy_rows)
+        for i in eval_order(n, seed)[: limit or n]
+    )
+
+
+def min_limit(a: int | None, b: int | None) -> int | None:
+    """The smaller of two case limits (None: no limit)."""
+    return a if b is None else b if a is None else min(a, b)
+
+
+def eval_passes(r: RecipeRun, t: str) -> list[tuple[list[dict], list[str], int | None]]:
+    """What step 7 scores for target t, as (rows, rows with token entropies, case limit) passes: every
+    row with the adaptive grid's entropies on the first `adaptive_cases` cases, then the rows the
+    table reads on every case (the adaptive-only rows left out); a pass finds its cases' rows done."""
+    rows = eval_rows(r, t)
+    if not r.cfg.adaptive:
+        return [(rows, [], r.cfg.eval_cases)]
+    grid = [lambda_row(lam) for lam in GRID]
+    fixed = {lambda_row(lam) for lam in (0.0, 0.5, 1.0)} | {lambda_row(lam) for lam in calibrated_lambdas(r, t).values()}
+    main = [row for row in rows if row["name"] not in grid or row["name"] in fixed]
+    return [(rows, grid, min_limit(r.cfg.eval_cases, r.cfg.adaptive_cases)), (main, [], r.cfg.eval_cases)]
+
+
+def eval_step_done(r: RecipeRun) -> bool:
+    return all(
+        eval_done(r.evals / f"{t}-{s}.rows.jsonl", r.prepared / t / f"test_{s}.jsonl", limit, r.cfg.seed, [x["name"] for x in rows], ent)
+        for t in r.cfg.targets
+        for s in ("warm", "cold")
+        for rows, ent, limit in eval_passes(r, t)
+    )
 
 
 def pretrained_eval_step(r: RecipeRun) -> None:
     r.evals.mkdir(exist_ok=True)
     for t in r.cfg.targets:
-        rows = eval_rows(r, t)
         for split in ("warm", "cold"):
             out, cases = r.evals / f"{t}-{split}.rows.jsonl", r.prepared / t / f"test_{split}.jsonl"
-            if eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed, [row["name"] for row in rows]):
-                continue
-            r.log(f"{t} {split}: {len(rows)} mixture rows per case ({', '.join(row['name'] for row in rows)})")
             # The token entropy needs the full logits (a 49k-entry softmax per title token): only the
             # adaptive rows read it.
-            grid = [lambda_row(lam) for lam in GRID] if r.cfg.adaptive else []
-            run_eval_rows(
-                r.pack,
-                cases,
-                rows,
-                out,
-                entropy_rows=grid,
-                shards=r.cfg.eval_shards,
-                ep=r.ep,
-                log=r.log,
-                limit=r.cfg.eval_cases,
-                seed=r.cfg.seed,
-            )
+            for rows, entropy, limit in eval_passes(r, t):
+                if eval_done(out, cases, limit, r.cfg.seed, [row["name"] for row in rows], entropy):
+                    continue
+                where = f"the first {limit} cases" if limit else "every case"
+                r.log(f"{t} {split}: {len(rows)} mixture rows per case on {where} ({', '.join(row['name'] for row in rows)})")
+                run_eval_rows(
+                    r.pack,
+                    cases,
+                    rows,
+                    out,
+                    entropy_rows=entropy,
+                    shards=r.cfg.eval_shards,
+                    ep=r.ep,
+                    log=r.log,
+                    limit=limit,
+                    seed=r.cfg.seed,
+                )
 
 
 DEMO_PACK = REPO / "packs/demo"
@@ -857,10 +894,16 @@ def policy_metrics(lines: list[dict], labels: list[int], lambdas: dict[str, floa
         ("adaptive", lambda x, g: x["tokens"][g]),
         ("adaptive-candidates", lambda x, g: candidate_entropy(x["scores"][g])),
     ):
-        if not all(g in lines[0]["scores"] for g in grid) or (policy == "adaptive" and not lines[0]["tokens"]):
+        # on the cases whose grid rows were scored (`adaptive_cases` may be fewer than the others')
+        have = [
+            (x, y)
+            for x, y in zip(lines, labels)
+            if all(g in x["scores"] and (policy != "adaptive" or g in x.get("tokens", {})) for g in grid)
+        ]
+        if not have:
             continue
         ranks, chosen = [], []
-        for x, y in zip(lines, labels):
+        for x, y in have:
             values = [objective(x, g) for g in grid]
             best = min(range(len(grid)), key=lambda k: (values[k], k))
             ranks.append(rank_of(x["scores"][grid[best]], y))
@@ -869,9 +912,22 @@ def policy_metrics(lines: list[dict], labels: list[int], lambdas: dict[str, floa
     return out
 
 
+def adaptive_sample(lines: list[dict], cases: list[dict], lambdas: dict[str, float], cell: dict) -> dict[str, dict]:
+    """Every policy and baseline on only the cases the adaptive rows were scored on (`adaptive_cases`),
+    so that adaptive is compared with the rest on the same cases."""
+    grid = [lambda_row(lam) for lam in GRID]
+    picked = [x for x in lines if all(g in x["scores"] and g in x.get("tokens", {}) for g in grid)]
+    out = policy_metrics(picked, [cases[x["i"]]["label"] for x in picked], lambdas)
+    for name, row in cell.items():
+        if "baseline" in row and "ranks" in row:
+            out[name] = ranking_metrics([row["ranks"][x["i"]] for x in picked])
+    return out
+
+
 def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
     run = RecipeRun(Path("."), work, cfg)
     table: dict[str, dict[str, dict]] = {}
+    sample: dict[str, dict[str, dict]] = {}
     lambdas = {}
     for t in cfg.targets:
         lambdas[t] = calibrated_lambdas(run, t)
@@ -883,6 +939,8 @@ def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
             chosen = set(eval_order(len(cases), cfg.seed)[: cfg.eval_cases or len(cases)])
             lines = [x for x in read_jsonl_lines(run.evals / f"{t}-{split}.rows.jsonl") if x["i"] in chosen]
             cell.update(policy_metrics(lines, [cases[x["i"]]["label"] for x in lines], lambdas[t]))
+            if "adaptive" in cell and cell["adaptive"]["count"] < len(lines):
+                sample[f"{t}/{split}"] = adaptive_sample(lines, cases, lambdas[t], cell)
             for suffix, key in (("demo", "demo-1m"), *EDGE_ROWS):
                 other = [x for x in read_jsonl_lines(run.evals / f"{t}-{split}.{suffix}.jsonl") if x["i"] in chosen]
                 if other:
@@ -896,6 +954,7 @@ def pretrained_results(work: Path, cfg: RecipeConfig) -> dict:
         "table": table,
         "few_shot": few_shot_results(run) if cfg.few_shot and few_shot_done(run) else {},
         "shortcuts": shortcut_results(run) if cfg.shortcuts and shortcut_done(run) else {},
+        "adaptive_sample": sample,
         "explain": explain_results(run),
         "edge_bytes": edge_sizes(run) if cfg.distill_edge else {},
         "lambdas": {domain_name(t): lam[cfg.calibration_objective] for t, lam in lambdas.items()},
@@ -1297,17 +1356,7 @@ def pretrained_steps(cfg: RecipeConfig) -> list[RecipeStep]:
         optional["6"],
         RecipeStep(
             "7. evaluate every mixture row through the TS runtime (scripts/eval-rows.mjs)",
-            lambda r: all(
-                eval_done(
-                    r.evals / f"{t}-{s}.rows.jsonl",
-                    r.prepared / t / f"test_{s}.jsonl",
-                    r.cfg.eval_cases,
-                    r.cfg.seed,
-                    [x["name"] for x in eval_rows(r, t)],
-                )
-                for t in r.cfg.targets
-                for s in ("warm", "cold")
-            ),
+            eval_step_done,
             pretrained_eval_step,
         ),
         RecipeStep(

@@ -92,6 +92,8 @@ def _pretrained_options(cfg) -> str:
         out += f" --compare-objectives '{','.join(cfg.compare_objectives)}'"
     out += "" if cfg.permodule else " --no-permodule"
     out += "" if cfg.adaptive else " --no-adaptive"
+    if cfg.adaptive and getattr(cfg, "adaptive_cases", None):
+        out += f" --adaptive-cases {cfg.adaptive_cases}"
     if cfg.few_shot:
         out += f" --few-shot {','.join(cfg.few_shot)}"
     if getattr(cfg, "distill_edge", False):
@@ -232,15 +234,19 @@ Machine: {cpu_name()}, {os.cpu_count()} cores. Wall time: {wall}.
 
 
 def _table(table: dict, rows: list[tuple[str, str]]) -> list[str]:
+    """Rows × cells of NDCG@1 and NDCG@3; a row scored on fewer cases than the cell's `calibrated`
+    (the adaptive rows with `--adaptive-cases`) says on how many."""
     cells = list(table)
     lines = ["| | " + " | ".join(f"{c} NDCG@1 | {c} NDCG@3" for c in cells) + " |", "|---|" + "---|" * (2 * len(cells))]
     for label, key in rows:
         vals = []
         for c in cells:
             row = table[c].get(key)
+            full = (table[c].get("calibrated") or {}).get("count")
+            fewer = f" ({row['count']} cases)" if row and full and row.get("count", full) < full else ""
             for k in ("ndcg1", "ndcg3"):
                 v = metric(row, k)
-                vals.append("—" if v is None else f"{v:.4f}")
+                vals.append("—" if v is None else f"{v:.4f}{fewer}")
         if any(v != "—" for v in vals):  # a policy this run did not score (e.g. --no-adaptive) gets no row
             lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return lines
@@ -278,6 +284,27 @@ def _few_shot(few: dict) -> str:
         lines.append(f"| {label} | " + " | ".join(vals) + " |")
     return (
         "### Few-shot plug-in: a domain LoRA from a fraction of its training users, alone and mixed with G\n\n" + "\n".join(lines) + "\n\n"
+    )
+
+
+# The rows compared with the adaptive ones on the cases those were scored on.
+ADAPTIVE_SAMPLE_ROWS = [
+    row
+    for row in PRETRAINED_ROWS
+    if row[1] in ("popularity", "sasrec", "base", "general", "domain", "wa") or row[1].startswith(("calibrated", "adaptive"))
+]
+
+
+def _adaptive_sample(sample: dict) -> str:
+    """Every row on the cases the adaptive rows were scored on (`--adaptive-cases`), when fewer than all."""
+    if not sample:
+        return ""
+    n = ", ".join(f"{c} {next((r['count'] for r in sample[c].values() if 'count' in r), '—')}" for c in sample)
+    return (
+        f"### Adaptive λ beside the other rows, on the cases its rows were scored on ({n})\n\n"
+        + "\n".join(_table(sample, ADAPTIVE_SAMPLE_ROWS))
+        + "\n\nThe first cases of the same seeded order as the table above (`--adaptive-cases`): the adaptive rows need"
+        " λ 0.25 and 0.75 and every grid λ's token entropy (full-vocabulary logits), about twice the cost of the other rows.\n\n"
     )
 
 
@@ -449,7 +476,7 @@ history titles within {c.max_history_tokens} tokens), the generative loss on the
 {_noise(n_cases)}Calibrated λ per domain on {cfg.calibration_prompts} unlabeled valid prompts (no labels; `molorec calibrate`), by objective: {lam_text}.
 The pack stores the **{cfg.calibration_objective}** λ (`calibrated`).{" Adaptive rows choose per request among λ ∈ {0, 0.25, 0.5, 0.75, 1}." if getattr(cfg, "adaptive", True) else ""}
 
-{_edge(results.get("edge_bytes") or {})}{_few_shot(results.get("few_shot") or {})}{_shortcuts(results.get("shortcuts") or {})}### The targets, as measured (NDCG@1)
+{_edge(results.get("edge_bytes") or {})}{_adaptive_sample(results.get("adaptive_sample") or {})}{_few_shot(results.get("few_shot") or {})}{_shortcuts(results.get("shortcuts") or {})}### The targets, as measured (NDCG@1)
 
 {chr(10).join(targets(table))}
 

@@ -298,6 +298,20 @@ def check_few_shot(results: dict, work: Path) -> None:
     assert "tgt@users30" in json.loads((work / "pack/molorec.json").read_text())["domains"]
 
 
+def check_adaptive_cases(results: dict, cfg, scored: list[str]) -> None:
+    """`adaptive_cases=3`: the adaptive grid on the first 3 cases only, compared with the rest on those."""
+    from molorec_train.report import render
+
+    lines = [json.loads(x) for x in scored]
+    assert len(lines) > 3 and sum("lambda=0.25" in x["scores"] and "lambda=0.25" in x["tokens"] for x in lines) == 3
+    assert all("lambda=1" in x["scores"] for x in lines)  # the table's rows on every case
+    cell, sample = results["table"]["tgt/warm"], results["adaptive_sample"]["tgt/warm"]
+    assert cell["adaptive"]["count"] == 3 and cell["domain"]["count"] == len(lines)
+    assert sample["adaptive"] == cell["adaptive"] and sample["domain"]["count"] == sample["popularity"]["count"] == 3
+    md = render(results, cfg, quick=True)
+    assert "### Adaptive λ beside the other rows" in md and "(3 cases)" in md and "--adaptive-cases 3" in md
+
+
 def check_shortcuts(results: dict, md: str, work: Path) -> None:
     """The stand-in recipe's step 12: each shortcut-undone LoRA trained as asked, scored on the recipe's cases."""
     sc = results["shortcuts"]
@@ -353,23 +367,20 @@ def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path
         distill_edge=True,
         shortcuts=("tgt",),
     )
-    # first the essential rows (no comparison objectives, no per-module reference, no few-shot) ...
-    first = run_recipe(
-        data,
-        tmp_path / "work",
-        replace(cfg, compare_objectives=(), permodule=False, few_shot=(), distill_edge=False, shortcuts=()),
-        lora_jobs=1,
-        log=lambda *_: None,
-    )
+    # first the essential rows (no comparison objectives, no per-module reference, no few-shot; the
+    # adaptive rows on the first 3 cases only) ...
+    first_cfg = replace(cfg, compare_objectives=(), permodule=False, few_shot=(), distill_edge=False, shortcuts=(), adaptive_cases=3)
+    first = run_recipe(data, tmp_path / "work", first_cfg, lora_jobs=1, log=lambda *_: None)
     assert "per-module" not in first["table"]["tgt/warm"] and "calibrated-candidates" not in first["table"]["tgt/warm"]
     scored = (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()
+    check_adaptive_cases(first, first_cfg, scored)
     # ... then the rest: only the rows the cases lack are scored (the earlier rows are kept as scored)
     results = run_recipe(data, tmp_path / "work", cfg, lora_jobs=1, log=lambda *_: None)
     cell = results["table"]["tgt/warm"]
     for old, new in zip(scored, (tmp_path / "work/eval/tgt-warm.rows.jsonl").read_text().splitlines()):
         old, new = json.loads(old), json.loads(new)
         assert all(new["scores"][k] == v for k, v in old["scores"].items()) and "per-module" in new["scores"]
-    assert first["table"]["tgt/warm"]["domain"] == cell["domain"]
+    assert first["table"]["tgt/warm"]["domain"] == cell["domain"] and results["adaptive_sample"] == {}
     assert {"random", "popularity", "sasrec"} <= set(cell)
     for key in ("base", "general", "domain", "wa", "calibrated", "adaptive", "per-module"):
         assert key in cell and cell[key]["count"] == cell["random"]["cases"], key
