@@ -1111,16 +1111,21 @@ def few_shot_done(r: RecipeRun) -> bool:
     )
 
 
-def few_shot_step(r: RecipeRun) -> None:
-    """Trains the few-shot LoRAs, adds each to the pack as domain `<t>@users<percent>` (with the
-    general LoRA, as a user plugging in a domain would), calibrates its λ like the recipe's domains,
-    and scores it alone (λ = 1), at λ = 0.5 and at the calibrated λ on the same cases."""
-    jobs = few_shot_jobs(r.cfg)
+def plug_in_loras(r: RecipeRun, jobs: list[LoraJob]) -> None:
+    """Trains the jobs' LoRAs (those not trained yet) and adds each to the pack as domain `job.name`."""
     loras_step(r, jobs)
     manifest = read_manifest(r.pack)
     for j in jobs:
         if f"domain:{j.name}" not in manifest["adapters"]:
             install_domain_adapter(r.pack, manifest, j.name, r.loras / j.name, j.cfg)
+
+
+def few_shot_step(r: RecipeRun) -> None:
+    """Trains the few-shot LoRAs, adds each to the pack as domain `<t>@users<percent>` (with the
+    general LoRA, as a user plugging in a domain would), calibrates its λ like the recipe's domains,
+    and scores it alone (λ = 1), at λ = 0.5 and at the calibrated λ on the same cases."""
+    jobs = few_shot_jobs(r.cfg)
+    plug_in_loras(r, jobs)
     commands = [
         calibrate_command(r, j.name, r.prepared / j.domains[0], r.cfg.calibration_objective, r.work / f"calibration-{j.name}.json")
         for j in jobs
@@ -1129,25 +1134,23 @@ def few_shot_step(r: RecipeRun) -> None:
     run_parallel(commands, r.cfg.eval_shards, r.log)
     store_calibrated(r, [j.name for j in jobs])
     for j in jobs:
-        t = j.domains[0]
         lam = read_manifest(r.pack)["domains"][j.name]["calibratedLambda"]
-        rows = [{"name": lambda_row(x), "domain": j.name, "mixture": {"lambda": x}} for x in dict.fromkeys([1.0, 0.5, lam])]
-        for split in ("warm", "cold"):
-            out, cases = r.evals / f"{j.name}-{split}.rows.jsonl", r.prepared / t / f"test_{split}.jsonl"
-            if not eval_done(out, cases, r.cfg.eval_cases, r.cfg.seed):
-                r.log(f"{j.name} {split}: rows {', '.join(row['name'] for row in rows)}")
-                run_eval_rows(
-                    r.pack,
-                    cases,
-                    rows,
-                    out,
-                    entropy_rows=[],
-                    shards=r.cfg.eval_shards,
-                    ep=r.ep,
-                    log=r.log,
-                    limit=r.cfg.eval_cases,
-                    seed=r.cfg.seed,
-                )
+        score_lora_rows(r, j, list(dict.fromkeys([1.0, 0.5, lam])), r.cfg.eval_cases)
+
+
+def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int | None) -> None:
+    """Scores the pack domain `job.name` (a LoRA plugged in by a step) at each λ on its target's saved
+    cases (the first `limit` of the seeded order), into `eval/<name>-<split>.rows.jsonl`."""
+    rows = [{"name": lambda_row(x), "domain": job.name, "mixture": {"lambda": x}} for x in lambdas]
+    for split in ("warm", "cold"):
+        out, cases = r.evals / f"{job.name}-{split}.rows.jsonl", r.prepared / job.domains[0] / f"test_{split}.jsonl"
+        if not eval_done(out, cases, limit, r.cfg.seed, [row["name"] for row in rows]):
+            r.log(
+                f"{job.name} {split}: rows {', '.join(row['name'] for row in rows)} on {f'the first {limit} cases' if limit else 'every case'}"
+            )
+            run_eval_rows(
+                r.pack, cases, rows, out, entropy_rows=[], shards=r.cfg.eval_shards, ep=r.ep, log=r.log, limit=limit, seed=r.cfg.seed
+            )
 
 
 def few_shot_results(run: RecipeRun) -> dict:
@@ -1248,29 +1251,9 @@ def shortcut_step(r: RecipeRun) -> None:
     """Trains each shortcut-undone LoRA, adds it to the pack as domain `<t>@<variant>` and scores it
     alone (λ 1) on the first `shortcut_cases` cases per cell (the recipe's LoRA has that row already)."""
     jobs = shortcut_jobs(r.cfg)
-    loras_step(r, jobs)
-    manifest = read_manifest(r.pack)
+    plug_in_loras(r, jobs)
     for j in jobs:
-        if f"domain:{j.name}" not in manifest["adapters"]:
-            install_domain_adapter(r.pack, manifest, j.name, r.loras / j.name, j.cfg)
-    for j in jobs:
-        rows = [{"name": lambda_row(1), "domain": j.name, "mixture": {"lambda": 1.0}}]
-        for split in ("warm", "cold"):
-            out, cases = r.evals / f"{j.name}-{split}.rows.jsonl", r.prepared / j.domains[0] / f"test_{split}.jsonl"
-            if not eval_done(out, cases, r.cfg.shortcut_cases, r.cfg.seed, [lambda_row(1)]):
-                r.log(f"{j.name} {split}: alone (λ 1) on the first {r.cfg.shortcut_cases} cases")
-                run_eval_rows(
-                    r.pack,
-                    cases,
-                    rows,
-                    out,
-                    entropy_rows=[],
-                    shards=r.cfg.eval_shards,
-                    ep=r.ep,
-                    log=r.log,
-                    limit=r.cfg.shortcut_cases,
-                    seed=r.cfg.seed,
-                )
+        score_lora_rows(r, j, [1.0], r.cfg.shortcut_cases)
 
 
 def training_seconds(folder: Path) -> float | None:

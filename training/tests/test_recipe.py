@@ -486,3 +486,16 @@ def test_wa_vs_alone_counts_the_discordant_cases():
         (line([1, 0], [0, 1]), 0),  # only WA
     ]
     assert wa_vs_alone(scored) == {"wa_only": 2, "alone_only": 1}
+
+
+def test_a_mixture_on_fewer_cases_is_held_to_the_baselines_on_its_cases():
+    from molorec_train.report import targets
+
+    row = lambda v, n=6: {"ndcg1": v, "count": n}  # noqa: E731
+    cell = {k: row(v) for k, v in {"general": 0.3, "domain": 0.3, "calibrated": 0.3, "random": 0.05, "sasrec": 0.1}.items()}
+    table = {"a/warm": {**cell, "popularity": row(0.2), "adaptive": row(0.25, 3)}}
+    below = targets(table)[1]
+    assert "**met**" in below  # 0.25 above popularity's 0.2 over all 6 cases ...
+    sample = {"a/warm": {"popularity": row(0.3, 3), "random": row(0.0, 3), "adaptive": row(0.25, 3)}}
+    below = targets(table, sample)[1]
+    assert "**not met**" in below and "adaptive 0.250 in a/warm (popularity 0.300, random 0.000 on the same 3 cases)" in below
