@@ -122,9 +122,12 @@ def targets(table: dict, sample: dict | None = None) -> list[str]:
     fewer cases (`sample`: every row on those cases) is held to popularity and random on its cases."""
     n1 = lambda cell, key: metric(table[cell].get(key), "ndcg1")  # noqa: E731
 
-    def ref(c: str, key: str, baseline: str) -> float:
+    def on_sample(c: str, key: str) -> bool:
         own = (sample or {}).get(c, {})
-        return metric(own[baseline], "ndcg1") if key in own and own[key].get("count") == table[c][key].get("count") else n1(c, baseline)
+        return key in own and own[key].get("count") == table[c][key].get("count")
+
+    def ref(c: str, key: str, baseline: str) -> float:
+        return metric(sample[c][baseline], "ndcg1") if on_sample(c, key) else n1(c, baseline)
 
     needed = ("general", "domain", "calibrated", "popularity", "random", "sasrec")
     cells = [c for c in table if all(n1(c, k) is not None for k in needed)]
@@ -141,7 +144,7 @@ def targets(table: dict, sample: dict | None = None) -> list[str]:
     )
     below = [
         f"{key} {n1(c, key):.3f} in {c} (popularity {ref(c, key, 'popularity'):.3f}, random {ref(c, key, 'random'):.3f}"
-        + (f" on the same {table[c][key]['count']} cases)" if ref(c, key, "popularity") != n1(c, "popularity") else ")")
+        + (f" on the same {table[c][key]['count']} cases)" if on_sample(c, key) else ")")
         for c in cells
         for key in MIXTURES
         if n1(c, key) is not None and n1(c, key) <= max(ref(c, key, "popularity"), ref(c, key, "random"))
