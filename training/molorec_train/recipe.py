@@ -871,6 +871,11 @@ def candidate_entropy(scores: list[float]) -> float:
     return -sum(v / z * math.log(v / z) for v in e if v > 0)
 
 
+def has_grid(line: dict, *, tokens: bool) -> bool:
+    """Whether a case's line has every adaptive-grid row (with its token entropy when `tokens`)."""
+    return all(g in line["scores"] and (not tokens or g in line.get("tokens", {})) for g in (lambda_row(lam) for lam in GRID))
+
+
 def policy_metrics(lines: list[dict], labels: list[int], lambdas: dict[str, float]) -> dict[str, dict]:
     """Every policy's metrics from the per-case rows of scripts/eval-rows.mjs. Adaptive policies pick,
     per case, the grid λ whose objective is lowest (the first on ties, as the runtime does)."""
@@ -895,11 +900,7 @@ def policy_metrics(lines: list[dict], labels: list[int], lambdas: dict[str, floa
         ("adaptive-candidates", lambda x, g: candidate_entropy(x["scores"][g])),
     ):
         # on the cases whose grid rows were scored (`adaptive_cases` may be fewer than the others')
-        have = [
-            (x, y)
-            for x, y in zip(lines, labels)
-            if all(g in x["scores"] and (policy != "adaptive" or g in x.get("tokens", {})) for g in grid)
-        ]
+        have = [(x, y) for x, y in zip(lines, labels) if has_grid(x, tokens=policy == "adaptive")]
         if not have:
             continue
         ranks, chosen = [], []
@@ -915,8 +916,7 @@ def policy_metrics(lines: list[dict], labels: list[int], lambdas: dict[str, floa
 def adaptive_sample(lines: list[dict], cases: list[dict], lambdas: dict[str, float], cell: dict) -> dict[str, dict]:
     """Every policy and baseline on only the cases the adaptive rows were scored on (`adaptive_cases`),
     so that adaptive is compared with the rest on the same cases."""
-    grid = [lambda_row(lam) for lam in GRID]
-    picked = [x for x in lines if all(g in x["scores"] and g in x.get("tokens", {}) for g in grid)]
+    picked = [x for x in lines if has_grid(x, tokens=True)]
     out = policy_metrics(picked, [cases[x["i"]]["label"] for x in picked], lambdas)
     for name, row in cell.items():
         if "baseline" in row and "ranks" in row:
