@@ -123,6 +123,9 @@ class Worker:
         if head:
             feeds["num_logits_to_keep"] = np.array([1], np.int64)
             feeds["target_ids"] = np.zeros((M, P), np.int64)
+        fan_out = any(i.name == "row_source" for i in sess.get_inputs())  # each row its own source, as core's other paths
+        if fan_out:
+            feeds["row_source"] = np.arange(M)
         names = ["logits"] + [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
         out = sess.run(names, feeds)
         last = out[0][:, -1, :].astype(np.float64)
@@ -162,6 +165,8 @@ class Worker:
                     "position_ids": np.tile(np.arange(P, P + L, dtype=np.int64), (B, 1)),
                     **self.lora_feeds([mixtures[m] for m in ms]),
                 }
+                if fan_out:
+                    feeds["row_source"] = np.arange(B)
                 for i in range(self.layers):
                     feeds[f"past_key_values.{i}.key"] = presents[2 * i] if grouped else presents[2 * i][ms]
                     feeds[f"past_key_values.{i}.value"] = presents[2 * i + 1] if grouped else presents[2 * i + 1][ms]

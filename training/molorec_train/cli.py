@@ -62,7 +62,7 @@ def _cmd_import_gguf(args: argparse.Namespace) -> int:
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
     from .fixture import build_fixture
 
-    build_fixture(args.out, args.golden, grouped_dir=args.out_grouped)
+    build_fixture(args.out, args.golden, grouped_dir=args.out_grouped, fanout_dir=args.out_fanout)
     return 0
 
 
@@ -158,7 +158,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--graph",
         choices=["fast", "minimal"],
         default="fast",
-        help="fast (default): grouped KV cache + scoring head; minimal: the pack contract's plain graph (concat KV cache, full logits)",
+        help="fast (default): grouped KV cache + scoring head, and fan-out when the adapters leave lower layers out; minimal: the pack contract's plain graph (concat KV cache, full logits)",
     )
     e.add_argument(
         "--weights",
@@ -224,6 +224,12 @@ def _add_make_fixture(sub: argparse._SubParsersAction) -> None:
         type=Path,
         default=Path("test/fixtures/tiny-pack-grouped"),
         help="the same weights with a grouped KV cache and the scoring head",
+    )
+    f.add_argument(
+        "--out-fanout",
+        type=Path,
+        default=Path("test/fixtures/tiny-pack-fanout"),
+        help="the same base with the LoRAs on the top layer only, exported with fan-out (model.sharedLayers 1); golden scores beside it",
     )
     f.set_defaults(func=_cmd_make_fixture)
 

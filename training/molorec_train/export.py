@@ -286,6 +286,7 @@ def export_pack(
             shape.vocab_size,
             shape.max_positions,
             variant.kv_cache,
+            GraphSignature(shape, tuple(targets), variant).shared_layers,
         ),
         files=PackFiles(modelExternalData=external, tokenizerConfig=_copy_tokenizer(tokenizer_dir, out_dir)),
         lora=LoraSpec([LoraTarget(m, fin, fout, *lora_input_names(m)) for m, fin, fout in targets]),

@@ -9,6 +9,7 @@ which change between transformers releases; tests hold it equal to transformers 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from typing import NamedTuple
 
@@ -101,12 +102,20 @@ class GraphVariant:
     - ``token_logprobs``: an input ``target_ids [batch, seq]`` and an output ``token_logprobs
       [batch, kept]`` (log p(target) per position): a scorer fetches one float per token instead of
       a vocabulary-sized row.
+    - ``fan_out``: the layers below the first LoRA target (``GraphSignature.shared_layers``; none
+      when a target sits in layer 0) run once per *source* row, the rest once per batch row. The
+      token inputs (``input_ids``, ``attention_mask``, ``position_ids``, ``target_ids``) and the
+      shared layers' past and present have one row per source; an int64 input ``row_source [batch]``
+      says which source each batch row continues. Rows that differ only in their LoRA scales (the
+      mixtures of one request) then pay for the shared layers once: on SmolLM2-135M with LoRAs on
+      the top 10 of 30 layers, two thirds of the layers.
     """
 
     attention: str = "padding"
     kv_cache: str = "concat"
     logits_to_keep: bool = False
     token_logprobs: bool = False
+    fan_out: bool = False
 
     def __post_init__(self) -> None:
         if self.attention not in ATTENTION_MODES:
@@ -120,7 +129,18 @@ class GraphVariant:
 # The variant packs are exported with unless told otherwise: the grouped KV cache and the scoring
 # head rank 20 candidates 1.5× faster than the contract's minimal graph on SmolLM2-135M
 # (docs/performance.md), and every runtime in this repository reads them.
-FAST_VARIANT = GraphVariant(kv_cache="grouped", logits_to_keep=True, token_logprobs=True)
+# Fan-out only changes a graph whose LoRA targets leave lower layers out (shared_layers > 0).
+FAST_VARIANT = GraphVariant(kv_cache="grouped", logits_to_keep=True, token_logprobs=True, fan_out=True)
+
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def target_layer(module: str) -> int:
+    """The decoder layer a LoRA target module sits in (``model.layers.<i>.…``)."""
+    m = _LAYER.search(module)
+    if m is None:
+        raise ExportError(f"LoRA target {module!r} is not inside a decoder layer (model.layers.<i>.…)")
+    return int(m.group(1))
 
 
 @dataclass(frozen=True)
@@ -140,6 +160,7 @@ class DecoderInputs(NamedTuple):
     lora_scale: torch.Tensor
     keep: torch.Tensor | None  # num_logits_to_keep
     target_ids: torch.Tensor | None
+    row_source: torch.Tensor | None = None  # fan-out: the source row of each batch row
 
 
 @dataclass(frozen=True)
@@ -153,12 +174,26 @@ class GraphSignature:
     targets: tuple[tuple[str, int, int], ...]  # (module path, in features, out features)
     variant: GraphVariant = GraphVariant()
 
+    @property
+    def shared_layers(self) -> int:
+        """Layers computed once per source row (``GraphVariant.fan_out``): those below the lowest
+        LoRA target; 0 without fan-out."""
+        if not self.variant.fan_out or not self.targets:
+            return 0
+        return min(target_layer(t) for t, _, _ in self.targets)
+
+    def _rows_axis(self, layer: int, *, past: bool) -> str:
+        """The batch axis of a layer's past or present: sources below ``shared_layers``."""
+        rows = "sources" if layer < self.shared_layers else "batch"
+        return f"past_{rows}" if past and self.variant.kv_cache == "grouped" else rows
+
     def inputs(self) -> list[GraphInput]:
-        v, grouped = self.variant, self.variant.kv_cache == "grouped"
-        mask_axes = {0: "batch", 1: "seq", 2: "total_seq"} if v.attention == "block" else {0: "batch", 1: "total_seq"}
-        out = [GraphInput("input_ids", {0: "batch", 1: "seq"}), GraphInput("attention_mask", mask_axes)]
-        out.append(GraphInput("position_ids", {0: "batch", 1: "seq"}))
-        out += [GraphInput(n, {0: "past_batch" if grouped else "batch", 2: "past_seq"}) for n in kv_input_names(self.shape.num_layers)]
+        v, src = self.variant, "sources" if self.shared_layers else "batch"
+        mask_axes = {0: src, 1: "seq", 2: "total_seq"} if v.attention == "block" else {0: src, 1: "total_seq"}
+        out = [GraphInput("input_ids", {0: src, 1: "seq"}), GraphInput("attention_mask", mask_axes)]
+        out.append(GraphInput("position_ids", {0: src, 1: "seq"}))
+        names = kv_input_names(self.shape.num_layers)
+        out += [GraphInput(n, {0: self._rows_axis(i // 2, past=True), 2: "past_seq"}) for i, n in enumerate(names)]
         for module, _, _ in self.targets:
             a, b = lora_input_names(module)
             out += [GraphInput(a, {0: "lora_rank"}), GraphInput(b, {1: "lora_rank"})]
@@ -166,14 +201,17 @@ class GraphSignature:
         if v.logits_to_keep:
             out.append(GraphInput("num_logits_to_keep", {}))
         if v.token_logprobs:
-            out.append(GraphInput("target_ids", {0: "batch", 1: "seq"}))
+            out.append(GraphInput("target_ids", {0: src, 1: "seq"}))
+        if self.shared_layers:
+            out.append(GraphInput("row_source", {0: "batch"}))
         return out
 
     def outputs(self) -> list[GraphInput]:
         kept = "logits_seq" if self.variant.logits_to_keep else "seq"
         present_seq = "seq" if self.variant.kv_cache == "grouped" else "total_seq"
         out = [GraphInput("logits", {0: "batch", 1: kept})]
-        out += [GraphInput(n, {0: "batch", 2: present_seq}) for n in kv_output_names(self.shape.num_layers)]
+        names = kv_output_names(self.shape.num_layers)
+        out += [GraphInput(n, {0: self._rows_axis(i // 2, past=False), 2: present_seq}) for i, n in enumerate(names)]
         if self.variant.token_logprobs:
             out.append(GraphInput("token_logprobs", {0: "batch", 1: kept}))
         return out
@@ -183,6 +221,7 @@ class GraphSignature:
         rest = list(args[3 + n_kv + n_lora + 1 :])
         keep = rest.pop(0) if self.variant.logits_to_keep else None
         target_ids = rest.pop(0) if self.variant.token_logprobs else None
+        row_source = rest.pop(0) if self.shared_layers else None
         return DecoderInputs(
             args[0],
             args[1],
@@ -192,12 +231,15 @@ class GraphSignature:
             args[3 + n_kv + n_lora],
             keep,
             target_ids,
+            row_source,
         )
 
     def dummies(self, *, batch: int = 2, seq: int = 3, past: int = 4, rank: int = 2, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """Inputs to trace the graph with (a non-zero rank and past, so no axis folds to a constant)."""
-        s, v = self.shape, self.variant
+        s, v, k = self.shape, self.variant, self.shared_layers
         g = torch.Generator().manual_seed(seed)
+        # Fan-out: `batch` sources, each continued by two batch rows (so no axis folds to a constant).
+        rows = 2 * batch if k else batch
         if v.attention == "block":
             mask = torch.tril(torch.ones(seq, past + seq, dtype=torch.int64), diagonal=past).unsqueeze(0).repeat(batch, 1, 1)
         else:
@@ -207,15 +249,18 @@ class GraphSignature:
             mask,
             torch.arange(past, past + seq).unsqueeze(0).repeat(batch, 1),
         ]
-        past_batch = 1 if v.kv_cache == "grouped" else batch
-        args += [torch.randn(past_batch, s.num_kv_heads, past, s.head_dim, generator=g) for _ in range(2 * s.num_layers)]
+        for layer in range(s.num_layers):
+            past_batch = 1 if v.kv_cache == "grouped" else batch if layer < k else rows
+            args += [torch.randn(past_batch, s.num_kv_heads, past, s.head_dim, generator=g) for _ in range(2)]
         for _, fin, fout in self.targets:
             args += [torch.randn(rank, fin, generator=g) * 0.01, torch.randn(fout, rank, generator=g) * 0.01]
-        args.append(torch.ones(batch, rank))
+        args.append(torch.ones(rows, rank))
         if v.logits_to_keep:
             args.append(torch.tensor([1], dtype=torch.int64))
         if v.token_logprobs:
             args.append(torch.randint(0, s.vocab_size, (batch, seq), generator=g))
+        if k:
+            args.append(torch.arange(batch).repeat_interleave(2))
         return tuple(args)
 
 
@@ -305,7 +350,7 @@ class ExportableDecoder(nn.Module):
         start = torch.where(want > 0, torch.clamp(n - want, min=0), torch.zeros_like(n))
         return torch.arange(start, n, device=inputs.input_ids.device)
 
-    def _run(self, inputs: DecoderInputs) -> _Run:
+    def _run(self, inputs: DecoderInputs, past_batch: torch.Tensor | int) -> _Run:
         freqs = inputs.position_ids.unsqueeze(-1).float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         cos = (emb.cos() * self.rope_scale).unsqueeze(1)
@@ -316,7 +361,7 @@ class ExportableDecoder(nn.Module):
             # hd^-0.5 folded into the queries' rotation (one multiply per run instead of one over
             # the scores per layer), and the mask laid out as a score cap once per run for every layer.
             q_cos, q_sin = cos * self.shape.head_dim**-0.5, sin * self.shape.head_dim**-0.5
-            cap = self._grouped_mask(allowed, inputs.past[0].shape[0])
+            cap = self._grouped_mask(allowed, past_batch)
         batch, seq = inputs.input_ids.shape[0], inputs.input_ids.shape[1]
         return _Run(batch, seq, seq, cos, sin, q_cos, q_sin, allowed, cap, inputs.lora, inputs.lora_scale)
 
@@ -427,12 +472,21 @@ class ExportableDecoder(nn.Module):
 
     def forward(self, *args: torch.Tensor):
         inputs = self.signature.unpack(args)
-        run = self._run(inputs)
         kept = self._kept(inputs)
         h = self.hf.model.embed_tokens(inputs.input_ids)
-        last = self.shape.num_layers - 1
+        shared, last = self.signature.shared_layers, self.shape.num_layers - 1
         presents: list[torch.Tensor] = []
+        run = self._run(inputs, inputs.past[0].shape[0])
         for i in range(self.shape.num_layers):
+            if i == shared and inputs.row_source is not None:
+                # Fan-out: every batch row continues its source's residual stream; the token inputs
+                # follow it, so the layers from here see what one row per batch row would feed.
+                src = inputs.row_source
+                h = h.index_select(0, src)
+                gathered = [x.index_select(0, src) for x in (inputs.input_ids, inputs.attention_mask, inputs.position_ids)]
+                targets = inputs.target_ids.index_select(0, src) if inputs.target_ids is not None else None
+                inputs = inputs._replace(input_ids=gathered[0], attention_mask=gathered[1], position_ids=gathered[2], target_ids=targets)
+                run = self._run(inputs, inputs.past[2 * i].shape[0])
             past = (inputs.past[2 * i], inputs.past[2 * i + 1])
             h, present, run = self._attention_block(i, h, past, run, kept if i == last else None)
             presents += present

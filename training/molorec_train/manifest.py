@@ -29,6 +29,9 @@ class ModelConfig:
     vocabSize: int
     maxPositions: int
     kvCache: str = "concat"  # "concat" | "grouped" (graph.GraphVariant)
+    # Layers below the lowest LoRA target, run once per source row (graph.GraphVariant.fan_out);
+    # 0: no fan-out (the key is left out of molorec.json).
+    sharedLayers: int = 0
 
 
 @dataclass
@@ -106,6 +109,8 @@ class PackManifest:
         for k in ("export", "quantization"):
             if out[k] is None:
                 del out[k]
+        if not out["model"]["sharedLayers"]:
+            del out["model"]["sharedLayers"]
         head = {"format": out.pop("format"), "formatVersion": out.pop("formatVersion"), "name": out.pop("name"), "dtype": out.pop("dtype")}
         return head | out
 

@@ -76,6 +76,8 @@ class PackScorer:
             feeds["num_logits_to_keep"] = np.array([1], np.int64)
         if "target_ids" in self.inputs:
             feeds["target_ids"] = np.zeros((1, p), np.int64)
+        if "row_source" in self.inputs:  # a fan-out graph (GraphVariant.fan_out), each row its own source
+            feeds["row_source"] = np.arange(1)
         present_names = [o for o in self.outputs if o.startswith("present.")]
         out = self.session.run(["logits", *present_names], feeds)
         first = out[0][0, -1].astype(np.float64)
@@ -95,6 +97,8 @@ class PackScorer:
             feeds |= self._past(n, p, out[1:]) | self._lora(lam, n)
             if "num_logits_to_keep" in self.inputs:
                 feeds["num_logits_to_keep"] = np.array([0], np.int64)
+            if "row_source" in self.inputs:
+                feeds["row_source"] = np.arange(n)
             if "token_logprobs" in self.outputs:
                 lp = self.session.run(["token_logprobs"], feeds | {"target_ids": targets})[0]
             else:

@@ -274,6 +274,8 @@ def max_logit_diff(pack_a: str | Path, pack_b: str | Path, tokens: int = 16, see
             feeds["num_logits_to_keep"] = np.zeros(1, np.int64)
         if "target_ids" in names:
             feeds["target_ids"] = np.zeros((1, tokens), np.int64)
+        if "row_source" in names:  # a fan-out graph (GraphVariant.fan_out): one row, its own source
+            feeds["row_source"] = np.arange(1)
         out.append(sess.run(["logits"], feeds)[0])
     return float(np.max(np.abs(out[0] - out[1])))
 

@@ -106,13 +106,17 @@ def make_lora(
     alpha: float,
     seed: int,
     std: float = 0.1,
+    layers: list[int] | None = None,
 ) -> Path:
-    """A PEFT LoRA with random A and B (PEFT initialises B to zero, which would test nothing)."""
+    """A PEFT LoRA with random A and B (PEFT initialises B to zero, which would test nothing), on
+    every layer or on ``layers`` only."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True)
-    peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, layers_to_transform=layers)
+    )
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
