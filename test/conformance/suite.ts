@@ -12,8 +12,10 @@ import golden from "../fixtures/tiny-pack.golden.json" with { type: "json" };
 export interface RuntimeUnderTest {
   name: string;
   backend: () => InferenceBackend;
-  /** Loads test/fixtures/tiny-pack. */
+  /** Loads test/fixtures/tiny-pack (or another fixture pack, with its `golden`). */
   loadFixturePack: () => Promise<ModelPack>;
+  /** The golden scores of that pack (default test/fixtures/tiny-pack.golden.json). */
+  golden?: { cases: unknown[] };
 }
 
 interface GoldenCase {
@@ -25,7 +27,6 @@ interface GoldenCase {
   tokenEntropies: number[];
   ranking: number[];
 }
-const cases = golden.cases as GoldenCase[];
 
 /** Golden tolerance: relative error ≤ 1e-4 (absolute below |score| = 1). */
 export function expectClose(got: readonly number[], want: readonly number[], tol = 1e-4): void {
@@ -39,6 +40,7 @@ export function expectClose(got: readonly number[], want: readonly number[], tol
 }
 
 export function conformanceSuite(rt: RuntimeUnderTest): void {
+  const cases = (rt.golden ?? golden).cases as GoldenCase[];
   describe(`conformance: ${rt.name}`, () => {
     let pack: ModelPack;
     let rec: Recommender;

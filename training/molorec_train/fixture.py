@@ -110,9 +110,18 @@ def _fixture_model(work: Path) -> tuple[Path, dict[str, Path]]:
     """The tiny random Llama, its tokenizer and two random LoRAs (general, movies) under ``work``."""
     model_dir = work / "model"
     fixture_base_model(model_dir)
-    general = tiny.make_lora(model_dir, work / "general", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21)
-    domain = tiny.make_lora(model_dir, work / "movies", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22)
-    return model_dir, {"general": general, "domain:movies": domain}
+    return model_dir, _fixture_loras(model_dir, work, None)
+
+
+def _fixture_loras(model_dir: Path, work: Path, layers: list[int] | None) -> dict[str, Path]:
+    """The fixture's two random LoRAs, on every layer or on ``layers`` only."""
+    tag = "" if layers is None else "-top"
+    kw = {"layers": layers} if layers is not None else {}
+    general = tiny.make_lora(model_dir, work / f"general{tag}", targets=["q_proj", "v_proj", "up_proj"], rank=4, alpha=8, seed=21, **kw)
+    domain = tiny.make_lora(
+        model_dir, work / f"movies{tag}", targets=["q_proj", "k_proj", "v_proj", "o_proj"], rank=8, alpha=8, seed=22, **kw
+    )
+    return {"general": general, "domain:movies": domain}
 
 
 def _golden_cases(model_dir: Path, adapters: dict[str, Path], spec: PromptSpec, encode) -> list[dict]:
@@ -144,10 +153,27 @@ def _golden_cases(model_dir: Path, adapters: dict[str, Path], spec: PromptSpec, 
     return cases
 
 
-def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, grouped_dir: str | Path | None = None) -> None:
+def _golden_file(manifest: dict, cases: list[dict]) -> str:
+    golden = {
+        "about": "Golden candidate scores (and mean next-token entropies along each candidate) for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
+        "pack": manifest["name"],
+        "cases": cases,
+    }
+    return json.dumps(golden, indent=1) + "\n"
+
+
+def build_fixture(
+    out_dir: str | Path,
+    golden_path: str | Path,
+    log=print,
+    grouped_dir: str | Path | None = None,
+    fanout_dir: str | Path | None = None,
+) -> None:
     """Writes the fixture pack (the contract's minimal graph: concat KV cache, no scoring head),
     optionally the same weights as ``grouped_dir`` with the variants core uses when present
-    (grouped KV cache, scoring head; one golden file serves both), and the golden scores."""
+    (grouped KV cache, scoring head; one golden file serves both), and the golden scores.
+    ``fanout_dir``: the same base with the LoRAs on layer 1 of 2 only, exported with fan-out
+    (``model.sharedLayers`` 1), and its own golden scores beside it (``<fanout_dir>.golden.json``)."""
     from tokenizers import Tokenizer
 
     out_dir, golden_path = Path(out_dir), Path(golden_path)
@@ -159,14 +185,17 @@ def build_fixture(out_dir: str | Path, golden_path: str | Path, log=print, group
         if grouped_dir is not None:
             export_pack(model_dir, Path(grouped_dir), adapters, **common)
         tok = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
-        cases = _golden_cases(model_dir, adapters, spec, lambda text: tok.encode(text, add_special_tokens=False).ids)
-    golden = {
-        "about": "Golden candidate scores (and mean next-token entropies along each candidate) for the tiny fixture pack, computed by transformers + PEFT (adapters merged at the given λ of the domain adapter; general gets 1 − λ), one full forward pass per candidate. Regenerate with: molorec-train make-fixture",
-        "pack": manifest["name"],
-        "cases": cases,
-    }
+        encode = lambda text: tok.encode(text, add_special_tokens=False).ids  # noqa: E731
+        cases = _golden_cases(model_dir, adapters, spec, encode)
+        if fanout_dir is not None:
+            fanout_dir = Path(fanout_dir)
+            top = _fixture_loras(model_dir, Path(tmp), [1])
+            fan_manifest = export_pack(model_dir, fanout_dir, top, **(common | {"name": "tiny-fixture-fanout"}))
+            fan_golden = fanout_dir.with_name(fanout_dir.name + ".golden.json")
+            fan_golden.write_text(_golden_file(fan_manifest, _golden_cases(model_dir, top, spec, encode)))
+            log(f"wrote {fan_golden}")
     golden_path.parent.mkdir(parents=True, exist_ok=True)
-    golden_path.write_text(json.dumps(golden, indent=1) + "\n")
+    golden_path.write_text(_golden_file(manifest, cases))
     log(f"wrote {golden_path} ({len(cases)} cases)")
     spaces = golden_path.with_name("prompt-spaces.golden.json")
     spaces.write_text(json.dumps(spaces_golden(out_dir / "tokenizer.json"), indent=1) + "\n")

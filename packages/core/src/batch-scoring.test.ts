@@ -314,3 +314,53 @@ describe("a grouped-KV-cache graph (test/fixtures/tiny-pack-grouped: same weight
     await inner.release();
   });
 });
+
+describe("a fan-out graph (test/fixtures/tiny-pack-fanout: LoRAs on layer 1 only, model.sharedLayers 1)", () => {
+  it("scores cross-request batches as one full pass per candidate (≤ 1e-5), running layer 0 once per job and per (job, candidate)", async () => {
+    const dir = fileURLToPath(new URL("../../../test/fixtures/tiny-pack-fanout", import.meta.url));
+    const fan = await loadPack({ location: dir, readBytes: async (p) => new Uint8Array(await readFile(join(dir, p))) });
+    expect(fan.manifest.model.sharedLayers).toBe(1);
+    const inner = await backend.createSession(fan.model);
+    const fanMixer = new LoraMixer(fan);
+    // (sources, batch rows, shared-layer past rows, upper past rows) of every run
+    const seen: Array<{ sources: number; rows: number; sharedPast: number; past: number }> = [];
+    const watching: InferenceSession = {
+      ...inner,
+      run(feeds, names) {
+        seen.push({
+          sources: feeds.input_ids!.dims[0]!,
+          rows: feeds.row_source!.dims[0]!,
+          sharedPast: feeds["past_key_values.0.key"]!.dims[0]!,
+          past: feeds["past_key_values.1.key"]!.dims[0]!,
+        });
+        return inner.run(feeds, names);
+      },
+    };
+    // The same prompts and candidates (the fixture packs share a tokenizer), up to 5 mixtures a job.
+    const alone = await Promise.all(jobs.map((j) => scoreCandidates(inner, fan, fanMixer, j, { strategy: "naive" })));
+    for (const options of [{ runCostTokens: Infinity }, { runCostTokens: 0 }, {}, { maxBatchRows: 3 }]) {
+      seen.length = 0;
+      const got = await scoreBatchedJobs(watching, fan, fanMixer, jobs, options);
+      got.results.forEach((r, j) => expectClose(r.scores, alone[j]!.scores));
+      for (const s of seen) {
+        expect(s.sources).toBeLessThanOrEqual(s.rows);
+        expect(s.sharedPast).toBeLessThanOrEqual(s.past);
+      }
+      // Mixtures of a job share their sources: fewer source rows than batch rows overall.
+      const sum = (k: "sources" | "rows") => seen.reduce((n, s) => n + s[k], 0);
+      expect(sum("sources")).toBeLessThan(sum("rows"));
+    }
+    // One job, five mixtures (the adaptive policy's grid): the prompt runs once below layer 1, and
+    // each candidate once; the grouped candidate run feeds one shared-layer cache row.
+    seen.length = 0;
+    const grid = jobs[4]!;
+    const one = await scoreBatchedJobs(watching, fan, fanMixer, [grid], { runCostTokens: Infinity });
+    expectClose(one.results[0]!.scores, alone[4]!.scores);
+    expect(seen[0]).toEqual({ sources: 1, rows: 5, sharedPast: 1, past: 5 }); // empty pasts
+    const n = grid.candidateIds.length;
+    expect(seen[1]).toEqual({ sources: n, rows: 5 * n, sharedPast: 1, past: 5 });
+    // The mixtures differ (the LoRAs are live in the fanned-out layer).
+    expect(one.results[0]!.scores[0]).not.toEqual(one.results[0]!.scores[4]);
+    await inner.release();
+  });
+});

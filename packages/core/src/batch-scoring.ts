@@ -1,6 +1,7 @@
 import type { InferenceSession } from "./backend.js";
 import type { AdapterWeights, LoraMixer } from "./lora-mixture.js";
 import type { ModelPack } from "./pack.js";
+import type { TensorLike } from "./tensor.js";
 import {
   candidateEntropy,
   candidateLogProbs,
@@ -37,7 +38,8 @@ export interface BatchScoringOptions {
   /**
    * Upper bound on the floats of logits one candidate run computes (`rows × suffix × vocab`): past a
    * few MiB, writing and reading them costs more than the runs saved, and with a large vocabulary
-   * they dominate memory. Default 4 M (16 MiB).
+   * they dominate memory. Default 4 M (16 MiB). On a fan-out graph a job's mixtures stay in one run
+   * (their shared layers run once), so one candidate under all of them may exceed it.
    */
   maxCandidateLogits?: number;
   /** Also return each job's `tokenEntropies` (as `ScoringOptions.tokenEntropy`). */
@@ -63,9 +65,13 @@ interface PromptRow {
   weights: AdapterWeights;
 }
 
-/** What a prompt run leaves for each of its rows: where its cache is, and its first-token distribution. */
+/**
+ * What a prompt run leaves for each of its rows: where its cache is (on a fan-out graph, `shared`:
+ * where its job's cache of the shared layers is), and its first-token distribution.
+ */
 interface PromptState {
   slot: CacheSlot;
+  shared: CacheSlot | null;
   first: FirstToken;
 }
 
@@ -101,7 +107,10 @@ interface Batch {
  *    (`scoring-plan.ts`), whatever job they come from; a grouped-cache graph is fed each prompt
  *    row's cache once per run.
  *
- * Each row carries its own LoRA scales, so jobs of different domains and mixtures share runs.
+ * Each row carries its own LoRA scales, so jobs of different domains and mixtures share runs. On
+ * a fan-out graph (`model.sharedLayers` K > 0), the layers below K run once per job (prompt runs)
+ * and once per (job, candidate) (candidate runs), however many mixtures the job has: only the
+ * layers with LoRA inputs run per mixture.
  * Call {@link checkScoreJob} on each job first: a bad job here fails the whole batch.
  *
  * @example
@@ -143,7 +152,8 @@ export async function scoreBatchedJobs(
     tokenLogProbs: jobs.map((job) => job.mixtures.map(() => new Array<number[]>(job.candidateIds.length))),
     tokenEntropies: jobs.map((job) => job.mixtures.map(() => new Array<number>(job.candidateIds.length))),
   };
-  const plan = planScoring({ prompts, fed, grouped: batch.grouped }, planLimits(pack, ctx, options));
+  const units = ctx.sharedLayers > 0 ? rows.map((r) => r.job) : undefined;
+  const plan = planScoring({ prompts, fed, grouped: batch.grouped, ...(units ? { units } : {}) }, planLimits(pack, ctx, options));
   let runs = 0;
   for (const run of plan.promptRuns) {
     await runPrompts(batch, run);
@@ -178,15 +188,25 @@ function planLimits(pack: ModelPack, ctx: FeedContext, options: BatchScoringOpti
 async function runPrompts(batch: Batch, run: PromptRun): Promise<void> {
   const { ctx } = batch;
   const rows = run.rows.map((r) => batch.rows[r]!);
+  // Fan-out: one source per job (its mixtures' rows share the layers without LoRA).
+  const sources: (readonly number[])[] = [];
+  const rowSource: number[] = [];
+  if (ctx.sharedLayers > 0) {
+    const byJob = new Map<number, number>();
+    for (const r of rows) {
+      let s = byJob.get(r.job);
+      if (s === undefined) {
+        s = sources.length;
+        byJob.set(r.job, s);
+        sources.push(r.promptIds);
+      }
+      rowSource.push(s);
+    }
+  } else for (const r of rows) sources.push(r.promptIds);
   // Object.assign, not `{ ...a(), ...b() }`: V8 spreads such objects (about 70 properties with the
   // LoRA inputs) on a slow path whose garbage cost ~0.3 ms per request on the demo pack.
   const feeds = Object.assign(
-    sequenceFeeds(
-      ctx,
-      rows.map((r) => r.promptIds),
-      run.width,
-      1,
-    ),
+    sequenceFeeds(ctx, sources, run.width, 1, undefined, ctx.sharedLayers > 0 ? rowSource : undefined),
     batch.mixer.feeds(rows.map((r) => r.weights)),
   );
   const out = await runModel(batch.session, feeds, ["logits", ...ctx.presentNames]);
@@ -195,8 +215,10 @@ async function runPrompts(batch: Batch, run: PromptRun): Promise<void> {
   const cache = { present: ctx.presentNames.map((name) => out[name]!), rows: rows.length, width: out[ctx.presentNames[0]!]!.dims[2]! };
   run.rows.forEach((r, b) => {
     const lastRow = ctx.keep ? b : b * run.width + run.width - 1;
+    const length = batch.rows[r]!.promptIds.length;
     batch.states[r] = {
-      slot: { cache, row: b, length: batch.rows[r]!.promptIds.length },
+      slot: { cache, row: b, length },
+      shared: ctx.sharedLayers > 0 ? { cache, row: rowSource[b]!, length } : null,
       first: firstToken(logits, lastRow, ctx.vocab, batch.wantEntropy),
     };
   });
@@ -226,7 +248,17 @@ async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> 
     const slots: CacheSlot[] = [];
     if (run.caches) for (const r of run.caches) slots.push(batch.states[r]!.slot);
     else for (const r of run.rows) slots.push(batch.states[r.prompt]!.slot);
-    const feeds = Object.assign(suffixFeeds(ctx, suffixes, width, L), pastFeeds(ctx, slots, width), batch.mixer.feeds(weights));
+    const K = ctx.sharedLayers;
+    let feeds: Record<string, TensorLike>;
+    if (K > 0) {
+      const fan = fanOut(batch, run, suffixes);
+      feeds = Object.assign(
+        suffixFeeds(ctx, fan.sources, width, L, fan.rowSource),
+        pastFeeds(ctx, fan.slots, width, 0, K),
+        pastFeeds(ctx, slots, width, K),
+        batch.mixer.feeds(weights),
+      );
+    } else feeds = Object.assign(suffixFeeds(ctx, suffixes, width, L), pastFeeds(ctx, slots, width), batch.mixer.feeds(weights));
     // Only what is read: the candidates' own KV cache is never needed again.
     const res = await runModel(batch.session, feeds, [ctx.targets ? "token_logprobs" : "logits"]);
     out = (ctx.targets ? res.token_logprobs! : res.logits!).data as Float32Array;
@@ -240,4 +272,47 @@ async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> 
       batch.tokenEntropies[job]![mixture]![candidate] = candidateEntropy(first, out, b * L, tokens.length - 1, ctx.vocab);
   }
   return L > 0;
+}
+
+/**
+ * A candidate run's sources on a fan-out graph: one per (job, candidate), in order of first use,
+ * each row's source, and the shared layers' cache slots. A grouped run feeds each job's shared
+ * cache once when its sources are consecutive and equally many per job (every grouped plan: the
+ * mixtures of a job share one slice of its candidates); otherwise one slot per source.
+ */
+function fanOut(
+  batch: Batch,
+  run: CandidateRun,
+  suffixes: readonly SuffixRow[],
+): { sources: SuffixRow[]; rowSource: number[]; slots: CacheSlot[] } {
+  const sources: SuffixRow[] = [];
+  const rowSource: number[] = [];
+  const sourceJob: number[] = [];
+  const sourceSlot: CacheSlot[] = [];
+  const byJob = new Map<number, Map<number, number>>();
+  for (const [b, { prompt, candidate }] of run.rows.entries()) {
+    const job = batch.rows[prompt]!.job;
+    let ofJob = byJob.get(job);
+    if (!ofJob) byJob.set(job, (ofJob = new Map()));
+    let s = ofJob.get(candidate);
+    if (s === undefined) {
+      s = sources.length;
+      ofJob.set(candidate, s);
+      sources.push(suffixes[b]!);
+      sourceJob.push(job);
+      sourceSlot.push(batch.states[prompt]!.shared!);
+    }
+    rowSource.push(s);
+  }
+  if (run.caches && batch.grouped) {
+    const per = sources.length / byJob.size;
+    let consecutive = Number.isInteger(per);
+    for (let s = 0; consecutive && s < sources.length; s++) if (sourceJob[s] !== sourceJob[s - (s % per)]) consecutive = false;
+    if (consecutive) {
+      const slots: CacheSlot[] = [];
+      for (let s = 0; s < sources.length; s += per) slots.push(sourceSlot[s]!);
+      return { sources, rowSource, slots };
+    }
+  }
+  return { sources, rowSource, slots: sourceSlot };
 }

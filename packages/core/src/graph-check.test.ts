@@ -7,7 +7,7 @@ import { cpuBackend as backend, fixtureFiles } from "./test-fixtures.js";
 
 // A pack is checked against its graph when a recommender opens it: a manifest that disagrees with
 // model.onnx is a start-up error, never a service that answers 500 (or wrong rankings) later.
-const dirs = { concat: "tiny-pack", grouped: "tiny-pack-grouped" } as const;
+const dirs = { concat: "tiny-pack", grouped: "tiny-pack-grouped", fanout: "tiny-pack-fanout" } as const;
 
 async function packWith(dir: keyof typeof dirs, mutate: (m: any) => void = () => {}): Promise<ModelPack> {
   const pack = await loadPack(memorySource(fixtureFiles(dirs[dir]), "fixture"));
@@ -26,7 +26,7 @@ async function openError(pack: ModelPack, b: InferenceBackend = backend): Promis
 }
 
 describe("createRecommender checks the pack against its graph", () => {
-  it.each(["concat", "grouped"] as const)("opens the %s fixture", async (dir) => {
+  it.each(["concat", "grouped", "fanout"] as const)("opens the %s fixture", async (dir) => {
     expect(await openError(await packWith(dir))).toBe("opened");
   });
 
@@ -61,6 +61,8 @@ describe("createRecommender checks the pack against its graph", () => {
       (m) => (m.model.kvCache = "concat"),
       /holds 1 positions .* "concat" KV cache .* holds 2/,
     ],
+    ["fan-out on a graph without it", "grouped", (m) => (m.model.sharedLayers = 1), /no input row_source/],
+    ["no fan-out on a fan-out graph", "fanout", (m) => (m.model.sharedLayers = 0), /inputs the manifest does not account for: row_source/],
   ])("refuses %s with MALFORMED_PACK", async (_name, dir, mutate, message) => {
     const e = await openError(await packWith(dir, mutate));
     expect(e).toMatchObject({ name: "MolorecError", code: "MALFORMED_PACK", message: expect.stringMatching(message) });

@@ -23,6 +23,7 @@ export function expectedInputs(manifest: PackManifest): string[] {
   for (let i = 0; i < manifest.model.numLayers; i++) names.push(kvNames.pastKey(i), kvNames.pastValue(i));
   for (const t of manifest.lora.targets) names.push(t.inputA, t.inputB);
   names.push(manifest.lora.scaleInput);
+  if (manifest.model.sharedLayers > 0) names.push("row_source");
   return names;
 }
 
@@ -86,27 +87,40 @@ function dimsOf(t: TensorLike | undefined): readonly number[] {
  * model's LoRA feeds, fed exactly as scoring feeds it. Checks what names cannot show: the logits'
  * last axis is `model.vocabSize` and finite, the KV cache has `numKvHeads` × `headDim`, and the
  * cache pairs with rows as `model.kvCache` says (a concat graph returns the past plus the token,
- * 2 positions; a grouped one the token only). A run the graph refuses (LoRA shapes, KV shapes)
- * is a pack error too. Throws `MALFORMED_PACK`.
+ * 2 positions; a grouped one the token only). A fan-out graph (`model.sharedLayers` K > 0) runs
+ * one source as two rows: layers below K must return one row, the others two. A run the graph
+ * refuses (LoRA shapes, KV shapes) is a pack error too. Throws `MALFORMED_PACK`.
  */
 export async function probeGraph(session: InferenceSession, pack: ModelPack, mixer: LoraMixer): Promise<void> {
-  const { numLayers, numKvHeads, headDim, vocabSize, kvCache } = pack.manifest.model;
+  const { numLayers, numKvHeads, headDim, vocabSize, kvCache, sharedLayers } = pack.manifest.model;
   const token = pack.manifest.prompt.bosTokenId ?? pack.manifest.prompt.endTokenId;
   const inputs = new Set(session.inputNames);
-  const past = tensor("float32", new Float32Array(numKvHeads * headDim), [1, numKvHeads, 1, headDim]);
+  const rows = sharedLayers > 0 ? 2 : 1;
+  const pastOf = (n: number) => tensor("float32", new Float32Array(n * numKvHeads * headDim), [n, numKvHeads, 1, headDim]);
   const feeds: Record<string, TensorLike> = {
     input_ids: int64([token], [1, 1]),
     attention_mask: int64([0, 1], [1, 2]),
     position_ids: int64([0], [1, 1]),
-    ...mixer.feeds([[]]),
+    ...mixer.feeds(rows === 2 ? [[], []] : [[]]),
   };
   for (let i = 0; i < numLayers; i++) {
+    const past = pastOf(i < sharedLayers ? 1 : rows);
     feeds[kvNames.pastKey(i)] = past;
     feeds[kvNames.pastValue(i)] = past;
   }
   if (inputs.has("num_logits_to_keep")) feeds.num_logits_to_keep = int64([1], [1]);
   if (inputs.has("target_ids")) feeds.target_ids = int64([token], [1, 1]);
-  const fetch = ["logits", kvNames.presentKey(0), kvNames.presentValue(numLayers - 1)];
+  if (sharedLayers > 0) feeds.row_source = int64([0, 0], [2]);
+  // Per layer: the rows its present must have (the first and last layer; around the split when fanning out).
+  const want = new Map<string, number>([
+    [kvNames.presentKey(0), sharedLayers > 0 ? 1 : rows],
+    [kvNames.presentValue(numLayers - 1), rows],
+  ]);
+  if (sharedLayers > 0) {
+    want.set(kvNames.presentKey(sharedLayers - 1), 1);
+    want.set(kvNames.presentKey(sharedLayers), rows);
+  }
+  const fetch = ["logits", ...want.keys()];
   let out: Record<string, TensorLike>;
   try {
     out = await session.run(feeds, fetch);
@@ -116,11 +130,15 @@ export async function probeGraph(session: InferenceSession, pack: ModelPack, mix
   }
   const logits = out.logits;
   const ld = dimsOf(logits);
-  if (ld.length !== 3 || ld[0] !== 1 || ld[1] !== 1 || ld[2] !== vocabSize || logits!.data.length !== vocabSize) {
-    throw mismatch(pack, `the probe run returned logits of shape [${ld.join(", ")}], expected [1, 1, ${vocabSize}] (model.vocabSize)`, {
-      logitsShape: [...ld],
-      vocabSize,
-    });
+  if (ld.length !== 3 || ld[0] !== rows || ld[1] !== 1 || ld[2] !== vocabSize || logits!.data.length !== rows * vocabSize) {
+    throw mismatch(
+      pack,
+      `the probe run returned logits of shape [${ld.join(", ")}], expected [${rows}, 1, ${vocabSize}] (model.vocabSize)`,
+      {
+        logitsShape: [...ld],
+        vocabSize,
+      },
+    );
   }
   const data = logits!.data as Float32Array;
   for (let i = 0; i < data.length; i++) {
@@ -128,12 +146,12 @@ export async function probeGraph(session: InferenceSession, pack: ModelPack, mix
       throw mismatch(pack, `the probe run's logits hold ${data[i]} (token ${i}): the model's weights are not finite`);
   }
   const positions = kvCache === "grouped" ? 1 : 2;
-  for (const name of fetch.slice(1)) {
+  for (const [name, n] of want) {
     const d = dimsOf(out[name]);
-    if (d.length !== 4 || d[0] !== 1 || d[1] !== numKvHeads || d[3] !== headDim) {
+    if (d.length !== 4 || d[0] !== n || d[1] !== numKvHeads || d[3] !== headDim) {
       throw mismatch(
         pack,
-        `the probe run returned ${name} of shape [${d.join(", ")}], expected [1, ${numKvHeads} (numKvHeads), positions, ${headDim} (headDim)]`,
+        `the probe run returned ${name} of shape [${d.join(", ")}], expected [${n}${sharedLayers > 0 ? ` (model.sharedLayers ${sharedLayers})` : ""}, ${numKvHeads} (numKvHeads), positions, ${headDim} (headDim)]`,
       );
     }
     if (d[2] !== positions) {

@@ -22,6 +22,12 @@ describe("parseManifest", () => {
     expect(m.model.numLayers).toBe(2);
     expect(m.domains.movies!.adapter).toBe("domain:movies");
     expect(m.lora.targets.length).toBeGreaterThan(0);
+    expect(m.model.sharedLayers).toBe(0); // no key: no fan-out
+  });
+
+  it("reads model.sharedLayers of a fan-out pack", () => {
+    const url = new URL("../../../test/fixtures/tiny-pack-fanout/molorec.json", import.meta.url);
+    expect(parseManifest(JSON.parse(readFileSync(url, "utf8"))).model.sharedLayers).toBe(1);
   });
 
   it.each([
@@ -56,6 +62,18 @@ describe("parseManifest", () => {
     ["an empty segment", (m: any) => (m.adapters.general.path = "adapters//general"), /adapters\.general\.path/],
     ["a . segment", (m: any) => (m.adapters.general.path = "./adapters/general"), /adapters\.general\.path/],
     ["a NUL byte", (m: any) => (m.files.tokenizer = "tokenizer.json\u0000.txt"), /files\.tokenizer/],
+    // Fan-out: the shared layers must exist and hold no LoRA target (it would see no mixture).
+    ["as many shared layers as layers", (m: any) => (m.model.sharedLayers = 2), /model\.sharedLayers must be an integer in \[0, 1\]/],
+    [
+      "a LoRA target in a shared layer",
+      (m: any) => (m.model.sharedLayers = 1),
+      /lora\.targets\[0\]\.module model\.layers\.0\.self_attn\.q_proj sits in layer 0, but model\.sharedLayers \(1\)/,
+    ],
+    [
+      "a LoRA target outside the decoder layers",
+      (m: any) => Object.assign(m.model, { sharedLayers: 1 }) && (m.lora.targets = [{ ...m.lora.targets.at(-1), module: "lm_head" }]),
+      /lm_head names no decoder layer/,
+    ],
   ])("rejects %s with a coded error naming the field", (_name, mutate, pattern) => {
     const m = clone();
     mutate(m);

@@ -23,6 +23,14 @@ export interface ModelConfig {
    * once for all its candidate rows instead of once per row.
    */
   kvCache: "concat" | "grouped";
+  /**
+   * Layers below the lowest LoRA target that the graph runs once per *source* row (0: none, the
+   * default). With K > 0 the graph takes an int64 input `row_source [batch]`: `input_ids`,
+   * `attention_mask`, `position_ids`, `target_ids` and layers 0…K−1's past and present have one row
+   * per source, and batch row b continues source `row_source[b]` from layer K on, so the mixtures
+   * of one request pay for the shared layers once (docs/pack-format.md, "Fan-out").
+   */
+  sharedLayers: number;
 }
 
 /** One LoRA-wrapped Linear layer of the exported graph. */
@@ -221,6 +229,7 @@ export function parseManifest(value: unknown, file = "molorec.json"): PackManife
   const model = readModel(r, root.model);
   const files = readFiles(r, root.files);
   const lora = readLora(r, root.lora);
+  checkSharedLayers(r, model, lora);
   const { adapters, generalAdapter } = readAdapters(r, root);
   const { domains, defaultDomain } = readDomains(r, root, adapters);
   const prompt = readPrompt(r, root.prompt, model);
@@ -255,9 +264,27 @@ function readModel(r: ManifestReader, v: Json): ModelConfig {
     vocabSize: r.int(m.vocabSize, "model.vocabSize", 2, PACK_BOUNDS.vocabSize),
     maxPositions: r.int(m.maxPositions, "model.maxPositions", 2, PACK_BOUNDS.positions),
     kvCache: m.kvCache === undefined ? "concat" : r.oneOf(m.kvCache, "model.kvCache", ["concat", "grouped"] as const),
+    sharedLayers: 0,
   };
+  if (m.sharedLayers !== undefined) model.sharedLayers = r.int(m.sharedLayers, "model.sharedLayers", 0, model.numLayers - 1);
   if (model.numHeads % model.numKvHeads !== 0) r.fail("model.numKvHeads", "must divide model.numHeads");
   return model;
+}
+
+/** The decoder layer a LoRA target module sits in (`model.layers.<i>.…`), or null. */
+const TARGET_LAYER = /(?:^|\.)layers\.(\d+)\./;
+
+/** Fan-out is only exact when no LoRA target sits in a shared layer (they would see no mixture). */
+function checkSharedLayers(r: ManifestReader, model: ModelConfig, lora: PackManifest["lora"]): void {
+  if (model.sharedLayers === 0) return;
+  lora.targets.forEach((t, i) => {
+    const layer = TARGET_LAYER.exec(t.module);
+    if (!layer || Number(layer[1]) < model.sharedLayers)
+      r.fail(
+        `lora.targets[${i}].module`,
+        `${t.module} ${layer ? `sits in layer ${layer[1]}` : "names no decoder layer"}, but model.sharedLayers (${model.sharedLayers}) runs layers below it once for all mixtures`,
+      );
+  });
 }
 
 function readFiles(r: ManifestReader, v: Json): PackManifest["files"] {

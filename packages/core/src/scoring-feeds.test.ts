@@ -25,6 +25,7 @@ const ctx = (over: Partial<FeedContext> = {}): FeedContext => ({
   targets: false,
   presentNames: ["present.0.key", "present.0.value"],
   pastNames: ["past_key_values.0.key", "past_key_values.0.value"],
+  sharedLayers: 0,
   ...over,
 });
 
@@ -108,5 +109,49 @@ describe("candidateLogProbs", () => {
   it("reads log-probs directly from token_logprobs", () => {
     const lp = candidateLogProbs(ctx({ targets: true }), first, new Float32Array([-7, -8, -0.5, -1]), 1, 2, [1, 3, 3]);
     expect(lp.slice(1)).toEqual([-0.5, -1]);
+  });
+});
+
+describe("feeds of a fan-out graph (model.sharedLayers)", () => {
+  const fan = ctx({
+    numLayers: 2,
+    sharedLayers: 1,
+    presentNames: ["present.0.key", "present.0.value", "present.1.key", "present.1.value"],
+    pastNames: ["past_key_values.0.key", "past_key_values.0.value", "past_key_values.1.key", "past_key_values.1.value"],
+  });
+
+  it("feeds tokens per source, row_source per batch row, and empty pasts with source rows below the split", () => {
+    const f = sequenceFeeds(fan, [[5, 6], [7]], 2, 1, undefined, [0, 0, 1]);
+    expect(f.input_ids!.dims).toEqual([2, 2]);
+    expect(ints(f.row_source!)).toEqual([0, 0, 1]);
+    expect(f["past_key_values.0.key"]!.dims).toEqual([2, 1, 0, 1]);
+    expect(f["past_key_values.1.value"]!.dims).toEqual([3, 1, 0, 1]);
+    // Without row sources, each row is its own source.
+    expect(ints(sequenceFeeds(fan, [[5], [6]], 1, 1).row_source!)).toEqual([0, 1]);
+    const s = suffixFeeds(fan, [{ promptLength: 1, tokens: [3, 4] }], 1, 1, [0, 0]);
+    expect(s.input_ids!.dims).toEqual([1, 1]);
+    expect(ints(s.row_source!)).toEqual([0, 0]);
+    // A graph without fan-out takes no row_source.
+    expect(sequenceFeeds(ctx(), [[5]], 1, 1).row_source).toBeUndefined();
+  });
+
+  it("feeds the past of a layer range from the present of that range", () => {
+    const present = [0, 1, 2, 3].map((i) => tensor("float32", new Float32Array([10 * i, 10 * i + 1]), [2, 1, 1, 1]));
+    const cache = { present, rows: 2, width: 1 };
+    const upper = pastFeeds(fan, [{ cache, row: 1, length: 1 }], 1, 1);
+    expect(Object.keys(upper)).toEqual(["past_key_values.1.key", "past_key_values.1.value"]);
+    expect(Array.from(upper["past_key_values.1.value"]!.data as Float32Array)).toEqual([31]);
+    const lower = pastFeeds(
+      fan,
+      [
+        { cache, row: 0, length: 1 },
+        { cache, row: 1, length: 1 },
+      ],
+      1,
+      0,
+      1,
+    );
+    expect(Object.keys(lower)).toEqual(["past_key_values.0.key", "past_key_values.0.value"]);
+    expect(lower["past_key_values.0.key"]).toBe(present[0]); // the whole present: a view
   });
 });

@@ -39,6 +39,11 @@ export interface FeedContext {
   /** Present outputs, one key and one value per layer, in that order; past inputs likewise. */
   presentNames: string[];
   pastNames: string[];
+  /**
+   * `model.sharedLayers`: layers whose inputs, past and present have one row per source (the graph
+   * takes `row_source`); 0 when the graph does not fan out.
+   */
+  sharedLayers: number;
 }
 
 /** `needLogits`: the caller needs full next-token distributions (token entropies). */
@@ -63,7 +68,19 @@ export function feedContext(session: InferenceSession, pack: ModelPack, needLogi
     targets: targetInput && !needLogits,
     presentNames,
     pastNames,
+    sharedLayers: pack.manifest.model.sharedLayers,
   };
+}
+
+/**
+ * The `row_source` feed of a fan-out graph (`rowSource`, or each of `sources` rows its own source);
+ * returns the batch size. Other graphs take no row sources (callers pass them only for fan-out).
+ */
+function rowSourceFeed(ctx: FeedContext, feeds: Record<string, TensorLike>, sources: number, rowSource?: readonly number[]): number {
+  if (ctx.sharedLayers === 0) return sources;
+  const src = rowSource ?? Array.from({ length: sources }, (_, b) => b);
+  feeds.row_source = int64(src, [src.length]);
+  return src.length;
 }
 
 /** Runs the session, reporting any runtime failure as `INFERENCE_FAILED`. */
@@ -83,7 +100,8 @@ export async function runModel(
  * Feeds of a run from an empty past: each row's tokens left-padded to `width` (padding hidden by
  * `attention_mask`, positions counted from the row's own first token, so each row computes what
  * it would alone and every row's last token sits at the same position). `keep`: positions whose
- * logits come back (0 = all); `targets`: per row, the token each position predicts.
+ * logits come back (0 = all); `targets`: per row, the token each position predicts. On a fan-out
+ * graph, `rows` are sources and `rowSource[b]` the source of batch row b (default: one row each).
  */
 export function sequenceFeeds(
   ctx: FeedContext,
@@ -91,6 +109,7 @@ export function sequenceFeeds(
   width: number,
   keep: number,
   targets?: ReadonlyArray<readonly number[]>,
+  rowSource?: readonly number[],
 ): Record<string, TensorLike> {
   const B = rows.length;
   const D = ctx.pastPad;
@@ -107,13 +126,19 @@ export function sequenceFeeds(
       if (targets) tgt[b * width + pad + t] = targets[b]![t]!;
     }
   }
-  const empty = tensor("float32", new Float32Array(B * ctx.numKvHeads * D * ctx.headDim), [B, ctx.numKvHeads, D, ctx.headDim]);
   const feeds: Record<string, TensorLike> = {
     input_ids: int64(ids, [B, width]),
     attention_mask: int64(mask, [B, D + width]),
     position_ids: int64(pos, [B, width]),
   };
-  for (const name of ctx.pastNames) feeds[name] = empty;
+  const batch = rowSourceFeed(ctx, feeds, B, rowSource);
+  const emptyOf = (n: number) =>
+    tensor("float32", new Float32Array(n * ctx.numKvHeads * D * ctx.headDim), [n, ctx.numKvHeads, D, ctx.headDim]);
+  const empty = emptyOf(batch);
+  const emptyShared = batch === B ? empty : emptyOf(B);
+  ctx.pastNames.forEach((name, i) => {
+    feeds[name] = i < 2 * ctx.sharedLayers ? emptyShared : empty;
+  });
   if (ctx.keep) feeds.num_logits_to_keep = int64([keep], [1]);
   if (ctx.targetInput) feeds.target_ids = int64(tgt, [B, width]);
   return feeds;
@@ -136,9 +161,16 @@ export function suffixLength(rows: readonly SuffixRow[]): number {
 
 /**
  * Feeds of a candidate run, apart from its past: suffixes right-padded to `L`, after a past of
- * `width` positions whose last `promptLength` are each row's prompt.
+ * `width` positions whose last `promptLength` are each row's prompt. On a fan-out graph, `rows`
+ * are sources and `rowSource[b]` the source of batch row b (default: one row each).
  */
-export function suffixFeeds(ctx: FeedContext, rows: readonly SuffixRow[], width: number, L: number): Record<string, TensorLike> {
+export function suffixFeeds(
+  ctx: FeedContext,
+  rows: readonly SuffixRow[],
+  width: number,
+  L: number,
+  rowSource?: readonly number[],
+): Record<string, TensorLike> {
   const B = rows.length;
   const W = width + L;
   const ids = new Array<number>(B * L).fill(ctx.padId);
@@ -163,6 +195,7 @@ export function suffixFeeds(ctx: FeedContext, rows: readonly SuffixRow[], width:
   };
   if (ctx.keep) feeds.num_logits_to_keep = int64([0], [1]);
   if (ctx.targetInput) feeds.target_ids = int64(tgt, [B, L]);
+  rowSourceFeed(ctx, feeds, B, rowSource);
   return feeds;
 }
 
@@ -182,27 +215,36 @@ export interface CacheSlot {
 }
 
 /**
- * Past feeds of a candidate run: each slot's valid positions, re-aligned to end at `width`. Slots
- * that are consecutive unpadded rows of one prompt run are fed from its present outputs as they
- * are (a view, no copy): on a grouped-cache graph, that is every run of a lone request.
+ * Past feeds of a candidate run for layers `[from, to)` (default: all): each slot's valid
+ * positions, re-aligned to end at `width`. Slots that are consecutive unpadded rows of one prompt
+ * run are fed from its present outputs as they are (a view, no copy): on a grouped-cache graph,
+ * that is every run of a lone request.
  */
-export function pastFeeds(ctx: FeedContext, slots: readonly CacheSlot[], width: number): Record<string, TensorLike> {
+export function pastFeeds(
+  ctx: FeedContext,
+  slots: readonly CacheSlot[],
+  width: number,
+  from = 0,
+  to = ctx.numLayers,
+): Record<string, TensorLike> {
   const feeds: Record<string, TensorLike> = {};
   const { numKvHeads: H, headDim } = ctx;
   const B = slots.length;
   const { cache, row: first } = slots[0]!;
+  const names = ctx.pastNames.slice(2 * from, 2 * to);
   if (cache.width === width && slots.every((s, i) => s.cache === cache && s.row === first + i && s.length === width)) {
     const size = H * width * headDim;
-    ctx.pastNames.forEach((name, i) => {
-      const present = cache.present[i]!;
+    names.forEach((name, k) => {
+      const present = cache.present[2 * from + k]!;
       feeds[name] =
-        B === cache.rows
+        B === present.dims[0]
           ? present
           : tensor("float32", (present.data as Float32Array).subarray(first * size, (first + B) * size), [B, H, width, headDim]);
     });
     return feeds;
   }
-  ctx.pastNames.forEach((name, i) => {
+  names.forEach((name, k) => {
+    const i = 2 * from + k;
     const dst = new Float32Array(B * H * width * headDim);
     slots.forEach(({ cache, row, length }, b) => {
       const src = cache.present[i]!.data as Float32Array;

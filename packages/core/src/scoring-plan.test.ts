@@ -154,6 +154,38 @@ describe("planGroupedRuns", () => {
     }
   });
 
+  it("keeps a unit's rows (a job's mixtures on a fan-out graph) in the same runs, within the bounds", () => {
+    // Two jobs of 3 mixtures each and one of 2: rows 0-2, 3-5 and 6-7; the logits budget alone
+    // would put one row per run.
+    const job = (lengths: number[], n: number) => Array.from({ length: n }, () => lengths);
+    const fed = [...job([3, 1, 4, 1], 3), ...job([5, 9, 2, 6], 3), ...job([2, 2, 7, 1], 2)];
+    const prompts = [30, 30, 30, 10, 10, 10, 20, 20];
+    const units = [0, 0, 0, 1, 1, 1, 2, 2];
+    const bounds = limits({ maxRows: 8, maxCandidateLogits: 9 * 100 });
+    const { runs } = planGroupedRuns(prompts, fed, bounds, units);
+    expectEachRowOnce(runs, fed);
+    for (const run of runs) {
+      const caches = run.caches!;
+      const g = run.rows.length / caches.length;
+      run.rows.forEach((r, i) => expect(r.prompt).toBe(caches[Math.floor(i / g)]));
+      // whole units only, and each unit's rows on the same candidates
+      for (const u of new Set(caches.map((c) => units[c]!))) {
+        const rows = caches.filter((c) => units[c] === u);
+        expect(rows.length).toBe(units.filter((x) => x === u).length);
+        const cands = rows.map((c) => run.rows.filter((r) => r.prompt === c).map((r) => r.candidate));
+        for (const c of cands) expect(c).toEqual(cands[0]);
+      }
+      expect(run.rows.length).toBeLessThanOrEqual(8);
+    }
+    // Without units the budget splits the mixtures apart.
+    const apart = planGroupedRuns(prompts, fed, bounds).runs;
+    expect(apart.some((r) => r.caches!.length === 1)).toBe(true);
+    // A unit larger than maxRows is planned row by row.
+    const big = planGroupedRuns(prompts, fed, limits({ maxRows: 2 }), units);
+    expectEachRowOnce(big.runs, fed);
+    for (const run of big.runs) expect(run.rows.length).toBeLessThanOrEqual(2);
+  });
+
   it("cuts one prompt row's candidates where a lone job's plan would (outlier alone)", () => {
     const fed = [[1, 40, 3, 5, 1]];
     const { runs } = planGroupedRuns([8], fed, limits());

@@ -99,6 +99,12 @@ export interface PlanInput {
   fed: ReadonlyArray<readonly number[]>;
   /** The graph takes one cache row per group of consecutive candidate rows (`kvCache: "grouped"`). */
   grouped: boolean;
+  /**
+   * A fan-out graph (`model.sharedLayers`): per prompt row, the unit (job) it belongs to. A grouped
+   * plan then keeps a unit's rows (a job's mixtures) in the same candidate runs, so that each
+   * candidate's shared layers run once for all of them.
+   */
+  units?: readonly number[];
 }
 
 /** Bounds and costs a plan respects. */
@@ -155,8 +161,10 @@ export function planScoring(input: PlanInput, limits: PlanLimits): ScoringPlan {
   const promptRuns = planPromptRuns(input.prompts, limits);
   const perRow = planPerRowRuns(input.prompts, input.fed, limits);
   if (input.grouped) {
-    const grouped = planGroupedRuns(input.prompts, input.fed, limits);
-    if (perRow.cost >= GROUPED_PREFERENCE * grouped.cost) return { promptRuns, candidateRuns: grouped.runs, candidateCost: grouped.cost };
+    const grouped = planGroupedRuns(input.prompts, input.fed, limits, input.units);
+    // Fan-out: the estimate does not count the shared layers run once per unit, only grouped runs do that.
+    if (input.units || perRow.cost >= GROUPED_PREFERENCE * grouped.cost)
+      return { promptRuns, candidateRuns: grouped.runs, candidateCost: grouped.cost };
   }
   return { promptRuns, candidateRuns: perRow.runs, candidateCost: perRow.cost };
 }
@@ -258,22 +266,30 @@ function cutRuns(suffix: readonly number[], prompt: readonly number[], limits: P
  * the same number of consecutive candidate rows. Prompt rows with the same candidate count form a
  * group (longest prompts first); each row's candidates, longest first, are cut at common positions
  * into slices (the cuts of least estimated cost), and slice [a, b) of as many rows as fit
- * `maxRows` forms a run.
+ * `maxRows` forms a run. With `units` (fan-out), rows are grouped by unit size too and a run takes
+ * whole units (a unit's rows have one prompt and one candidate list, so they sort side by side).
  */
 export function planGroupedRuns(
   prompts: readonly number[],
   fed: ReadonlyArray<readonly number[]>,
   limits: PlanLimits,
+  units?: readonly number[],
 ): { runs: CandidateRun[]; cost: number } {
-  const byCount = new Map<number, number[]>();
+  const unitSize = new Map<number, number>();
+  if (units) for (const u of units) unitSize.set(u, (unitSize.get(u) ?? 0) + 1);
+  const sizeOf = (r: number) => (units ? unitSize.get(units[r]!)! : 1);
+  const byCount = new Map<string, number[]>();
   fed.forEach((cs, r) => {
-    if (cs.length > 0) byCount.set(cs.length, [...(byCount.get(cs.length) ?? []), r]);
+    const key = `${cs.length}:${sizeOf(r)}`;
+    if (cs.length > 0) byCount.set(key, [...(byCount.get(key) ?? []), r]);
   });
   const runs: CandidateRun[] = [];
   let cost = 0;
   for (const members of byCount.values()) {
     const byPrompt = descendingOrder(members.map((r) => prompts[r]!)).map((i) => members[i]!);
-    const group = planGroup(byPrompt, prompts, fed, limits);
+    // A unit larger than a run cannot stay whole: its rows are planned one by one.
+    const unit = sizeOf(members[0]!) <= limits.maxRows ? sizeOf(members[0]!) : 1;
+    const group = planGroup(byPrompt, prompts, fed, limits, unit);
     runs.push(...group.runs);
     cost += group.cost;
   }
@@ -286,6 +302,7 @@ function planGroup(
   prompts: readonly number[],
   fed: ReadonlyArray<readonly number[]>,
   limits: PlanLimits,
+  unit = 1,
 ): { runs: CandidateRun[]; cost: number } {
   const order = members.map((r) => descendingOrder(fed[r]!));
   const n = order[0]!.length;
@@ -294,13 +311,13 @@ function planGroup(
   const lead = members.map((r, i) => pick(fed[r]!, order[i]!));
   const leadMax = new Array<number>(n).fill(0);
   for (const row of lead) for (let k = 0; k < n; k++) if (row[k]! > leadMax[k]!) leadMax[k] = row[k]!;
-  const group: Group = { members, prompts, lead, leadMax, limits };
+  const group: Group = { members, prompts, lead, leadMax, limits, unit };
   const best = new Array<number>(n + 1).fill(Infinity);
   const from = new Array<number>(n + 1).fill(0);
   best[0] = 0;
   for (let end = 1; end <= n; end++) {
-    for (let start = end - 1; start >= Math.max(0, end - limits.maxRows); start--) {
-      if (start < end - 1 && (end - start) * leadMax[start]! * limits.vocab > limits.maxCandidateLogits) break;
+    for (let start = end - 1; start >= Math.max(0, end - Math.floor(limits.maxRows / unit)); start--) {
+      if (start < end - 1 && unit * (end - start) * leadMax[start]! * limits.vocab > limits.maxCandidateLogits) break;
       const cost = best[start]! + sliceCost(group, start, end - start);
       // <=: on a tie the longer slice (fewer runs) wins, as in planRuns
       if (cost <= best[end]!) {
@@ -332,13 +349,16 @@ interface Group {
   lead: number[][];
   leadMax: number[];
   limits: PlanLimits;
+  /** Members per unit: a run takes a multiple of it. */
+  unit: number;
 }
 
 /** Member rows per run for a slice of `size` candidates from sorted position `start`. */
 function membersPerRun(g: Group, start: number, size: number): number {
   const L = g.leadMax[start]!;
   const byLogits = L > 0 ? Math.floor(g.limits.maxCandidateLogits / (size * L * g.limits.vocab)) : Infinity;
-  return Math.max(1, Math.min(Math.floor(g.limits.maxRows / size), byLogits));
+  const per = Math.max(1, Math.min(Math.floor(g.limits.maxRows / size), byLogits));
+  return Math.max(g.unit, per - (per % g.unit));
 }
 
 /** Estimated cost of a slice: its runs of {@link membersPerRun} members each. */

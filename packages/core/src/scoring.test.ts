@@ -30,6 +30,7 @@ const pack = {
       vocabSize: V,
       maxPositions: 64,
       kvCache: "concat",
+      sharedLayers: 0,
     },
     files: { model: "model.onnx", tokenizer: "tokenizer.json" },
     lora: { targets: [{ module: "m", inFeatures: 2, outFeatures: 2, inputA: "lora.m.A", inputB: "lora.m.B" }], scaleInput: "lora_scale" },

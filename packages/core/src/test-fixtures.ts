@@ -8,7 +8,7 @@ import type { InferenceBackend } from "./backend.js";
 import type { TensorLike } from "./tensor.js";
 
 /** Every file of `test/fixtures/<dir>`, by its path inside the pack. */
-export function fixtureFiles(dir: "tiny-pack" | "tiny-pack-grouped"): Record<string, Uint8Array> {
+export function fixtureFiles(dir: "tiny-pack" | "tiny-pack-grouped" | "tiny-pack-fanout"): Record<string, Uint8Array> {
   const root = fileURLToPath(new URL(`../../../test/fixtures/${dir}/`, import.meta.url));
   const walk = (d: string): string[] =>
     readdirSync(d).flatMap((n) => (statSync(join(d, n)).isDirectory() ? walk(join(d, n)) : [join(d, n)]));
