@@ -53,7 +53,8 @@ async function score(name, path) {
   const out = [];
   for (const c of cases) {
     const req = { history: c.history, candidates: c.candidates, mixtures };
-    out.push(path === "scoreMixtures" ? await rec.scoreMixtures(req) : (await rec.scoreWithEntropy(req)).scores);
+    if (path === "scoreMixtures") out.push({ scores: await rec.scoreMixtures(req), objective: [] });
+    else out.push(await rec.scoreWithEntropy(req));
   }
   return out;
 }
@@ -61,6 +62,7 @@ for (const name of ["plain", "fanout"]) await score(name, "scoreMixtures"); // w
 
 const times = Object.fromEntries(paths.map((p) => [p, { plain: [], fanout: [] }]));
 let worst = 0;
+let worstEntropy = 0;
 for (let round = 0; round < Number(values.rounds); round++) {
   for (const path of paths) {
     const got = {};
@@ -69,7 +71,10 @@ for (let round = 0; round < Number(values.rounds); round++) {
       got[name] = await score(name, path);
       times[path][name].push((performance.now() - t) / cases.length);
     }
-    got.plain.forEach((rows, i) => rows.forEach((s, m) => (worst = Math.max(worst, maxAbsDiff(s, got.fanout[i][m])))));
+    got.plain.forEach(({ scores, objective }, i) => {
+      scores.forEach((s, m) => (worst = Math.max(worst, maxAbsDiff(s, got.fanout[i].scores[m]))));
+      worstEntropy = Math.max(worstEntropy, maxAbsDiff(objective, got.fanout[i].objective));
+    });
     console.log(
       `round ${round + 1}, ${path}: ${times[path].plain.at(-1).toFixed(0)} ms/case without fan-out, ${times[path].fanout.at(-1).toFixed(0)} with`,
     );
@@ -83,4 +88,6 @@ for (const path of paths) {
   const [a, b] = [median(times[path].plain), median(times[path].fanout)];
   console.log(`${path}: median ${a.toFixed(0)} → ${b.toFixed(0)} ms/case, ${(a / b).toFixed(2)}x faster with fan-out`);
 }
-console.log(`largest score difference between the two graphs: ${worst.toExponential(1)}`);
+console.log(
+  `largest difference between the two graphs: scores ${worst.toExponential(1)}${values.entropy ? `, token-entropy objective ${worstEntropy.toExponential(1)}` : ""}`,
+);

@@ -158,7 +158,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
         "--graph",
         choices=["fast", "minimal"],
         default="fast",
-        help="fast (default): grouped KV cache + scoring head, and fan-out when the adapters leave lower layers out; minimal: the pack contract's plain graph (concat KV cache, full logits)",
+        help="fast (default): grouped KV cache + scoring head (token log-probs and entropies), and fan-out when the adapters leave lower layers out; minimal: the pack contract's plain graph (concat KV cache, full logits)",
     )
     e.add_argument(
         "--weights",

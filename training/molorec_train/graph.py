@@ -102,6 +102,10 @@ class GraphVariant:
     - ``token_logprobs``: an input ``target_ids [batch, seq]`` and an output ``token_logprobs
       [batch, kept]`` (log p(target) per position): a scorer fetches one float per token instead of
       a vocabulary-sized row.
+    - ``token_entropy`` (with ``token_logprobs``): an output ``token_entropy [batch, kept]``, the
+      entropy (nats) of each kept position's next-token distribution, so the token-entropy objective
+      needs no vocabulary-sized logits either. onnxruntime runs the whole graph whatever is fetched:
+      every run pays for it (an exp, a product and a sum over the log-softmax it already computes).
     - ``fan_out``: the layers below the first LoRA target (``GraphSignature.shared_layers``; none
       when a target sits in layer 0) run once per *source* row, the rest once per batch row. The
       token inputs (``input_ids``, ``attention_mask``, ``position_ids``, ``target_ids``) and the
@@ -115,6 +119,7 @@ class GraphVariant:
     kv_cache: str = "concat"
     logits_to_keep: bool = False
     token_logprobs: bool = False
+    token_entropy: bool = False
     fan_out: bool = False
 
     def __post_init__(self) -> None:
@@ -124,13 +129,15 @@ class GraphVariant:
             raise ExportError(f"kv_cache {self.kv_cache!r}: expected one of {KV_CACHE_MODES}")
         if self.kv_cache == "grouped" and self.attention != "padding":
             raise ExportError('kv_cache="grouped" needs attention="padding"')
+        if self.token_entropy and not self.token_logprobs:
+            raise ExportError("token_entropy needs token_logprobs (it reuses its log-softmax)")
 
 
 # The variant packs are exported with unless told otherwise: the grouped KV cache and the scoring
 # head rank 20 candidates 1.5× faster than the contract's minimal graph on SmolLM2-135M
 # (docs/performance.md), and every runtime in this repository reads them.
 # Fan-out only changes a graph whose LoRA targets leave lower layers out (shared_layers > 0).
-FAST_VARIANT = GraphVariant(kv_cache="grouped", logits_to_keep=True, token_logprobs=True, fan_out=True)
+FAST_VARIANT = GraphVariant(kv_cache="grouped", logits_to_keep=True, token_logprobs=True, token_entropy=True, fan_out=True)
 
 _LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
@@ -214,6 +221,8 @@ class GraphSignature:
         out += [GraphInput(n, {0: self._rows_axis(i // 2, past=False), 2: present_seq}) for i, n in enumerate(names)]
         if self.variant.token_logprobs:
             out.append(GraphInput("token_logprobs", {0: "batch", 1: kept}))
+        if self.variant.token_entropy:
+            out.append(GraphInput("token_entropy", {0: "batch", 1: kept}))
         return out
 
     def unpack(self, args: tuple[torch.Tensor, ...]) -> DecoderInputs:
@@ -495,5 +504,8 @@ class ExportableDecoder(nn.Module):
         if inputs.target_ids is None:
             return (logits, *presents)
         targets = inputs.target_ids if kept is None else inputs.target_ids.index_select(1, kept)
-        logp = torch.gather(torch.log_softmax(logits, dim=-1), -1, targets.unsqueeze(-1)).squeeze(-1)
-        return (logits, *presents, logp)
+        all_logp = torch.log_softmax(logits, dim=-1)
+        logp = torch.gather(all_logp, -1, targets.unsqueeze(-1)).squeeze(-1)
+        if not self.signature.variant.token_entropy:
+            return (logits, *presents, logp)
+        return (logits, *presents, logp, -(torch.exp(all_logp) * all_logp).sum(-1))

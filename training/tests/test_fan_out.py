@@ -39,6 +39,8 @@ class Fan:
         self.plain = ort.InferenceSession(str(plain), **opts)
         m = self.manifest["model"]
         self.layers, self.kv, self.hd = m["numLayers"], m["numKvHeads"], m["headDim"]
+        presents = [f"present.{i}.{k}" for i in range(self.layers) for k in ("key", "value")]
+        self.outputs = ["logits", *presents, "token_logprobs"]  # token_entropy: tested on its own
 
     def lora(self, lambdas):
         return mixture_feeds(self.targets, self.adapters, [[1 - lam, lam] for lam in lambdas])
@@ -95,9 +97,9 @@ def prompt_runs(fan, prompts, lambdas):
     tgt = np.zeros_like(ids)
     rep = np.repeat(np.arange(S), R)
     fan_feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "target_ids": tgt, "row_source": rep}
-    fan_out = fan.fan.run(None, fan_feeds | past(fan, {True: S, False: S * R}) | fan.lora(lambdas * S) | common)
+    fan_out = fan.fan.run(fan.outputs, fan_feeds | past(fan, {True: S, False: S * R}) | fan.lora(lambdas * S) | common)
     plain_feeds = {"input_ids": ids[rep], "attention_mask": mask[rep], "position_ids": pos[rep], "target_ids": tgt[rep]}
-    plain_out = fan.plain.run(None, plain_feeds | past(fan, {True: S * R, False: S * R}) | fan.lora(lambdas * S) | common)
+    plain_out = fan.plain.run(fan.outputs, plain_feeds | past(fan, {True: S * R, False: S * R}) | fan.lora(lambdas * S) | common)
     return fan_out, plain_out, rep
 
 
@@ -137,9 +139,9 @@ def test_a_candidate_run_on_grouped_caches_matches_per_row_copies(fan):
     feeds = {"input_ids": cands, "attention_mask": mask, "position_ids": pos, "target_ids": tgt, "row_source": src}
     lower, upper = fan_present[:2], fan_present[2:]
     pasts = past(fan, {}, [*lower, None, None], [None, None, *upper])
-    got = fan.fan.run(None, feeds | pasts | fan.lora(row_lams) | keep)
+    got = fan.fan.run(fan.outputs, feeds | pasts | fan.lora(row_lams) | keep)
     plain = {"input_ids": cands[src], "attention_mask": mask[src], "position_ids": pos[src], "target_ids": tgt[src]}
-    want = fan.plain.run(None, plain | past(fan, {}, plain_present, plain_present) | fan.lora(row_lams) | keep)
+    want = fan.plain.run(fan.outputs, plain | past(fan, {}, plain_present, plain_present) | fan.lora(row_lams) | keep)
     assert got[-1].shape == want[-1].shape == (S * R * C, L)
     for b in range(S * R * C):
         n = lengths[src[b]]
@@ -163,3 +165,21 @@ def test_fanned_out_rows_match_transformers_peft(fan, built):
                 position_ids=torch.from_numpy(pos[s : s + 1]),
             ).logits.numpy()
         assert np.max(np.abs(got[0][b, -1] - ref[0, -1])) / np.max(np.abs(ref[0, -1])) <= 1e-4
+
+
+def test_token_entropy_is_the_entropy_of_each_kept_position(fan):
+    """The fast variant's token_entropy output: −Σ p log p of the softmax of the logits it returns
+    (those are held to transformers above), per kept position."""
+    prompts = [[5, 9, 44, 2, 7, 8, 120], [3, 30, 31, 200]]
+    ids, mask, pos = left_padded(prompts)
+    rep = np.repeat(np.arange(2), 2)
+    feeds = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "target_ids": np.zeros_like(ids), "row_source": rep}
+    feeds |= past(fan, {True: 2, False: 4}) | fan.lora([0.1, 0.8] * 2) | {"num_logits_to_keep": np.array([0], np.int64)}
+    logits, entropy = fan.fan.run(["logits", "token_entropy"], feeds)
+    z = logits.astype(np.float64)
+    logp = z - z.max(-1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+    want = -(np.exp(logp) * logp).sum(-1)
+    assert entropy.shape == want.shape == (4, ids.shape[1])
+    assert np.max(np.abs(entropy - want)) <= 1e-4
+    assert np.all(entropy > 0.1)

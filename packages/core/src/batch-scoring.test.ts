@@ -361,6 +361,24 @@ describe("a fan-out graph (test/fixtures/tiny-pack-fanout: LoRAs on layer 1 only
     expect(seen[1]).toEqual({ sources: n, rows: 5 * n, sharedPast: 1, past: 5 });
     // The mixtures differ (the LoRAs are live in the fanned-out layer).
     expect(one.results[0]!.scores[0]).not.toEqual(one.results[0]!.scores[4]);
+    // Token entropies from the graph's token_entropy output (no vocabulary-sized logits fetched),
+    // equal to the naive scorer's, which computes them from full logits.
+    const fetched: string[][] = [];
+    const fetching: InferenceSession = {
+      ...inner,
+      run(feeds, names) {
+        if (feeds["past_key_values.0.key"]!.dims[2]! > 0) fetched.push([...(names ?? [])]);
+        return inner.run(feeds, names);
+      },
+    };
+    const withEntropy = await scoreBatchedJobs(fetching, fan, fanMixer, jobs, { tokenEntropy: true });
+    expect(fetched.length).toBeGreaterThan(0);
+    for (const names of fetched) expect(names.sort()).toEqual(["token_entropy", "token_logprobs"]);
+    for (const [j, job] of jobs.entries()) {
+      const naive = await scoreCandidates(inner, fan, fanMixer, job, { strategy: "naive", tokenEntropy: true });
+      expectClose(withEntropy.results[j]!.scores, naive.scores);
+      expectClose(withEntropy.results[j]!.tokenEntropies!, naive.tokenEntropies!, 1e-4);
+    }
     await inner.release();
   });
 });

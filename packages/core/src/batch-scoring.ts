@@ -4,6 +4,7 @@ import type { ModelPack } from "./pack.js";
 import type { TensorLike } from "./tensor.js";
 import {
   candidateEntropy,
+  candidateEntropyOf,
   candidateLogProbs,
   type CacheSlot,
   type FeedContext,
@@ -242,6 +243,7 @@ async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> 
   }
   const L = suffixLength(suffixes);
   let out: Float32Array | null = null;
+  let entropies: Float32Array | null = null;
   if (L > 0) {
     let width = 0;
     for (const s of suffixes) width = Math.max(width, s.promptLength);
@@ -260,8 +262,13 @@ async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> 
       );
     } else feeds = Object.assign(suffixFeeds(ctx, suffixes, width, L), pastFeeds(ctx, slots, width), batch.mixer.feeds(weights));
     // Only what is read: the candidates' own KV cache is never needed again.
-    const res = await runModel(batch.session, feeds, [ctx.targets ? "token_logprobs" : "logits"]);
+    const res = await runModel(
+      batch.session,
+      feeds,
+      ctx.entropyOutput ? ["token_logprobs", "token_entropy"] : [ctx.targets ? "token_logprobs" : "logits"],
+    );
     out = (ctx.targets ? res.token_logprobs! : res.logits!).data as Float32Array;
+    if (ctx.entropyOutput) entropies = res.token_entropy!.data as Float32Array;
   }
   for (const [b, { prompt, candidate }] of run.rows.entries()) {
     const { job, mixture } = batch.rows[prompt]!;
@@ -269,7 +276,9 @@ async function runCandidates(batch: Batch, run: CandidateRun): Promise<boolean> 
     const tokens = suffixes[b]!.tokens;
     batch.tokenLogProbs[job]![mixture]![candidate] = candidateLogProbs(ctx, first, out, b, L, tokens);
     if (batch.wantEntropy)
-      batch.tokenEntropies[job]![mixture]![candidate] = candidateEntropy(first, out, b * L, tokens.length - 1, ctx.vocab);
+      batch.tokenEntropies[job]![mixture]![candidate] = ctx.entropyOutput
+        ? candidateEntropyOf(first, entropies ?? new Float32Array(0), b * L, tokens.length - 1)
+        : candidateEntropy(first, out, b * L, tokens.length - 1, ctx.vocab);
   }
   return L > 0;
 }

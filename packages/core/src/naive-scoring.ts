@@ -18,7 +18,8 @@ export async function scoreNaive(
   wantEntropy: boolean,
 ): Promise<ScoreResult> {
   checkScoreJob(pack, job);
-  const ctx = feedContext(session, pack, wantEntropy);
+  // The reference: entropies from full logits, never from the graph's token_entropy output.
+  const ctx = feedContext(session, pack, wantEntropy, false);
   const P = job.promptIds.length;
   let runs = 0;
   const tokenLogProbs: number[][][] = [];

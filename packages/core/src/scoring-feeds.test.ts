@@ -23,6 +23,7 @@ const ctx = (over: Partial<FeedContext> = {}): FeedContext => ({
   keep: false,
   targetInput: false,
   targets: false,
+  entropyOutput: false,
   presentNames: ["present.0.key", "present.0.value"],
   pastNames: ["past_key_values.0.key", "past_key_values.0.value"],
   sharedLayers: 0,

@@ -36,6 +36,11 @@ export interface FeedContext {
   targetInput: boolean;
   /** Candidate runs fetch `token_logprobs` rather than `logits`. */
   targets: boolean;
+  /**
+   * Token entropies come from the graph's `token_entropy` output (one float per position) rather
+   * than from vocabulary-sized logits.
+   */
+  entropyOutput: boolean;
   /** Present outputs, one key and one value per layer, in that order; past inputs likewise. */
   presentNames: string[];
   pastNames: string[];
@@ -46,10 +51,14 @@ export interface FeedContext {
   sharedLayers: number;
 }
 
-/** `needLogits`: the caller needs full next-token distributions (token entropies). */
-export function feedContext(session: InferenceSession, pack: ModelPack, needLogits: boolean): FeedContext {
+/**
+ * `wantEntropy`: the caller needs token entropies: from the graph's `token_entropy` output when it
+ * has one (and `graphEntropy`), else from full next-token distributions (logits).
+ */
+export function feedContext(session: InferenceSession, pack: ModelPack, wantEntropy: boolean, graphEntropy = true): FeedContext {
   const { numLayers, numKvHeads, headDim, vocabSize } = pack.manifest.model;
   const targetInput = session.inputNames.includes("target_ids") && session.outputNames.includes("token_logprobs");
+  const entropyOutput = wantEntropy && graphEntropy && targetInput && session.outputNames.includes("token_entropy");
   const presentNames: string[] = [];
   const pastNames: string[] = [];
   for (let i = 0; i < numLayers; i++) {
@@ -65,7 +74,8 @@ export function feedContext(session: InferenceSession, pack: ModelPack, needLogi
     pastPad: session.acceptsEmptyTensors === false ? 1 : 0,
     keep: session.inputNames.includes("num_logits_to_keep"),
     targetInput,
-    targets: targetInput && !needLogits,
+    targets: targetInput && (!wantEntropy || entropyOutput),
+    entropyOutput,
     presentNames,
     pastNames,
     sharedLayers: pack.manifest.model.sharedLayers,
@@ -292,6 +302,16 @@ export function candidateLogProbs(
     lp.push(ctx.targets ? out![at]! : logSoftmaxAt(out!, at * ctx.vocab, ctx.vocab, tokens[k]!));
   }
   return lp;
+}
+
+/**
+ * Mean next-token entropy along a candidate from the graph's `token_entropy` output: its first
+ * token's (from the prompt) and `fed` entries of `entropies` from `at`.
+ */
+export function candidateEntropyOf(first: FirstToken, entropies: Float32Array, at: number, fed: number): number {
+  let h = first.entropy;
+  for (let k = 0; k < fed; k++) h += entropies[at + k]!;
+  return h / (fed + 1);
 }
 
 /** Mean of {@link logitsEntropy} over `count` consecutive rows of width `V` from `row`. */
