@@ -9,6 +9,8 @@ const repoRoot = join(here, "../..");
 const fixture = join(repoRoot, "test/fixtures/tiny-pack");
 // The same weights with a grouped KV cache and the scoring head (what trained packs ship).
 const groupedFixture = join(repoRoot, "test/fixtures/tiny-pack-grouped");
+// LoRAs on the top layer only, exported with fan-out (model.sharedLayers 1), its own golden scores.
+const fanoutFixture = join(repoRoot, "test/fixtures/tiny-pack-fanout");
 
 function listFiles(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
@@ -19,9 +21,11 @@ function listFiles(dir: string): string[] {
 // The fixture pack as data-blob bindings: the "bundled bytes" way of shipping a pack.
 const packFiles = listFiles(fixture).map((f) => relative(fixture, f).split("\\").join("/"));
 const groupedFiles = listFiles(groupedFixture).map((f) => relative(groupedFixture, f).split("\\").join("/"));
+const fanoutFiles = listFiles(fanoutFixture).map((f) => relative(fanoutFixture, f).split("\\").join("/"));
 const dataBlobBindings = {
   ...Object.fromEntries(packFiles.map((f, i) => [`PACK_FILE_${i}`, join(fixture, f)])),
   ...Object.fromEntries(groupedFiles.map((f, i) => [`GROUPED_FILE_${i}`, join(groupedFixture, f)])),
+  ...Object.fromEntries(fanoutFiles.map((f, i) => [`FANOUT_FILE_${i}`, join(fanoutFixture, f)])),
 };
 
 const source = { conditions: ["@molorec/source"] };
@@ -38,7 +42,7 @@ export default defineConfig({
               compatibilityDate: "2026-04-20",
               compatibilityFlags: ["nodejs_compat"],
               dataBlobBindings,
-              bindings: { PACK_FILES: packFiles, GROUPED_FILES: groupedFiles },
+              bindings: { PACK_FILES: packFiles, GROUPED_FILES: groupedFiles, FANOUT_FILES: fanoutFiles },
               r2Buckets: ["PACK_BUCKET"],
               // As wrangler.jsonc: workerd compiles .wasm imports into a WebAssembly.Module.
               modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],

@@ -6,6 +6,7 @@ import { createApp } from "@molorec/http";
 import { bundledSource, cachedRecommender, openRecommender, r2Source, workerBackend } from "@molorec/runtime-worker";
 import { describe, expect, it } from "vitest";
 import { conformanceSuite } from "../../../test/conformance/suite.js";
+import fanoutGolden from "../../../test/fixtures/tiny-pack-fanout.golden.json" with { type: "json" };
 import { hostilePacks, protoNamedPack } from "../../../test/hostile/packs.js";
 // A CompiledWasm module, as in the Worker (src/index.ts).
 import ortWasm from "onnxruntime-web/ort-wasm-simd-threaded.wasm";
@@ -24,6 +25,15 @@ conformanceSuite({
   name: "workerd (onnxruntime-web wasm), grouped KV cache + scoring head",
   backend: () => workerBackend({ wasmModule: ortWasm }),
   loadFixturePack: () => loadPack(bundledSource(groupedFiles, "bundled:tiny-pack-grouped")),
+});
+
+const fanoutFiles: Record<string, ArrayBuffer> = Object.fromEntries(env.FANOUT_FILES.map((path, i) => [path, env[`FANOUT_FILE_${i}`]!]));
+
+conformanceSuite({
+  name: "workerd (onnxruntime-web wasm), fan-out (shared lower layer)",
+  backend: () => workerBackend({ wasmModule: ortWasm }),
+  loadFixturePack: () => loadPack(bundledSource(fanoutFiles, "bundled:tiny-pack-fanout")),
+  golden: fanoutGolden,
 });
 
 // Worker-specific checks share this file: each test file re-imports the 14 MB wasm module.
