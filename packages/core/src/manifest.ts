@@ -271,7 +271,7 @@ function readModel(r: ManifestReader, v: Json): ModelConfig {
   return model;
 }
 
-/** The decoder layer a LoRA target module sits in (`model.layers.<i>.…`), or null. */
+/** Finds the decoder layer a LoRA target module sits in (`model.layers.<i>.…`). */
 const TARGET_LAYER = /(?:^|\.)layers\.(\d+)\./;
 
 /** Fan-out is only exact when no LoRA target sits in a shared layer (they would see no mixture). */

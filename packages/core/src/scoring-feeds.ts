@@ -82,13 +82,24 @@ export function feedContext(session: InferenceSession, pack: ModelPack, wantEntr
   };
 }
 
+/** A past of `rows` rows and `pastPad` slots (none, or the masked dummy slot). */
+function emptyPast(ctx: FeedContext, rows: number): TensorLike {
+  const D = ctx.pastPad;
+  return tensor("float32", new Float32Array(rows * ctx.numKvHeads * D * ctx.headDim), [rows, ctx.numKvHeads, D, ctx.headDim]);
+}
+
 /**
  * The `row_source` feed of a fan-out graph (`rowSource`, or each of `sources` rows its own source);
  * returns the batch size. Other graphs take no row sources (callers pass them only for fan-out).
  */
 function rowSourceFeed(ctx: FeedContext, feeds: Record<string, TensorLike>, sources: number, rowSource?: readonly number[]): number {
   if (ctx.sharedLayers === 0) return sources;
-  const src = rowSource ?? Array.from({ length: sources }, (_, b) => b);
+  let src = rowSource;
+  if (!src) {
+    const identity: number[] = [];
+    for (let b = 0; b < sources; b++) identity.push(b);
+    src = identity;
+  }
   feeds.row_source = int64(src, [src.length]);
   return src.length;
 }
@@ -142,13 +153,10 @@ export function sequenceFeeds(
     position_ids: int64(pos, [B, width]),
   };
   const batch = rowSourceFeed(ctx, feeds, B, rowSource);
-  const emptyOf = (n: number) =>
-    tensor("float32", new Float32Array(n * ctx.numKvHeads * D * ctx.headDim), [n, ctx.numKvHeads, D, ctx.headDim]);
-  const empty = emptyOf(batch);
-  const emptyShared = batch === B ? empty : emptyOf(B);
-  ctx.pastNames.forEach((name, i) => {
-    feeds[name] = i < 2 * ctx.sharedLayers ? emptyShared : empty;
-  });
+  // Loops, not per-call closures (see batch-scoring.ts): this runs once per prompt run.
+  const empty = emptyPast(ctx, batch);
+  const emptyShared = batch === B ? empty : emptyPast(ctx, B);
+  for (let i = 0; i < ctx.pastNames.length; i++) feeds[ctx.pastNames[i]!] = i < 2 * ctx.sharedLayers ? emptyShared : empty;
   if (ctx.keep) feeds.num_logits_to_keep = int64([keep], [1]);
   if (ctx.targetInput) feeds.target_ids = int64(tgt, [B, width]);
   return feeds;
