@@ -11,6 +11,7 @@ import { createRecommender } from "@molorec/core";
 import { loadPackFromDir, nodeBackend } from "@molorec/runtime-node";
 import { chromium, type BrowserContext, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import fanoutGolden from "../../../test/fixtures/tiny-pack-fanout.golden.json" with { type: "json" };
 import golden from "../../../test/fixtures/tiny-pack.golden.json" with { type: "json" };
 import { expectClose } from "../../../test/conformance/suite.js";
 import { buildSite } from "../scripts/build.mjs";
@@ -35,6 +36,8 @@ const ARTIFACTS = join(APP, ".artifacts");
 const PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
 // The same weights with a grouped KV cache and the scoring head: the graph trained packs ship.
 const GROUPED_PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack-grouped", import.meta.url));
+// LoRAs on the top layer only, exported with fan-out (model.sharedLayers 1): its own golden scores.
+const FANOUT_PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack-fanout", import.meta.url));
 
 interface GoldenCase {
   request: { history: string[]; candidates: string[]; domain: string; mixture: unknown };
@@ -87,7 +90,7 @@ async function clickAndWait(selector: string): Promise<void> {
 }
 
 /** Runs golden requests in the page and checks scores and rankings. */
-async function checkGolden(which: number[] = cases.map((_, i) => i), p = page): Promise<void> {
+async function checkGolden(which: number[] = cases.map((_, i) => i), p = page, set: GoldenCase[] = cases): Promise<void> {
   const results = await p.evaluate(
     async (reqs) => {
       const out: Array<{ scores: number[]; ranking: number[]; entropy: number }> = [];
@@ -99,12 +102,12 @@ async function checkGolden(which: number[] = cases.map((_, i) => i), p = page): 
       }
       return out;
     },
-    which.map((i) => cases[i]!.request),
+    which.map((i) => set[i]!.request),
   );
   results.forEach((r, k) => {
     const i = which[k]!;
-    expectClose(r.scores, cases[i]!.scores);
-    expect(r.ranking, `ranking of case ${i}`).toEqual(cases[i]!.ranking);
+    expectClose(r.scores, set[i]!.scores);
+    expect(r.ranking, `ranking of case ${i}`).toEqual(set[i]!.ranking);
   });
 }
 
@@ -249,6 +252,25 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
     } finally {
       await p.close();
       await grouped.close();
+    }
+  });
+
+  it("a fan-out pack (shared lower layer, token_entropy) reproduces its golden scores on WASM and WebGPU", {
+    timeout: 150_000,
+  }, async () => {
+    const site = join(work, "site-fanout");
+    await buildSite({ packDir: FANOUT_PACK, cataloguePath: null, outDir: site, fromSource: true, log: () => {} });
+    const fanout = await startServer({ root: site, packDir: FANOUT_PACK, port: 0 });
+    const p = await ctx.newPage();
+    try {
+      for (const device of ["wasm", "webgpu"] as const) {
+        expect(await open(`?device=${device}`, p, fanout.url)).toBe("ready");
+        expect(await p.evaluate(() => window.molorec.info()!.device)).toBe(device);
+        await checkGolden(device === "webgpu" ? WEBGPU_CASES : undefined, p, fanoutGolden.cases as GoldenCase[]);
+      }
+    } finally {
+      await p.close();
+      await fanout.close();
     }
   });
 
