@@ -129,6 +129,9 @@ class GraphVariant:
             raise ExportError(f"kv_cache {self.kv_cache!r}: expected one of {KV_CACHE_MODES}")
         if self.kv_cache == "grouped" and self.attention != "padding":
             raise ExportError('kv_cache="grouped" needs attention="padding"')
+        if self.fan_out and self.kv_cache != "grouped":
+            # The runtimes plan fan-out runs on grouped caches only (a job's shared-layer cache once per run).
+            raise ExportError('fan_out needs kv_cache="grouped"')
         if self.token_entropy and not self.token_logprobs:
             raise ExportError("token_entropy needs token_logprobs (it reuses its log-softmax)")
 

@@ -86,6 +86,8 @@ def test_the_manifest_and_graph_name_the_shared_layers(fan, built):
     assert target_layer("model.layers.12.mlp.up_proj") == 12
     with pytest.raises(ExportError, match="not inside a decoder layer"):
         target_layer("lm_head")
+    with pytest.raises(ExportError, match='fan_out needs kv_cache="grouped"'):
+        replace(FAST_VARIANT, kv_cache="concat")
 
 
 def prompt_runs(fan, prompts, lambdas):

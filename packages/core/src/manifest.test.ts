@@ -64,14 +64,17 @@ describe("parseManifest", () => {
     ["a NUL byte", (m: any) => (m.files.tokenizer = "tokenizer.json\u0000.txt"), /files\.tokenizer/],
     // Fan-out: the shared layers must exist and hold no LoRA target (it would see no mixture).
     ["as many shared layers as layers", (m: any) => (m.model.sharedLayers = 2), /model\.sharedLayers must be an integer in \[0, 1\]/],
+    ["fan-out on a concat cache", (m: any) => (m.model.sharedLayers = 1), /model\.sharedLayers needs model\.kvCache "grouped"/],
     [
       "a LoRA target in a shared layer",
-      (m: any) => (m.model.sharedLayers = 1),
+      (m: any) => Object.assign(m.model, { sharedLayers: 1, kvCache: "grouped" }),
       /lora\.targets\[0\]\.module model\.layers\.0\.self_attn\.q_proj sits in layer 0, but model\.sharedLayers \(1\)/,
     ],
     [
       "a LoRA target outside the decoder layers",
-      (m: any) => Object.assign(m.model, { sharedLayers: 1 }) && (m.lora.targets = [{ ...m.lora.targets.at(-1), module: "lm_head" }]),
+      (m: any) =>
+        Object.assign(m.model, { sharedLayers: 1, kvCache: "grouped" }) &&
+        (m.lora.targets = [{ ...m.lora.targets.at(-1), module: "lm_head" }]),
       /lm_head names no decoder layer/,
     ],
   ])("rejects %s with a coded error naming the field", (_name, mutate, pattern) => {

@@ -267,6 +267,8 @@ function readModel(r: ManifestReader, v: Json): ModelConfig {
     sharedLayers: 0,
   };
   if (m.sharedLayers !== undefined) model.sharedLayers = r.int(m.sharedLayers, "model.sharedLayers", 0, model.numLayers - 1);
+  if (model.sharedLayers > 0 && model.kvCache !== "grouped")
+    r.fail("model.sharedLayers", 'needs model.kvCache "grouped" (fan-out runs feed a shared cache per group of rows)');
   if (model.numHeads % model.numKvHeads !== 0) r.fail("model.numKvHeads", "must divide model.numHeads");
   return model;
 }
