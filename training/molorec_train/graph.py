@@ -105,7 +105,8 @@ class GraphVariant:
     - ``token_entropy`` (with ``token_logprobs``): an output ``token_entropy [batch, kept]``, the
       entropy (nats) of each kept position's next-token distribution, so the token-entropy objective
       needs no vocabulary-sized logits either. onnxruntime runs the whole graph whatever is fetched:
-      every run pays for it (an exp, a product and a sum over the log-softmax it already computes).
+      every run pays for it (an exp, a product and a sum over the log-softmax it already computes;
+      not measurable on SmolLM2-135M, docs/performance.md).
     - ``fan_out``: the layers below the first LoRA target (``GraphSignature.shared_layers``; none
       when a target sits in layer 0) run once per *source* row, the rest once per batch row. The
       token inputs (``input_ids``, ``attention_mask``, ``position_ids``, ``target_ids``) and the
