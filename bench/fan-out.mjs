@@ -2,13 +2,16 @@
 // Does the fan-out graph pay? The same pack exported twice — without fan-out, and with it
 // (model.sharedLayers K: the layers below the lowest LoRA target run once per request, not once per
 // mixture) — scores the same saved cases under the recipe's evaluation rows (the base model and the
-// λ grid, each case one scoreMixtures call; with --entropy also the full-logits path the adaptive
-// rows use). The two packs alternate round by round in one process; scores must agree.
+// λ grid, each case one scoreMixtures call; with --entropy also scoreWithEntropy, the path the adaptive
+// rows and calibration use). The two packs alternate round by round in one process; scores must agree.
 //
 //   pnpm build && node bench/fan-out.mjs --plain DIR --fanout DIR --cases test_warm.jsonl --domain NAME
 //        [--n 4] [--rounds 2] [--threads 1] [--lambdas 0,0.25,0.5,0.75,1] [--entropy]
-//   e.g. node bench/fan-out.mjs --plain artifacts/recipe-smollm2/pack --fanout artifacts/smollm2-fanout
+//   e.g. node bench/fan-out.mjs --plain artifacts/smollm2-earlier-graph --fanout artifacts/recipe-smollm2/pack
 //        --cases artifacts/recipe-smollm2/prepared/movies-ml100k/test_warm.jsonl --domain movies-ml100k --entropy
+// --plain: the pack's files with a graph exported without fan-out, e.g. export_onnx(model, targets, path,
+// replace(FAST_VARIANT, fan_out=False, token_entropy=False)) (training/molorec_train/export.py) and the
+// manifest's model.sharedLayers removed.
 import { availableParallelism, cpus, loadavg } from "node:os";
 import { core, loadPackFromDir, nodeBackend, readJsonl, requireOptions } from "../scripts/runtime.mjs";
 import { headerUsage, maxAbsDiff, median, parseCli } from "./lib/util.mjs";
@@ -25,7 +28,7 @@ const values = parseCli(
     lambdas: { type: "string", default: "0,0.25,0.5,0.75,1" },
     entropy: { type: "boolean", default: false },
   },
-  headerUsage(import.meta.url, 1, 11),
+  headerUsage(import.meta.url, 1, 14),
 );
 requireOptions(values, ["plain", "fanout", "cases", "domain"]);
 
