@@ -111,6 +111,24 @@ async function checkGolden(which: number[] = cases.map((_, i) => i), p = page, s
   });
 }
 
+/** Builds and serves a storefront over `packDir`, and checks `set` on WASM, then WebGPU. */
+async function checkPackOnDevices(packDir: string, siteName: string, set: GoldenCase[]): Promise<void> {
+  const site = join(work, siteName);
+  await buildSite({ packDir, cataloguePath: null, outDir: site, fromSource: true, log: () => {} });
+  const served = await startServer({ root: site, packDir, port: 0 });
+  const p = await ctx.newPage();
+  try {
+    for (const device of ["wasm", "webgpu"] as const) {
+      expect(await open(`?device=${device}`, p, served.url)).toBe("ready");
+      expect(await p.evaluate(() => window.molorec.info()!.device)).toBe(device);
+      await checkGolden(device === "webgpu" ? WEBGPU_CASES : undefined, p, set);
+    }
+  } finally {
+    await p.close();
+    await served.close();
+  }
+}
+
 beforeAll(async () => {
   if (SKIP) return;
   if (!existsSync(CHROMIUM))
@@ -239,39 +257,13 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
   });
 
   it("a grouped-KV-cache pack with the scoring head reproduces the golden scores on WASM and WebGPU", { timeout: 150_000 }, async () => {
-    const site = join(work, "site-grouped");
-    await buildSite({ packDir: GROUPED_PACK, cataloguePath: null, outDir: site, fromSource: true, log: () => {} });
-    const grouped = await startServer({ root: site, packDir: GROUPED_PACK, port: 0 });
-    const p = await ctx.newPage();
-    try {
-      for (const device of ["wasm", "webgpu"] as const) {
-        expect(await open(`?device=${device}`, p, grouped.url)).toBe("ready");
-        expect(await p.evaluate(() => window.molorec.info()!.device)).toBe(device);
-        await checkGolden(device === "webgpu" ? WEBGPU_CASES : undefined, p);
-      }
-    } finally {
-      await p.close();
-      await grouped.close();
-    }
+    await checkPackOnDevices(GROUPED_PACK, "site-grouped", cases);
   });
 
   it("a fan-out pack (shared lower layer, token_entropy) reproduces its golden scores on WASM and WebGPU", {
     timeout: 150_000,
   }, async () => {
-    const site = join(work, "site-fanout");
-    await buildSite({ packDir: FANOUT_PACK, cataloguePath: null, outDir: site, fromSource: true, log: () => {} });
-    const fanout = await startServer({ root: site, packDir: FANOUT_PACK, port: 0 });
-    const p = await ctx.newPage();
-    try {
-      for (const device of ["wasm", "webgpu"] as const) {
-        expect(await open(`?device=${device}`, p, fanout.url)).toBe("ready");
-        expect(await p.evaluate(() => window.molorec.info()!.device)).toBe(device);
-        await checkGolden(device === "webgpu" ? WEBGPU_CASES : undefined, p, fanoutGolden.cases as GoldenCase[]);
-      }
-    } finally {
-      await p.close();
-      await fanout.close();
-    }
+    await checkPackOnDevices(FANOUT_PACK, "site-fanout", fanoutGolden.cases as GoldenCase[]);
   });
 
   it("by default serves packs/edge over well-known films, on WASM (WebGPU skipped: DequantizeLinear), as Node ranks them", {

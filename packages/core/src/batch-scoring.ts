@@ -213,7 +213,7 @@ async function runPrompts(batch: Batch, run: PromptRun): Promise<void> {
   const out = await runModel(batch.session, feeds, ["logits", ...ctx.presentNames]);
   const logits = out.logits!.data as Float32Array;
   // A grouped-cache graph returns this run's keys only; a concat graph the past slots too.
-  const cache = { present: ctx.presentNames.map((name) => out[name]!), rows: rows.length, width: out[ctx.presentNames[0]!]!.dims[2]! };
+  const cache = { present: ctx.presentNames.map((name) => out[name]!), width: out[ctx.presentNames[0]!]!.dims[2]! };
   run.rows.forEach((r, b) => {
     const lastRow = ctx.keep ? b : b * run.width + run.width - 1;
     const length = batch.rows[r]!.promptIds.length;

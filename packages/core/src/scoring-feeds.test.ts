@@ -71,7 +71,7 @@ describe("suffixFeeds", () => {
 describe("pastFeeds", () => {
   // Two prompt rows of width 3 (kv heads 1, head dim 1): row 0 holds 10 11 12, row 1 20 21 22.
   const present = [tensor("float32", new Float32Array([10, 11, 12, 20, 21, 22]), [2, 1, 3, 1])];
-  const cache: PromptCache = { present: [present[0]!, present[0]!], rows: 2, width: 3 };
+  const cache: PromptCache = { present: [present[0]!, present[0]!], width: 3 };
   const slot = (row: number, length: number): CacheSlot => ({ cache, row, length });
 
   it("feeds a whole unpadded prompt run as it is", () => {
@@ -138,7 +138,7 @@ describe("feeds of a fan-out graph (model.sharedLayers)", () => {
 
   it("feeds the past of a layer range from the present of that range", () => {
     const present = [0, 1, 2, 3].map((i) => tensor("float32", new Float32Array([10 * i, 10 * i + 1]), [2, 1, 1, 1]));
-    const cache = { present, rows: 2, width: 1 };
+    const cache = { present, width: 1 };
     const upper = pastFeeds(fan, [{ cache, row: 1, length: 1 }], 1, 1);
     expect(Object.keys(upper)).toEqual(["past_key_values.1.key", "past_key_values.1.value"]);
     expect(Array.from(upper["past_key_values.1.value"]!.data as Float32Array)).toEqual([31]);

@@ -220,7 +220,6 @@ export function suffixFeeds(
 /** The present outputs of one prompt run, one tensor per {@link FeedContext.presentNames}, `[rows, kvHeads, width, headDim]`. */
 export interface PromptCache {
   present: readonly TensorLike[];
-  rows: number;
   /** KV positions per row: past slots (a concat graph returns them too) + the run's padded width. */
   width: number;
 }
