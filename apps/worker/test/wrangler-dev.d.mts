@@ -9,6 +9,8 @@ export interface IsolateHeap {
   backingStorageMiB: number;
 }
 export declare function isolateHeapOf(inspectorPort: number, timeoutMs?: number): Promise<IsolateHeap>;
+/** A server-to-client WebSocket frame reader: returns the text messages each chunk completes. */
+export declare function webSocketFrames(): (chunk: Buffer) => string[];
 export declare function memoryOf(pid: number): { rssMiB: number; peakRssMiB: number };
 export interface WranglerDev {
   url: string;

@@ -148,14 +148,29 @@ export function findWorkerd(rootPid) {
  * The Worker isolate's V8 heap, read over wrangler's inspector (Chrome DevTools Protocol,
  * Runtime.getHeapUsage): `usedMiB`/`totalMiB` of the JS heap and `backingStorageMiB` of its
  * ArrayBuffers. The wasm memory is not in it (`/v1/health` → `isolate.wasmHeapMiB`). Uses a
- * minimal WebSocket client (Node 20 has none built in); rejects after `timeoutMs`.
+ * minimal WebSocket client (Node 20 has none built in). One try rejects after `timeoutMs`; a
+ * failed try is repeated once on a new connection, because the inspector proxy occasionally
+ * drops a call made while the isolate is busy.
  */
 export async function isolateHeapOf(inspectorPort, timeoutMs = 30_000) {
+  try {
+    return await heapUsageOnce(inspectorPort, timeoutMs);
+  } catch (first) {
+    await new Promise((r) => setTimeout(r, 1000));
+    try {
+      return await heapUsageOnce(inspectorPort, timeoutMs);
+    } catch (second) {
+      throw new Error(`inspector: Runtime.getHeapUsage failed twice (${first.message}; then ${second.message})`);
+    }
+  }
+}
+
+async function heapUsageOnce(inspectorPort, timeoutMs) {
   const targets = await (await fetch(`http://127.0.0.1:${inspectorPort}/json`)).json();
   const wsUrl = new URL(targets[0].webSocketDebuggerUrl);
   const { request } = await import("node:http");
   const { randomBytes } = await import("node:crypto");
-  const socket = await new Promise((resolve, reject) => {
+  const [socket, early] = await new Promise((resolve, reject) => {
     const req = request({
       host: wsUrl.hostname,
       port: wsUrl.port,
@@ -167,7 +182,7 @@ export async function isolateHeapOf(inspectorPort, timeoutMs = 30_000) {
         "Sec-WebSocket-Key": randomBytes(16).toString("base64"),
       },
     });
-    req.on("upgrade", (_res, sock) => resolve(sock));
+    req.on("upgrade", (_res, sock, head) => resolve([sock, head]));
     req.on("response", (res) => reject(new Error(`inspector answered ${res.statusCode}, not an upgrade`)));
     req.on("error", reject);
     req.setTimeout(timeoutMs, () => req.destroy(new Error("inspector: no upgrade")));
@@ -183,35 +198,76 @@ export async function isolateHeapOf(inspectorPort, timeoutMs = 30_000) {
         : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 255]);
     socket.write(Buffer.concat([head, mask, payload.map((b, i) => b ^ mask[i % 4])]));
     const result = await new Promise((resolve, reject) => {
-      let buf = Buffer.alloc(0);
       const timer = setTimeout(() => reject(new Error("inspector: no answer to Runtime.getHeapUsage")), timeoutMs);
-      socket.on("error", reject);
-      socket.on("data", (chunk) => {
-        buf = Buffer.concat([buf, chunk]);
-        for (;;) {
-          if (buf.length < 2) return;
-          let len = buf[1] & 0x7f;
-          let at = 2;
-          if (len === 126) [len, at] = [buf.readUInt16BE(2), 4];
-          else if (len === 127) [len, at] = [Number(buf.readBigUInt64BE(2)), 10];
-          if (buf.length < at + len) return;
-          const opcode = buf[0] & 0x0f;
-          const text = buf.subarray(at, at + len).toString("utf8");
-          buf = buf.subarray(at + len);
-          if (opcode !== 1) continue;
-          const message = JSON.parse(text);
-          if (message.id === 1) {
-            clearTimeout(timer);
-            return message.error ? reject(new Error(`inspector: ${message.error.message}`)) : resolve(message.result);
-          }
+      const frames = webSocketFrames();
+      const onMessage = (text) => {
+        let message;
+        try {
+          message = JSON.parse(text);
+        } catch {
+          return reject(new Error(`inspector sent a message that is not JSON: ${JSON.stringify(text.slice(0, 80))}`));
         }
-      });
+        if (message.id !== 1) return;
+        clearTimeout(timer);
+        message.error ? reject(new Error(`inspector: ${message.error.message}`)) : resolve(message.result);
+      };
+      const onData = (chunk) => {
+        try {
+          for (const text of frames(chunk)) onMessage(text);
+        } catch (error) {
+          reject(error);
+        }
+      };
+      socket.on("error", reject);
+      socket.on("close", () => reject(new Error("inspector closed the connection before answering")));
+      socket.on("data", onData);
+      if (early?.length) onData(early);
     });
     const mib = (n) => (n ?? 0) / 2 ** 20;
     return { usedMiB: mib(result.usedSize), totalMiB: mib(result.totalSize), backingStorageMiB: mib(result.backingStorageSize) };
   } finally {
     socket.destroy();
   }
+}
+
+/**
+ * A server-to-client WebSocket frame reader (RFC 6455: unmasked frames): feed it each chunk as it
+ * arrives; it returns the text messages completed by that chunk. Frames may split across chunks and
+ * a message across frames (FIN bit, continuation opcode 0); control frames between fragments are
+ * skipped; a close frame ends the stream.
+ */
+export function webSocketFrames() {
+  let buf = Buffer.alloc(0);
+  let fragments = null;
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    const messages = [];
+    for (;;) {
+      if (buf.length < 2) return messages;
+      let len = buf[1] & 0x7f;
+      let at = 2;
+      if (len === 126) {
+        if (buf.length < 4) return messages;
+        [len, at] = [buf.readUInt16BE(2), 4];
+      } else if (len === 127) {
+        if (buf.length < 10) return messages;
+        [len, at] = [Number(buf.readBigUInt64BE(2)), 10];
+      }
+      if (buf.length < at + len) return messages;
+      const fin = (buf[0] & 0x80) !== 0;
+      const opcode = buf[0] & 0x0f;
+      const data = buf.subarray(at, at + len);
+      buf = buf.subarray(at + len);
+      if (opcode === 8) throw new Error("inspector closed the connection before answering");
+      if (opcode === 1) fragments = [data];
+      else if (opcode === 0 && fragments) fragments.push(data);
+      else continue;
+      if (fin) {
+        messages.push(Buffer.concat(fragments).toString("utf8"));
+        fragments = null;
+      }
+    }
+  };
 }
 
 /** Resident and peak resident memory (MiB) of a process, from /proc/PID/status. */
