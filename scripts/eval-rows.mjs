@@ -10,13 +10,15 @@
 //
 // --rows: [{"name": "g", "domain": "movies", "mixture": {"lambda": 0}}, {"name": "base", "mixture": "base"},
 //          {"name": "pm", "domain": "movies@permodule", "mixture": "domain"}, ...] (mixture: a policy or {"lambda": x})
-// --entropy-rows: rows whose token-entropy objective is wanted (scored with full logits; the rest with the
-//          scoring head only). Lines: {"i": case index, "scores": {row: [...]}, "tokens": {row: objective}}.
+// --entropy-rows: rows whose token-entropy objective is wanted (from the graph's token_entropy output, all
+//          rows in one call; else from full logits, the rest with the scoring head only).
+//          Lines: {"i": case index, "scores": {row: [...]}, "tokens": {row: objective}}.
 // --indices: a JSON list of the case indices to score, in that order (default: every case).
 // --done: a JSONL file of lines already scored: a case is scored only for the rows its line lacks (in --done or --out);
 //          a row it has without a wanted entropy is scored again for the entropy and keeps its scores.
 // --shard I/N: only every N-th case of the list, from the I-th (run N processes side by side, one thread each).
 import { appendFileSync, existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { core, loadPackFromDir, nodeBackend, readJsonl, requireOptions } from "./runtime.mjs";
 
@@ -58,10 +60,13 @@ for (const file of [values.done, values.out]) {
 }
 const has = (line, row) => line !== undefined && row.name in line.scores && (!entropyRows.has(row.name) || row.name in line.tokens);
 const order = values.indices ? JSON.parse(readFileSync(values.indices, "utf8")) : cases.map((_, i) => i);
-const todo = order.filter((i, k) => k % shards === shard && !rows.every((row) => has(previous.get(i), row)));
-const done = new Set(order.filter((i) => !todo.includes(i)));
+const mine = order.filter((_, k) => k % shards === shard);
+const todo = mine.filter((i) => !rows.every((row) => has(previous.get(i), row)));
+// This shard's cases already scored under every row (the other shards' cases are not counted).
+const doneBefore = mine.length - todo.length;
 
 const pack = await loadPackFromDir(values.pack);
+const graphEntropy = JSON.parse(readFileSync(join(values.pack, "molorec.json"), "utf8")).export?.variant?.token_entropy === true;
 const rec = await core.createRecommender({
   backend: nodeBackend({ executionProvider: values.ep, intraOpNumThreads: Number(values.threads) }),
   pack,
@@ -75,8 +80,11 @@ try {
     const prev = previous.get(i);
     const line = { i, scores: { ...prev?.scores }, tokens: { ...prev?.tokens } };
     const missing = rows.map((_, k) => k).filter((k) => !has(prev, rows[k]));
-    const plain = missing.filter((k) => !entropyRows.has(rows[k].name));
-    const withEntropy = missing.filter((k) => entropyRows.has(rows[k].name));
+    // On a graph with a token_entropy output the entropies cost nothing: every missing row goes in
+    // one call, so the rows share the layers below the LoRAs (fan-out) instead of running them twice.
+    const together = graphEntropy && missing.some((k) => entropyRows.has(rows[k].name));
+    const plain = together ? [] : missing.filter((k) => !entropyRows.has(rows[k].name));
+    const withEntropy = together ? missing : missing.filter((k) => entropyRows.has(rows[k].name));
     if (plain.length) {
       const s = await rec.scoreMixtures({ history: c.history, candidates: c.candidates, mixtures: plain.map((k) => weights[k]) });
       plain.forEach((k, j) => (line.scores[rows[k].name] = s[j]));
@@ -87,7 +95,7 @@ try {
         // A row scored before without its entropy keeps its scores: the full-logits path rounds
         // differently (~1e-6), and a case scored again for more rows keeps what it had.
         line.scores[rows[k].name] ??= r.scores[j];
-        line.tokens[rows[k].name] = r.objective[j];
+        if (entropyRows.has(rows[k].name)) line.tokens[rows[k].name] = r.objective[j];
       });
     }
     appendFileSync(values.out, `${JSON.stringify(line)}\n`);
@@ -95,7 +103,7 @@ try {
     if (now - shown > 60_000 || n + 1 === todo.length) {
       const per = (now - started) / 1000 / (n + 1);
       console.log(
-        `eval-rows ${values.shard}: ${n + 1}/${todo.length} cases (${done.size} done before), ${per.toFixed(2)} s/case, ~${((per * (todo.length - n - 1)) / 60).toFixed(0)} min left`,
+        `eval-rows ${values.shard}: ${n + 1}/${todo.length} cases (${doneBefore} done before), ${per.toFixed(2)} s/case, ~${((per * (todo.length - n - 1)) / 60).toFixed(0)} min left`,
       );
       shown = now;
     }
