@@ -47,7 +47,6 @@ for (const d of devices) {
     process.exit(2);
   }
 }
-const CHROMIUM = process.env.MOLOREC_CHROMIUM ?? "/usr/bin/chromium";
 const timeoutMs = Math.min(60, Math.max(1, Number(values["timeout-min"]))) * 60_000;
 const timer = setTimeout(() => {
   console.error(`storefront-check: over its ${timeoutMs / 60_000}-minute limit (--timeout-min)`);
@@ -56,7 +55,7 @@ const timer = setTimeout(() => {
 timer.unref();
 
 const fromStorefront = createRequire(join(root, "apps/storefront/package.json"));
-let core, runtimeNode, chromium, buildSite, autoCataloguePath, startServer, resolveConfig;
+let core, runtimeNode, chromium, buildSite, autoCataloguePath, startServer, resolveConfig, CHROMIUM_PATH, launchChromium;
 try {
   core = await import(pathToFileURL(fromStorefront.resolve("@molorec/core")).href);
   runtimeNode = await import(pathToFileURL(createRequire(join(root, "apps/worker/package.json")).resolve("@molorec/runtime-node")).href);
@@ -65,6 +64,7 @@ try {
   ({ buildSite, autoCataloguePath } = await import(pathToFileURL(join(root, "apps/storefront/scripts/build.mjs")).href));
   ({ startServer } = await import(pathToFileURL(join(root, "apps/storefront/scripts/server.mjs")).href));
   ({ resolveConfig } = await import(pathToFileURL(join(root, "apps/storefront/scripts/config.mjs")).href));
+  ({ CHROMIUM_PATH, launchChromium } = await import(pathToFileURL(join(root, "apps/storefront/scripts/chromium.mjs")).href));
 } catch (e) {
   console.error(`storefront-check: cannot load the built packages (${e.message}); run \`pnpm build\` first.`);
   process.exit(2);
@@ -141,21 +141,7 @@ async function browserSide(work, nodeAnswers) {
   await buildSite({ packDir, cataloguePath, outDir: join(work, "site"), fromSource: true, log: () => {} });
   const buildMs = performance.now() - tb;
   const server = await startServer({ root: join(work, "site"), packDir, port: 0 });
-  const ctx = await chromium.launchPersistentContext(join(work, "profile"), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      // WebGPU (SwiftShader on a machine without a GPU). Never --disable-gpu: it removes the adapter.
-      "--enable-unsafe-webgpu",
-    ],
-  });
+  const ctx = await launchChromium(chromium, join(work, "profile"));
   const results = [];
   try {
     const page = ctx.pages()[0] ?? (await ctx.newPage());
@@ -277,7 +263,7 @@ try {
     modelBytes,
     mixture: baseRequest.mixture ?? "calibrated",
     domain: baseRequest.domain ?? manifest.defaultDomain ?? null,
-    machine: `${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.version}, Chromium ${CHROMIUM}`,
+    machine: `${cpus()[0]?.model ?? "unknown CPU"}, ${cpus().length} cores, ${platform()} ${release()}, Node ${process.version}, Chromium ${CHROMIUM_PATH}`,
     buildMs,
     devices: results,
   };

@@ -17,7 +17,6 @@ import { headerUsage, parseCli } from "./lib/util.mjs";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const values = parseCli({ json: { type: "boolean", default: false } }, headerUsage(import.meta.url, 1, 9));
-const CHROMIUM = process.env.MOLOREC_CHROMIUM ?? "/usr/bin/chromium";
 const graphs = join(root, "bench/.cache/webgpu-kernels");
 if (!existsSync(join(graphs, "cases.json"))) {
   execFileSync(join(root, ".venv/bin/python"), [join(root, "bench/webgpu_kernels.py"), "--out", graphs], { stdio: "inherit" });
@@ -33,6 +32,7 @@ const fromStorefront = createRequire(join(root, "apps/storefront/package.json"))
 const pw = await import(pathToFileURL(fromStorefront.resolve("playwright-core")).href);
 const chromium = pw.chromium ?? pw.default.chromium;
 const { startServer } = await import(pathToFileURL(join(root, "apps/storefront/scripts/server.mjs")).href);
+const { launchChromium } = await import(pathToFileURL(join(root, "apps/storefront/scripts/chromium.mjs")).href);
 let runtimeWeb;
 try {
   runtimeWeb = await import(pathToFileURL(fromStorefront.resolve("@molorec/runtime-web")).href);
@@ -87,18 +87,7 @@ try {
     copyFileSync(join(ortDist, f), join(site, f));
   writeFileSync(join(site, "index.html"), PAGE);
   server = await startServer({ root: site, packDir: graphs, port: 0 });
-  ctx = await chromium.launchPersistentContext(join(site, "profile"), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless=new",
-      "--no-sandbox",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--enable-unsafe-webgpu",
-    ],
-  });
+  ctx = await launchChromium(chromium, join(site, "profile"));
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   await page.goto(server.url);
   await page.waitForFunction(() => window.ready === true);

@@ -15,22 +15,11 @@ import fanoutGolden from "../../../test/fixtures/tiny-pack-fanout.golden.json" w
 import golden from "../../../test/fixtures/tiny-pack.golden.json" with { type: "json" };
 import { expectClose } from "../../../test/conformance/suite.js";
 import { buildSite } from "../scripts/build.mjs";
+import { CHROMIUM_ARGS, CHROMIUM_PATH, launchChromium } from "../scripts/chromium.mjs";
 import { resolveConfig } from "../scripts/config.mjs";
 import { startServer } from "../scripts/server.mjs";
 import type { StorefrontHandle } from "../src/page/main.js";
 
-const CHROMIUM = process.env.MOLOREC_CHROMIUM ?? "/usr/bin/chromium";
-const ARGS = [
-  "--headless=new",
-  "--no-sandbox",
-  "--disable-quic",
-  "--no-first-run",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  // WebGPU: SwiftShader here (correct, not fast). Never --disable-gpu: it removes the adapter.
-  "--enable-unsafe-webgpu",
-];
 const APP = fileURLToPath(new URL("..", import.meta.url));
 const ARTIFACTS = join(APP, ".artifacts");
 const PACK = fileURLToPath(new URL("../../../test/fixtures/tiny-pack", import.meta.url));
@@ -131,20 +120,15 @@ async function checkPackOnDevices(packDir: string, siteName: string, set: Golden
 
 beforeAll(async () => {
   if (SKIP) return;
-  if (!existsSync(CHROMIUM))
+  if (!existsSync(CHROMIUM_PATH))
     throw new Error(
-      `Chromium not found at ${CHROMIUM}: run scripts/setup.sh (installs Debian's chromium), set MOLOREC_CHROMIUM, or skip these tests with MOLOREC_SKIP_BROWSER_TESTS=1`,
+      `Chromium not found at ${CHROMIUM_PATH}: run scripts/setup.sh (installs Debian's chromium), set MOLOREC_CHROMIUM, or skip these tests with MOLOREC_SKIP_BROWSER_TESTS=1`,
     );
   work = mkdtempSync(join(tmpdir(), "molorec-storefront-"));
   mkdirSync(ARTIFACTS, { recursive: true });
   await buildSite({ packDir: PACK, cataloguePath: null, outDir: join(work, "site"), fromSource: true, log: () => {} });
   server = await startServer({ root: join(work, "site"), packDir: PACK, port: 0 });
-  ctx = await chromium.launchPersistentContext(join(work, "profile"), {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ARGS,
-    viewport: { width: 1280, height: 900 },
-  });
+  ctx = await launchChromium(chromium, join(work, "profile"), { viewport: { width: 1280, height: 900 } });
   page = ctx.pages()[0] ?? (await ctx.newPage());
   page.on("console", (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
   page.on("pageerror", (e) => consoleLines.push(`pageerror: ${e.message}`));
@@ -242,7 +226,9 @@ describe.skipIf(SKIP)("storefront in Chromium", () => {
       });
     })();
     if (hasGpu !== "ok")
-      throw new Error(`WebGPU is unavailable in this Chromium (${hasGpu}); launched with: ${ARGS.join(" ")}. It must not pass silently.`);
+      throw new Error(
+        `WebGPU is unavailable in this Chromium (${hasGpu}); launched with: ${CHROMIUM_ARGS.join(" ")}. It must not pass silently.`,
+      );
     await page.evaluate(() => localStorage.clear());
     const state = await open("?device=webgpu");
     const info = await page.evaluate(() => window.molorec.info());
