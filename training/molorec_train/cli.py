@@ -355,7 +355,8 @@ def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
     r.add_argument(
         "--shortcuts",
         help="--base smollm2: comma-separated target domains whose LoRA is trained again with each training shortcut undone "
-        "(3x the steps; histories as long as served) and scored alone beside the recipe's on the first 250 cases per cell",
+        "(3x the steps; histories as long as served; LoRA on every layer, in a pack of its own: pack@all-layers) and scored "
+        "alone beside the recipe's on the first 250 cases per cell",
     )
     r.add_argument(
         "--distill-edge",

@@ -1138,9 +1138,10 @@ def few_shot_step(r: RecipeRun) -> None:
         score_lora_rows(r, j, list(dict.fromkeys([1.0, 0.5, lam])), r.cfg.eval_cases)
 
 
-def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int | None) -> None:
-    """Scores the pack domain `job.name` (a LoRA plugged in by a step) at each λ on its target's saved
-    cases (the first `limit` of the seeded order), into `eval/<name>-<split>.rows.jsonl`."""
+def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int | None, pack: Path | None = None) -> None:
+    """Scores the domain `job.name` (a LoRA plugged in by a step) of `pack` (the recipe's by default) at
+    each λ on its target's saved cases (the first `limit` of the seeded order), into
+    `eval/<name>-<split>.rows.jsonl`."""
     rows = [{"name": lambda_row(x), "domain": job.name, "mixture": {"lambda": x}} for x in lambdas]
     for split in ("warm", "cold"):
         out, cases = r.evals / f"{job.name}-{split}.rows.jsonl", r.prepared / job.domains[0] / f"test_{split}.jsonl"
@@ -1149,7 +1150,16 @@ def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int
                 f"{job.name} {split}: rows {', '.join(row['name'] for row in rows)} on {f'the first {limit} cases' if limit else 'every case'}"
             )
             run_eval_rows(
-                r.pack, cases, rows, out, entropy_rows=[], shards=r.cfg.eval_shards, ep=r.ep, log=r.log, limit=limit, seed=r.cfg.seed
+                pack or r.pack,
+                cases,
+                rows,
+                out,
+                entropy_rows=[],
+                shards=r.cfg.eval_shards,
+                ep=r.ep,
+                log=r.log,
+                limit=limit,
+                seed=r.cfg.seed,
             )
 
 
@@ -1205,9 +1215,9 @@ def wa_vs_alone(scored: list[tuple[dict, int]]) -> dict:
 
 def shortcut_variants(cfg: RecipeConfig) -> dict[str, tuple[str, LoraTrainConfig]]:
     """The domain LoRA's training shortcuts, each undone on its own: variant name -> (what it changes,
-    its training settings). More steps (3x the windows), and histories as long as the pack serves them
-    (when training cuts them shorter). LoRA on every layer is not among them: the pack's graph takes
-    LoRA inputs on the top layers only, so such a LoRA needs another export."""
+    its training settings). More steps (3x the windows), histories as long as the pack serves them
+    (when training cuts them shorter), and LoRA on every layer (when training wraps the top layers
+    only; scored from a pack of its own, shortcut_pack)."""
     lora = cfg.domain_lora
     out = {
         f"steps{3 * lora.steps}": (
@@ -1221,6 +1231,8 @@ def shortcut_variants(cfg: RecipeConfig) -> dict[str, tuple[str, LoraTrainConfig
             f"{served}-token histories (as served), not {lora.max_history_tokens}",
             replace(lora, max_history_tokens=served),
         )
+    if lora.top_layers:
+        out["all-layers"] = (f"LoRA on every layer, not the top {lora.top_layers}", replace(lora, top_layers=0))
     return out
 
 
@@ -1247,13 +1259,28 @@ def shortcut_done(r: RecipeRun) -> bool:
     )
 
 
+def shortcut_pack(r: RecipeRun, job: LoraJob) -> Path:
+    """Where a shortcut-undone LoRA is scored: the recipe's pack when the LoRA wraps the layers the
+    pack's graph takes LoRA inputs on, else a pack of its own (`pack@<variant>`: the base, the general
+    LoRA and this one, the graph's LoRA inputs on every layer the two wrap)."""
+    if job.cfg.top_layers == r.cfg.domain_lora.top_layers:
+        return r.pack
+    return r.work / f"pack@{job.name.split('@', 1)[1]}"
+
+
 def shortcut_step(r: RecipeRun) -> None:
-    """Trains each shortcut-undone LoRA, adds it to the pack as domain `<t>@<variant>` and scores it
-    alone (λ 1) on the first `shortcut_cases` cases per cell (the recipe's LoRA has that row already)."""
+    """Trains each shortcut-undone LoRA, adds it to a pack as domain `<t>@<variant>` (the recipe's
+    pack, or its own: shortcut_pack) and scores it alone (λ 1) on the first `shortcut_cases` cases per
+    cell (the recipe's LoRA has that row already)."""
     jobs = shortcut_jobs(r.cfg)
-    plug_in_loras(r, jobs)
+    plug_in_loras(r, [j for j in jobs if shortcut_pack(r, j) == r.pack])
     for j in jobs:
-        score_lora_rows(r, j, [1.0], r.cfg.shortcut_cases)
+        pack = shortcut_pack(r, j)
+        if pack != r.pack and not (pack / "molorec.json").is_file():  # the manifest is written last
+            loras_step(r, [j])
+            adapters = {"general": r.loras / "general", f"domain:{j.name}": r.loras / j.name}
+            export_pack(r.base_dir, pack, adapters, name=f"molorec-{r.cfg.pretrained}-{j.name}", prompt=r.spec(), log=r.log)
+        score_lora_rows(r, j, [1.0], r.cfg.shortcut_cases, pack=pack)
 
 
 def training_seconds(folder: Path) -> float | None:

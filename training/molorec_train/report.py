@@ -341,8 +341,14 @@ def _shortcuts(sc: dict) -> str:
         "### Training shortcuts: what each costs (domain LoRA alone, λ 1, NDCG@1)\n\n"
         + "\n".join(_md_table(["LoRA", *(f"{c} ({n[c]} cases)" for c in cells), "training (wall)"], rows))
         + "\n\nEach row retrains the domain LoRA with one shortcut of the recipe undone (same data, seed and every other"
-        " setting) and scores it alone on the first cases of the seeded order, the same cases for every row. Training wall"
-        " time includes running the frozen lower layers once per window; it was measured beside other jobs on this machine.\n\n"
+        " setting) and scores it alone on the first cases of the seeded order, the same cases for every row"
+        + (
+            " (LoRA on every layer from a pack of its own, `pack@all-layers`, whose graph takes LoRA inputs on every layer)"
+            if any(k.endswith("@all-layers") for k in sc["variants"])
+            else ""
+        )
+        + ". Training wall time includes running the frozen lower layers once per window where the LoRA leaves them out; each was measured under"
+        " whatever else ran on this machine then, so compare them loosely.\n\n"
     )
 
 

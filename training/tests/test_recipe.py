@@ -249,12 +249,14 @@ def test_shortcut_variants_undo_one_training_shortcut_each():
 
     cfg = smollm2_config()
     variants = shortcut_variants(cfg)
-    assert list(variants) == ["steps480", "history160"]
-    steps, history = variants["steps480"][1], variants["history160"][1]
+    assert list(variants) == ["steps480", "history160", "all-layers"]
+    steps, history, layers = variants["steps480"][1], variants["history160"][1], variants["all-layers"][1]
     assert (steps.steps, steps.max_history_tokens) == (480, 96) and (history.steps, history.max_history_tokens) == (160, 160)
-    assert replace(steps, steps=160) == replace(history, max_history_tokens=96) == cfg.domain_lora  # nothing else changes
-    # histories already as long as served: only the steps variant
-    full = replace(cfg, domain_lora=replace(cfg.domain_lora, max_history_tokens=160))
+    assert layers.top_layers == 0 and variants["all-layers"][0] == "LoRA on every layer, not the top 10"
+    # nothing else changes
+    assert replace(steps, steps=160) == replace(history, max_history_tokens=96) == replace(layers, top_layers=10) == cfg.domain_lora
+    # histories already as long as served, LoRA already on every layer: only the steps variant
+    full = replace(cfg, domain_lora=replace(cfg.domain_lora, max_history_tokens=160, top_layers=0))
     assert list(shortcut_variants(full)) == ["steps480"]
 
 
@@ -288,7 +290,6 @@ def test_users_fraction_keeps_whole_sequences():
     assert len(users_fraction(rows, 0.01, random.Random(0))) > 0
 
 
-@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
 def check_few_shot(results: dict, work: Path) -> None:
     """The stand-in recipe's step 10: the 30 % LoRA installed, its rows beside the 100 % ones."""
     few = results["few_shot"]["tgt/warm"]
@@ -315,17 +316,25 @@ def check_adaptive_cases(results: dict, cfg, scored: list[str]) -> None:
 def check_shortcuts(results: dict, md: str, work: Path) -> None:
     """The stand-in recipe's step 12: each shortcut-undone LoRA trained as asked, scored on the recipe's cases."""
     sc = results["shortcuts"]
-    assert set(sc["variants"]) == {"tgt", "tgt@steps12", "tgt@history64"}  # quick: 4 steps, 48-token histories, 64 served
+    # quick: 4 steps, 48-token histories (64 served), LoRA on the top layer of 2
+    assert set(sc["variants"]) == {"tgt", "tgt@steps12", "tgt@history64", "tgt@all-layers"}
     saved = json.loads((work / "loras/tgt@steps12/training.json").read_text())
     assert saved["config"]["steps"] == 12 and saved["seconds"] > 0
     assert json.loads((work / "loras/tgt@history64/training.json").read_text())["config"]["max_history_tokens"] == 64
     cell, table = sc["cells"]["tgt/warm"], results["table"]["tgt/warm"]
     assert cell["tgt"]["ndcg1"] == pytest.approx(table["domain"]["ndcg1"])  # the recipe's LoRA: its λ-1 row, same cases
-    for name in ("tgt@steps12", "tgt@history64"):
+    # LoRA on every layer: its own pack (LoRA inputs on both layers, no fan-out); the others in the recipe's
+    layers = json.loads((work / "pack@all-layers/molorec.json").read_text())
+    assert {t["module"].split(".")[2] for t in layers["lora"]["targets"]} == {"0", "1"} and "sharedLayers" not in layers["model"]
+    assert set(layers["domains"]) == {"tgt@all-layers"} and layers["generalAdapter"] == "general"
+    assert {"tgt@steps12", "tgt@history64"} <= set(json.loads((work / "pack/molorec.json").read_text())["domains"])
+    assert "tgt@all-layers" not in json.loads((work / "pack/molorec.json").read_text())["domains"]
+    for name in ("tgt@steps12", "tgt@history64", "tgt@all-layers"):
         m = cell[name]
         assert m["count"] == cell["tgt"]["count"] == table["random"]["cases"]
         assert m["variant_only"] - m["recipe_only"] == round((m["ndcg1"] - cell["tgt"]["ndcg1"]) * m["count"])
     assert "### Training shortcuts" in md and "12 steps (24 windows), not 4" in md and "--shortcuts tgt" in md
+    assert "| LoRA on every layer, not the top 1 " in md and "`pack@all-layers`" in md
 
 
 def check_edge_and_why(results: dict, md: str, work: Path) -> None:
@@ -345,6 +354,7 @@ def check_edge_and_why(results: dict, md: str, work: Path) -> None:
     assert "### Why, measured on the same cases" in md and "item co-occurrence, no titles" in md
 
 
+@pytest.mark.skipif(not (REPO / "packages/runtime-node/dist/cli.js").is_file(), reason="the Node runtime is not built (pnpm build)")
 def test_the_pretrained_recipe_runs_end_to_end_on_a_stand_in_checkpoint(tmp_path):
     """`recipe --base smollm2 --quick`'s steps on a tiny Llama checkpoint standing in for SmolLM2."""
     from molorec_train import tiny
