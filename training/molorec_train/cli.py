@@ -365,7 +365,10 @@ def _add_recipe_pretrained_options(r: argparse.ArgumentParser) -> None:
         "tokenizer of packs/demo) and evaluate it beside packs/edge",
     )
     r.add_argument(
-        "--device", default="cpu", help="torch device for training (cpu, cuda, cuda:1); cuda also evaluates on onnxruntime's CUDA provider"
+        "--device",
+        default="cpu",
+        type=torch_device,
+        help="torch device for training (cpu, cuda, cuda:1); cuda also evaluates on onnxruntime's CUDA provider",
     )
 
 
@@ -449,7 +452,7 @@ def _add_add_domain(sub: argparse._SubParsersAction) -> None:
         "as the recipe; information for --rank-weight LoRAs; none: λ stays 0.5 until `molorec calibrate --write`)",
     )
     a.add_argument("--calibration-prompts", type=int, default=64, help="unlabeled valid prompts for the calibration (default 64)")
-    a.add_argument("--device", default="cpu", help="torch device for training (cpu, cuda)")
+    a.add_argument("--device", default="cpu", type=torch_device, help="torch device for training (cpu, cuda, cuda:1)")
     a.add_argument("--seed", type=int, default=0)
     a.add_argument(
         "--rank-weight",
@@ -596,6 +599,34 @@ def _cmd_add_domain(args: argparse.Namespace) -> int:
         device=args.device,
     )
     return 0
+
+
+def torch_device(text: str) -> str:
+    """``--device``: a device torch can train on here, checked before any step runs (a GPU job that
+    only fails after the data and the base model are ready wastes minutes)."""
+    if text == "cpu":
+        return text
+    import torch
+
+    try:
+        device = torch.device(text)
+    except RuntimeError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device: use cpu, cuda or cuda:N") from e
+    if device.type != "cuda":
+        raise argparse.ArgumentTypeError(f"{text!r}: molorec-train trains on cpu or cuda (cuda:N)")
+    if torch.version.cuda is None:
+        raise argparse.ArgumentTypeError(
+            f"{text}: torch {torch.__version__} is a CPU-only build; install a CUDA build, or use --device cpu"
+        )
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(
+            f"{text}: torch {torch.__version__} (built for CUDA {torch.version.cuda}) sees no GPU here; check the driver "
+            "(nvidia-smi), or use --device cpu"
+        )
+    n = torch.cuda.device_count()
+    if device.index is not None and device.index >= n:
+        raise argparse.ArgumentTypeError(f"{text}: this machine has {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

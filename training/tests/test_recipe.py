@@ -509,3 +509,24 @@ def test_a_mixture_on_fewer_cases_is_held_to_the_baselines_on_its_cases():
     sample = {"a/warm": {"popularity": row(0.3, 3), "random": row(0.0, 3), "adaptive": row(0.25, 3)}}
     below = targets(table, sample)[1]
     assert "**not met**" in below and "adaptive 0.250 in a/warm (popularity 0.300, random 0.000 on the same 3 cases)" in below
+
+
+@pytest.mark.parametrize(
+    "device, says",
+    [("gpu", "is not a torch device"), ("mps", "trains on cpu or cuda"), ("cuda", None), ("cuda:99", None)],
+)
+def test_device_is_refused_before_any_step_when_torch_cannot_use_it(tmp_path, capsys, device, says):
+    import torch
+
+    from molorec_train import cli
+
+    if device.startswith("cuda"):  # what this machine lacks: a CUDA torch, a GPU, or a 100th GPU
+        if torch.cuda.is_available() and device == "cuda":
+            pytest.skip("this machine trains on cuda")
+        says = "CPU-only build" if torch.version.cuda is None else "sees no GPU" if not torch.cuda.is_available() else "CUDA device(s)"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["recipe", "--base", "smollm2", "--data", str(tmp_path), "--work", str(tmp_path / "work"), "--device", device])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "argument --device: " in err and says in err
+    assert not (tmp_path / "work").exists()  # refused before the data step
+    assert cli.torch_device("cpu") == "cpu"
