@@ -1142,6 +1142,7 @@ def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int
     """Scores the domain `job.name` (a LoRA plugged in by a step) of `pack` (the recipe's by default) at
     each λ on its target's saved cases (the first `limit` of the seeded order), into
     `eval/<name>-<split>.rows.jsonl`."""
+    pack = pack or r.pack
     rows = [{"name": lambda_row(x), "domain": job.name, "mixture": {"lambda": x}} for x in lambdas]
     for split in ("warm", "cold"):
         out, cases = r.evals / f"{job.name}-{split}.rows.jsonl", r.prepared / job.domains[0] / f"test_{split}.jsonl"
@@ -1150,16 +1151,7 @@ def score_lora_rows(r: RecipeRun, job: LoraJob, lambdas: list[float], limit: int
                 f"{job.name} {split}: rows {', '.join(row['name'] for row in rows)} on {f'the first {limit} cases' if limit else 'every case'}"
             )
             run_eval_rows(
-                pack or r.pack,
-                cases,
-                rows,
-                out,
-                entropy_rows=[],
-                shards=r.cfg.eval_shards,
-                ep=r.ep,
-                log=r.log,
-                limit=limit,
-                seed=r.cfg.seed,
+                pack, cases, rows, out, entropy_rows=[], shards=r.cfg.eval_shards, ep=r.ep, log=r.log, limit=limit, seed=r.cfg.seed
             )
 
 
@@ -1273,11 +1265,12 @@ def shortcut_step(r: RecipeRun) -> None:
     pack, or its own: shortcut_pack) and scores it alone (λ 1) on the first `shortcut_cases` cases per
     cell (the recipe's LoRA has that row already)."""
     jobs = shortcut_jobs(r.cfg)
-    plug_in_loras(r, [j for j in jobs if shortcut_pack(r, j) == r.pack])
+    packs = {j.name: shortcut_pack(r, j) for j in jobs}
+    loras_step(r, jobs)  # every variant's LoRA at once (side by side in processes)
+    plug_in_loras(r, [j for j in jobs if packs[j.name] == r.pack])
     for j in jobs:
-        pack = shortcut_pack(r, j)
+        pack = packs[j.name]
         if pack != r.pack and not (pack / "molorec.json").is_file():  # the manifest is written last
-            loras_step(r, [j])
             adapters = {"general": r.loras / "general", f"domain:{j.name}": r.loras / j.name}
             export_pack(r.base_dir, pack, adapters, name=f"molorec-{r.cfg.pretrained}-{j.name}", prompt=r.spec(), log=r.log)
         score_lora_rows(r, j, [1.0], r.cfg.shortcut_cases, pack=pack)
@@ -1294,11 +1287,15 @@ def shortcut_results(run: RecipeRun) -> dict:
     (those both scored), with paired counts (only the variant ranks the positive first / only the recipe's)."""
     cfg = run.cfg
     out: dict = {"variants": {}, "cells": {}}
+    packs = {j.name: shortcut_pack(run, j) for j in shortcut_jobs(cfg)}
     for t in cfg.shortcuts:
         recipe_row = {"lora": t, "what": "the recipe's LoRA", "seconds": training_seconds(run.loras / t)}
         out["variants"][t] = recipe_row
         for name, (what, _) in shortcut_variants(cfg).items():
-            out["variants"][f"{t}@{name}"] = {"lora": f"{t}@{name}", "what": what, "seconds": training_seconds(run.loras / f"{t}@{name}")}
+            key = f"{t}@{name}"
+            out["variants"][key] = {"lora": key, "what": what, "seconds": training_seconds(run.loras / key)}
+            if packs[key] != run.pack:  # scored from a pack of its own
+                out["variants"][key]["pack"] = packs[key].name
         for split in ("warm", "cold"):
             cases = [json.loads(x) for x in (run.prepared / t / f"test_{split}.jsonl").read_text().splitlines() if x.strip()]
             chosen = set(eval_order(len(cases), cfg.seed)[: cfg.shortcut_cases])

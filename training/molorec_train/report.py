@@ -337,16 +337,17 @@ def _shortcuts(sc: dict) -> str:
         seconds = "—" if v.get("seconds") is None else f"{v['seconds'] / 60:.0f} min"
         rows.append([v["what"], *vals, seconds])
     n = {c: next(iter(sc["cells"][c].values()))["count"] for c in cells}
+    own = "; ".join(
+        f"{v['what']}: scored from a pack of its own, `{v['pack']}`, whose graph takes LoRA inputs on the layers it wraps"
+        for v in sc["variants"].values()
+        if v.get("pack")
+    )
     return (
         "### Training shortcuts: what each costs (domain LoRA alone, λ 1, NDCG@1)\n\n"
         + "\n".join(_md_table(["LoRA", *(f"{c} ({n[c]} cases)" for c in cells), "training (wall)"], rows))
         + "\n\nEach row retrains the domain LoRA with one shortcut of the recipe undone (same data, seed and every other"
         " setting) and scores it alone on the first cases of the seeded order, the same cases for every row"
-        + (
-            " (LoRA on every layer from a pack of its own, `pack@all-layers`, whose graph takes LoRA inputs on every layer)"
-            if any(k.endswith("@all-layers") for k in sc["variants"])
-            else ""
-        )
+        + (f" ({own})" if own else "")
         + ". Training wall time includes running the frozen lower layers once per window where the LoRA leaves them out; each was measured under"
         " whatever else ran on this machine then, so compare them loosely.\n\n"
     )
